@@ -1,0 +1,1 @@
+"""Numba CPU kernels (and, later, CUDA sources) — installed as ``workbench.kernels``."""

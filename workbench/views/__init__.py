@@ -1,0 +1,1 @@
+"""Pure plot functions (DataFrame in, HoloViews object out) and Panel pages."""
