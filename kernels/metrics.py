@@ -1,0 +1,53 @@
+"""Error metrics of a reconstruction, one pass, float64 accumulators (Numba, nogil)."""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+BNL_BLOCK = 32  # the hyper-quantization seed's block-normalized L1 uses fixed 32-element blocks
+
+
+@njit(cache=True, nogil=True)
+def error_sums(x, y):
+    """x, y: float32[rows, cols]. Returns
+    [sse, sum_x2, sum_y2, sum_xy, max_abs_err, bnl_sum, bnl_blocks].
+
+    bnl: per 32-element block along a row (the row's tail is a shorter block),
+    mean|x - y| / std(x, unbiased), with a safe reciprocal (std 0 → contributes 0), then the
+    mean over blocks — the seed's ``block_normalized_loss``.
+    """
+    rows, cols = x.shape
+    sse = 0.0
+    sx2 = 0.0
+    sy2 = 0.0
+    sxy = 0.0
+    mae = 0.0
+    bnl = 0.0
+    nblk = 0
+    for r in range(rows):
+        for c0 in range(0, cols, BNL_BLOCK):
+            c1 = min(c0 + BNL_BLOCK, cols)
+            n = c1 - c0
+            s1 = 0.0
+            s2 = 0.0
+            l1 = 0.0
+            for c in range(c0, c1):
+                a = np.float64(x[r, c])
+                b = np.float64(y[r, c])
+                e = a - b
+                sse += e * e
+                sx2 += a * a
+                sy2 += b * b
+                sxy += a * b
+                ae = abs(e)
+                if ae > mae:
+                    mae = ae
+                l1 += ae
+                s1 += a
+                s2 += a * a
+            if n > 1:
+                var = (s2 - s1 * s1 / n) / (n - 1)
+                if var > 0:
+                    bnl += (l1 / n) / np.sqrt(var)
+            nblk += 1
+    return np.array([sse, sx2, sy2, sxy, mae, bnl, np.float64(nblk)])

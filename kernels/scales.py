@@ -1,0 +1,296 @@
+"""Block-scale encodings (f32, f16, bf16, e4m3, e5m2, e8m0) for use inside Numba kernels.
+
+Numba has no float16 scalar type, so every conversion is integer work on the float32 bit
+pattern, rounding to nearest even. Bit-exact against numpy float16 / ml_dtypes on all 2^32
+float32 inputs (tests/test_scales.py), except for the deliberate differences noted here:
+
+* e4m3, e5m2 saturate: finite overflow and +-inf encode to +-max (ml_dtypes gives NaN / inf),
+  because a clipped scale costs a little error while a NaN/inf scale destroys the block.
+* e8m0 encodes |x| (a scale is a magnitude; ml_dtypes gives NaN for x < 0) and 0 -> code 0
+  (2^-127; ml_dtypes gives NaN), so an all-zero block still decodes to zeros. Everything else
+  is ml_dtypes' float8_e8m0fnu: 1.5*2^k rounds up (not to even), x >= 1.5*2^127 and +inf give
+  NaN (0xFF), and f32 subnormals give 2^-127 for x <= 2^-127 but 2^-126 for x > 2^-127.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+# Integer ids for njit code (module globals are compile-time constants to Numba).
+F32, F16, BF16, E4M3, E5M2, E8M0 = 0, 1, 2, 3, 4, 5
+
+
+@dataclass(frozen=True)
+class ScaleEncoding:
+    name: str
+    id: int
+    bits: int
+    signed: bool
+    max_finite: float
+    min_subnormal: float  # smallest positive value
+    needs_normalizer: bool
+
+
+ENCODINGS: dict[str, ScaleEncoding] = {e.name: e for e in (
+    ScaleEncoding("f32", F32, 32, True, 3.4028234663852886e38, 2.0**-149, False),
+    ScaleEncoding("f16", F16, 16, True, 65504.0, 2.0**-24, False),
+    ScaleEncoding("bf16", BF16, 16, True, 3.3895313892515355e38, 2.0**-133, False),
+    # Real weights' block scales (~1e-4..1e-2) sit below fp8's normal range (e4m3: < 2^-6) and lose
+    # mantissa bits there unless a per-tensor f32 normalizer first lifts them to the top of the range.
+    ScaleEncoding("e4m3", E4M3, 8, True, 448.0, 2.0**-9, True),
+    ScaleEncoding("e5m2", E5M2, 8, True, 57344.0, 2.0**-16, True),
+    ScaleEncoding("e8m0", E8M0, 8, False, 2.0**127, 2.0**-127, False),
+)}
+
+# Small-float layouts (mantissa bits, exponent bias, largest finite |code|) for the shared rounder.
+_F16_M, _F16_BIAS, _F16_INF = 10, 15, 0x7C00
+_BF16_M, _BF16_BIAS, _BF16_INF = 7, 127, 0x7F80
+_E4M3_M, _E4M3_BIAS, _E4M3_MAX = 3, 7, 0x7E
+_E5M2_M, _E5M2_BIAS, _E5M2_MAX = 2, 15, 0x7B
+_F32_INF = 0x7F800000
+_F32_QNAN = 0x7FC00000
+
+
+@njit(cache=True, nogil=True)
+def _bits(x):
+    return np.int64(np.float32(x).view(np.uint32))
+
+
+@njit(cache=True, nogil=True)
+def _float(b):
+    return np.uint32(b).view(np.float32)
+
+
+@njit(cache=True, nogil=True)
+def _rne(a, mbits, bias):
+    """Finite |x| bits -> |code| with `mbits` mantissa bits, RNE; unbounded above (callers clamp)."""
+    e = a >> 23
+    emin = 128 - bias  # f32 exponent field of the target's smallest normal
+    if e >= emin:
+        sh = 23 - mbits
+        # +(half-1+lsb) then truncate is RNE; a mantissa carry bumps the exponent for free.
+        return ((a + (1 << (sh - 1)) - 1 + ((a >> sh) & 1)) >> sh) - ((127 - bias) << mbits)
+    # Target subnormal: round the exact significand once (no double rounding via a normal).
+    sig = (a & 0x7FFFFF) | (0x800000 if e > 0 else 0)
+    sh = 23 - mbits + emin - max(e, 1)
+    if sh >= 25:
+        return 0  # sig < 2^24: below half the smallest subnormal
+    q = sig >> sh
+    rem = sig & ((1 << sh) - 1)
+    half = 1 << (sh - 1)
+    if rem > half or (rem == half and (q & 1) == 1):
+        q += 1
+    return q  # q == 1 << mbits is exactly the smallest normal code
+
+
+@njit(cache=True, nogil=True)
+def _unpack(e, m, mbits, bias):
+    """Finite small-float fields -> |f32| bits (bias < 127, so subnormals become f32 normals)."""
+    if e == 0:
+        if m == 0:
+            return 0
+        e = 1
+        while m < (1 << mbits):
+            m <<= 1
+            e -= 1
+        m -= 1 << mbits
+    return ((e - bias + 127) << 23) | (m << (23 - mbits))
+
+
+@njit(cache=True, nogil=True)
+def f32_to_f16_bits(x):
+    b = _bits(x)
+    s, a = (b >> 16) & 0x8000, b & 0x7FFFFFFF
+    if a > _F32_INF:
+        return np.uint32(s | 0x7E00)
+    return np.uint32(s | min(_rne(a, _F16_M, _F16_BIAS), _F16_INF))  # IEEE: overflow -> inf
+
+
+@njit(cache=True, nogil=True)
+def f16_bits_to_f32(h):
+    h = np.int64(h)
+    s, e, m = (h & 0x8000) << 16, (h >> 10) & 0x1F, h & 0x3FF
+    if e == 0x1F:
+        return _float(s | (_F32_INF if m == 0 else _F32_QNAN | (m << 13)))
+    return _float(s | _unpack(e, m, _F16_M, _F16_BIAS))
+
+
+@njit(cache=True, nogil=True)
+def f32_to_bf16_bits(x):
+    b = _bits(x)
+    s, a = (b >> 16) & 0x8000, b & 0x7FFFFFFF
+    if a > _F32_INF:
+        return np.uint32((b >> 16) | 0x40)  # keep sign/payload, force quiet
+    return np.uint32(s | min(_rne(a, _BF16_M, _BF16_BIAS), _BF16_INF))
+
+
+@njit(cache=True, nogil=True)
+def bf16_bits_to_f32(h):
+    return _float((np.int64(h) & 0xFFFF) << 16)
+
+
+@njit(cache=True, nogil=True)
+def f32_to_e4m3(x):
+    b = _bits(x)
+    s, a = (b >> 24) & 0x80, b & 0x7FFFFFFF
+    if a > _F32_INF:
+        return np.uint32(s | 0x7F)
+    return np.uint32(s | min(_rne(a, _E4M3_M, _E4M3_BIAS), _E4M3_MAX))  # saturate, incl. inf
+
+
+@njit(cache=True, nogil=True)
+def e4m3_to_f32(c):
+    c = np.int64(c)
+    s, e, m = (c & 0x80) << 24, (c >> 3) & 0xF, c & 0x7
+    if e == 0xF and m == 0x7:
+        return _float(s | _F32_QNAN)
+    return _float(s | _unpack(e, m, _E4M3_M, _E4M3_BIAS))
+
+
+@njit(cache=True, nogil=True)
+def f32_to_e5m2(x):
+    b = _bits(x)
+    s, a = (b >> 24) & 0x80, b & 0x7FFFFFFF
+    if a > _F32_INF:
+        return np.uint32(s | 0x7E)
+    return np.uint32(s | min(_rne(a, _E5M2_M, _E5M2_BIAS), _E5M2_MAX))  # saturate, incl. inf
+
+
+@njit(cache=True, nogil=True)
+def e5m2_to_f32(c):
+    c = np.int64(c)
+    s, e, m = (c & 0x80) << 24, (c >> 2) & 0x1F, c & 0x3
+    if e == 0x1F:
+        return _float(s | (_F32_INF if m == 0 else _F32_QNAN | (m << 21)))
+    return _float(s | _unpack(e, m, _E5M2_M, _E5M2_BIAS))
+
+
+@njit(cache=True, nogil=True)
+def f32_to_e8m0(x):
+    a = _bits(x) & 0x7FFFFFFF  # sign dropped on purpose (module docstring)
+    if a >= _F32_INF:
+        return np.uint32(0xFF)  # inf, NaN -> NaN, as ml_dtypes
+    e, m = a >> 23, a & 0x7FFFFF
+    if e == 0:
+        return np.uint32(1 if m > 0x400000 else 0)  # ml_dtypes' f32-subnormal rule; 0 -> 2^-127
+    c = e + (1 if m >= 0x400000 else 0)  # ties (1.5*2^k) go up, as ml_dtypes
+    return np.uint32(0xFF if c > 0xFE else c)  # >= 1.5*2^127 -> NaN, as ml_dtypes
+
+
+@njit(cache=True, nogil=True)
+def e8m0_to_f32(c):
+    c = np.int64(c) & 0xFF
+    if c == 0xFF:
+        return _float(_F32_QNAN)
+    return _float(c << 23 if c > 0 else 0x400000)  # 2^-127 is an f32 subnormal
+
+
+@njit(cache=True, nogil=True)
+def encode_e8m0_ceil(x):
+    """Code of the smallest power of two >= |x|, clamped to [2^-127, 2^127]; NaN -> 0xFF."""
+    a = _bits(x) & 0x7FFFFFFF
+    if a > _F32_INF:
+        return np.uint32(0xFF)
+    e, m = a >> 23, a & 0x7FFFFF
+    if e == 0:
+        return np.uint32(1 if m > 0x400000 else 0)
+    return np.uint32(min(e + (1 if m != 0 else 0), 0xFE))  # clamp so the block max never clips to NaN
+
+
+@njit(cache=True, nogil=True)
+def encode(x, enc):
+    """float32 -> code (low bits of a uint32) in encoding `enc` (one of the integer ids)."""
+    if enc == F16:
+        return f32_to_f16_bits(x)
+    elif enc == BF16:
+        return f32_to_bf16_bits(x)
+    elif enc == E4M3:
+        return f32_to_e4m3(x)
+    elif enc == E5M2:
+        return f32_to_e5m2(x)
+    elif enc == E8M0:
+        return f32_to_e8m0(x)
+    elif enc == F32:
+        return np.uint32(_bits(x))
+    raise ValueError("unknown scale encoding id")
+
+
+@njit(cache=True, nogil=True)
+def decode(code, enc):
+    """code -> float32 value in encoding `enc`."""
+    if enc == F16:
+        return f16_bits_to_f32(code)
+    elif enc == BF16:
+        return bf16_bits_to_f32(code)
+    elif enc == E4M3:
+        return e4m3_to_f32(code)
+    elif enc == E5M2:
+        return e5m2_to_f32(code)
+    elif enc == E8M0:
+        return e8m0_to_f32(code)
+    elif enc == F32:
+        return _float(code)
+    raise ValueError("unknown scale encoding id")
+
+
+@njit(cache=True, nogil=True)
+def round_to(x, enc):
+    """x rounded to the nearest value representable in `enc` (as the kernels will see the scale)."""
+    return decode(encode(x, enc), enc)
+
+
+# Vectorised forms dispatch once, outside the loop, so the per-encoding call inlines (~1 ns/elem).
+@njit(cache=True, nogil=True)
+def encode_array(x, enc):
+    """float32 array -> uint32 codes in encoding `enc`, same shape."""
+    src = x.ravel()
+    out = np.empty(src.size, np.uint32)
+    n = src.size
+    if enc == F16:
+        for i in range(n):
+            out[i] = f32_to_f16_bits(src[i])
+    elif enc == BF16:
+        for i in range(n):
+            out[i] = f32_to_bf16_bits(src[i])
+    elif enc == E4M3:
+        for i in range(n):
+            out[i] = f32_to_e4m3(src[i])
+    elif enc == E5M2:
+        for i in range(n):
+            out[i] = f32_to_e5m2(src[i])
+    elif enc == E8M0:
+        for i in range(n):
+            out[i] = f32_to_e8m0(src[i])
+    else:
+        for i in range(n):
+            out[i] = encode(src[i], enc)  # f32, or the unknown-id error
+    return out.reshape(x.shape)
+
+
+@njit(cache=True, nogil=True)
+def decode_array(codes, enc):
+    """Codes -> float32 values in encoding `enc`, same shape."""
+    src = codes.ravel()
+    out = np.empty(src.size, np.float32)
+    n = src.size
+    if enc == F16:
+        for i in range(n):
+            out[i] = f16_bits_to_f32(src[i])
+    elif enc == BF16:
+        for i in range(n):
+            out[i] = bf16_bits_to_f32(src[i])
+    elif enc == E4M3:
+        for i in range(n):
+            out[i] = e4m3_to_f32(src[i])
+    elif enc == E5M2:
+        for i in range(n):
+            out[i] = e5m2_to_f32(src[i])
+    elif enc == E8M0:
+        for i in range(n):
+            out[i] = e8m0_to_f32(src[i])
+    else:
+        for i in range(n):
+            out[i] = decode(src[i], enc)
+    return out.reshape(codes.shape)

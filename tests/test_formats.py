@@ -1,0 +1,75 @@
+"""Format names: canonical names parse back to the same spec; bpw closed form vs real bytes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from workbench.codecs import codec_for
+from workbench.formats import (GGML_TYPES, FormatError, FormatSpec, default_grid, parse, resolve,
+                               small_grid)
+from workbench.kernels.scales import ENCODINGS
+
+uniform_specs = st.builds(
+    lambda bits, block, sym, enc, double, b2, ssym, sb, rmse, naive, nonorm: FormatSpec(
+        "uniform", bits, block, sym, enc,
+        super_bits=b2 if double else None, super_symmetric=ssym if double else None,
+        super_block=sb if double else None, search="rmse" if rmse else "absmax", naive=naive,
+        normalizer=not (nonorm and ENCODINGS[enc].needs_normalizer)),
+    st.integers(1, 8), st.sampled_from([8, 16, 24, 32, 64, 128, 256, 512]), st.booleans(),
+    st.sampled_from(sorted(ENCODINGS)), st.booleans(), st.integers(2, 8), st.booleans(),
+    st.sampled_from([8, 16, 32]), st.booleans(), st.booleans(), st.booleans())
+
+
+@given(uniform_specs)
+@settings(max_examples=400, deadline=None)
+def test_canonical_name_round_trips(spec):
+    assert parse(spec.name) == spec
+    assert parse(spec.name).name == spec.name
+
+
+def test_seed_names_and_aliases():
+    s = parse("Q(4a16)xQ(6s16)_fp8")
+    assert s.name == "Q(4a16)xQ(6s16)_e4m3"
+    assert (s.bits, s.block, s.symmetric, s.super_bits, s.super_block, s.super_symmetric, s.scale) == \
+        (4, 16, False, 6, 16, True, "e4m3")
+    assert parse("Q4s32").scale == "f16" and parse("Q4s32_f16").name == "Q4s32"
+    assert parse("Q4s16_e4m3_rmse_nonorm").name == "Q4s16_e4m3_rmse_nonorm"
+    assert parse("Q4s16_nonorm_e4m3_rmse").name == "Q4s16_e4m3_rmse_nonorm"  # canonical order
+    for name in GGML_TYPES:
+        assert parse(name).name == name and parse(name).family == "ggml"
+
+
+@pytest.mark.parametrize("bad", ["Q9s32", "Q4x32", "Q4s12", "Q4s32_e9m9", "Q4s32_nonorm",
+                                 "Q4s32_rmse_rmse", "Q4s32_e4m3_bf16", "Q(4s16)xQ(1s16)", "", "Q4_2"])
+def test_bad_names_are_refused_with_one_line(bad):
+    with pytest.raises(FormatError) as exc:
+        parse(bad)
+    assert "\n" not in str(exc.value)
+
+
+def test_llama_cpp_bpw_table():
+    assert {n: t.bpw for n, t in GGML_TYPES.items()} == {
+        "Q4_0": 4.5, "Q4_1": 5.0, "Q5_0": 5.5, "Q5_1": 6.0, "Q8_0": 8.5}
+
+
+def test_default_grid_size_and_uniqueness():
+    grid = default_grid()
+    names = [f.name for f in grid]
+    assert len(names) == len(set(names)) == 7 * 5 * 2 * 4 + 7 * 2 * 2 * 3 * 2 + 5
+    assert resolve("default,Q4_0") == grid  # duplicates collapse
+
+
+@pytest.mark.parametrize("shape", [(3, 384), (2, 1536), (5, 100), (1, 7)])
+def test_closed_form_bpw_equals_packed_bytes_for_every_grid_format(shape):
+    """bpw from the layout formula == bpw from the bytes the kernel really writes (pad included)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(np.float32) * 0.02
+    for spec in default_grid() + small_grid():
+        if spec.applies_to(shape):
+            continue
+        packed = codec_for(spec).quantize(x)
+        assert packed.size == spec.nbytes(shape), spec.name
+        assert packed.size * 8 / x.size == pytest.approx(spec.bpw(shape), rel=0, abs=1e-12)
+        if spec.row_tail(shape[1]) == 0 and not spec.uses_normalizer:
+            assert spec.bpw(shape) == spec.bpw()

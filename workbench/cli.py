@@ -1,0 +1,157 @@
+"""The ``workbench`` command: sweep | formats | export | import | bench | serve.
+
+Errors are one line on stderr and a non-zero exit, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = """examples:
+  workbench sweep                                  # default model, default grid, default store
+  workbench sweep --formats Q4_0,Q4s16_e4m3,small --tensors 'layer\\.0\\.'
+  workbench sweep --model ~/models/llama.gguf --store /tmp/store
+  workbench formats default                        # list a grid with its bits per weight
+  workbench export results.parquet --model all-MiniLM-L6-v2
+  workbench import colleague.parquet
+  workbench bench                                  # default grid timing + Numba vs gguf legacy
+  workbench serve                                  # the dashboard on http://localhost:5006/workbench
+"""
+
+
+def _store_arg(p):
+    p.add_argument("--store", type=Path, default=None,
+                   help="store folder (default: $WORKBENCH_STORE, else data/store in the checkout)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="workbench", formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 description="Measure the error and speed of weight-quantization formats "
+                                             "on a model's real tensors.", epilog=EXAMPLES)
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("sweep", help="quantize every (tensor, format) pair and store the metrics",
+                       description="Quantize every weight matrix with every format, measure error and "
+                                   "speed, and append the rows to the store. Resumable: a re-run does "
+                                   "only the (tensor, format) pairs that are missing.")
+    p.add_argument("--model", default=None, help="a .safetensors/.gguf/.npy/.npz file or a folder of "
+                   "safetensors shards (default: the embedded all-MiniLM-L6-v2)")
+    p.add_argument("--formats", default=None, help="comma-separated format names and/or grid names "
+                   "(default, small, ggml); default: the default grid")
+    p.add_argument("--tensors", default=None, help="regular expression on tensor names")
+    p.add_argument("--workers", type=int, default=None, help="threads (default: every core)")
+    p.add_argument("--no-resume", action="store_true", help="measure again what is already stored")
+    _store_arg(p)
+
+    p = sub.add_parser("formats", help="list the formats of a grid with their bits per weight")
+    p.add_argument("grid", nargs="?", default="default", help="grid name or comma-separated names")
+    p.add_argument("--shape", default=None, help="ROWSxCOLS: bpw of that tensor shape (padding, header)")
+
+    p = sub.add_parser("export", help="write the store's results (optionally filtered) to one Parquet file")
+    p.add_argument("out", type=Path)
+    p.add_argument("--model", default=None)
+    p.add_argument("--formats", default=None, help="regular expression on format names")
+    p.add_argument("--tensors", default=None, help="regular expression on tensor names")
+    _store_arg(p)
+
+    p = sub.add_parser("import", help="validate a collaborator's Parquet file and merge it into the store")
+    p.add_argument("file", type=Path)
+    _store_arg(p)
+
+    p = sub.add_parser("bench", help="benchmarks: default grid over the default model; Numba vs gguf legacy")
+    p.add_argument("--quick", action="store_true", help="a few tensors only")
+    p.add_argument("--out", type=Path, default=None, help="write the tables as Markdown here")
+
+    p = sub.add_parser("serve", help="serve the dashboard (panel serve workbench)")
+    p.add_argument("--port", type=int, default=5006)
+    p.add_argument("--address", default="localhost")
+    p.add_argument("--show", action="store_true", help="open a browser")
+    _store_arg(p)
+    return ap
+
+
+def cmd_sweep(a) -> int:
+    from workbench.sweep import run
+    rep = run(a.model, a.formats, a.tensors, a.store, a.workers, resume=not a.no_resume)
+    print(f"{rep.model}: measured {rep.measured} (tensor, format) pairs in {rep.seconds:.1f} s; "
+          f"{rep.already} already stored; {len(rep.skipped)} skipped")
+    reasons: dict[str, int] = {}
+    for t, f, r in rep.skipped:
+        reasons[r] = reasons.get(r, 0) + 1
+    for r, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
+        print(f"  skipped {n:5d} × {r}")
+    return 0
+
+
+def cmd_formats(a) -> int:
+    from workbench.formats import resolve
+    specs = resolve(a.grid)
+    shape = None
+    if a.shape:
+        try:
+            shape = tuple(int(v) for v in a.shape.lower().split("x"))
+            assert len(shape) == 2
+        except (ValueError, AssertionError):
+            raise ValueError(f"--shape must look like 384x1536, got {a.shape!r}") from None
+    print(f"{'format':32s} {'family':8s} {'bpw':>8s}" + ("  bpw@shape" if shape else ""))
+    for f in sorted(specs, key=lambda f: (f.bpw(), f.name)):
+        extra = f"  {f.bpw(shape):.4f}" if shape and not f.applies_to(shape) else ("  n/a" if shape else "")
+        print(f"{f.name:32s} {f.family:8s} {f.bpw():8.4f}{extra}")
+    print(f"{len(specs)} formats")
+    return 0
+
+
+def cmd_export(a) -> int:
+    from workbench import store as st
+    n = st.export(a.store or st.default_store(), a.out, a.model, a.formats, a.tensors)
+    print(f"wrote {n} rows to {a.out}")
+    return 0
+
+
+def cmd_import(a) -> int:
+    from workbench import store as st
+    added, dup = st.import_file(a.file, a.store or st.default_store())
+    print(f"imported {added} rows; {dup} already present (same model, tensor, format, backend, device, version)")
+    return 0
+
+
+def cmd_bench(a) -> int:
+    from workbench.bench import main as bench_main
+    return bench_main(quick=a.quick, out=a.out)
+
+
+def cmd_serve(a) -> int:
+    from workbench import store as st
+    env = dict(os.environ, WORKBENCH_STORE=str((a.store or st.default_store()).resolve()))
+    app = Path(__file__).resolve().parent
+    cmd = [sys.executable, "-m", "panel", "serve", str(app), "--port", str(a.port), "--address", a.address,
+           "--allow-websocket-origin", f"{a.address}:{a.port}"]
+    if a.show:
+        cmd.append("--show")
+    return subprocess.call(cmd, env=env)
+
+
+COMMANDS = {"sweep": cmd_sweep, "formats": cmd_formats, "export": cmd_export, "import": cmd_import,
+            "bench": cmd_bench, "serve": cmd_serve}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from workbench.formats import FormatError
+    from workbench.sources import SourceError
+    from workbench.store import StoreError
+    a = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[a.cmd](a)
+    except (FormatError, SourceError, StoreError, ValueError, OSError) as exc:
+        print(f"workbench {a.cmd}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"workbench {a.cmd}: interrupted; everything finished so far is kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

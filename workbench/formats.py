@@ -1,0 +1,330 @@
+"""Format specs: one model for every family, named by a canonical string that parses back.
+
+Names (public: they appear in shared Parquet files)
+
+* llama.cpp types keep llama.cpp's names: ``Q4_0``, ``Q4_1``, ``Q5_0``, ``Q5_1``, ``Q8_0``.
+* uniform single: ``Q{bits}{s|a}{block}[_{suffix}...]``, e.g. ``Q4s32`` (f16 scale),
+  ``Q4s16_e4m3``, ``Q3a64_bf16``.
+* uniform double: ``Q({b}{s|a}{block})xQ({b2}{s|a}{blocks_per_super})[_{suffix}...]``, e.g.
+  ``Q(4a16)xQ(6s16)_e4m3`` (the hyper-quantization seed's naming).
+
+Suffixes, in this canonical order — the single place where they are documented:
+
+===========  ==========================================================================
+``_<enc>``   scale encoding: ``f32, bf16, e4m3, e5m2, e8m0`` (``f16``, the default, is
+             omitted; ``fp8`` is accepted as an alias of ``e4m3``). In double formats it is
+             the encoding of the super-scales; the block scales are ``b2``-bit integers.
+``_rmse``    scale chosen by an RMSE search over 19 candidate scales (as llama.cpp's
+             ``make_qx_quants``), each judged after storage rounding. Default: absmax.
+``_naive``   codes computed from the unrounded scale (the seed's order) instead of the
+             scale as it will be decoded. For comparison only: it is never better.
+``_nonorm``  fp8 encodings (e4m3, e5m2) without the per-tensor f32 normalizer. Without it
+             typical block scales (1e-4..1e-2) fall into e4m3's subnormals and lose bits.
+===========  ==========================================================================
+
+Row-length policy. Blocks run along rows. When the block (single) or super-block (double) does
+not divide a row, the row ends with a short unit: a shorter last block with its own scale, or a
+super-block of fewer blocks; its bitstreams are padded to a whole byte, and those bytes count
+in bpw. No padding weights are invented, and the store records ``row_tail`` (the short unit's
+length) for the tensor. llama.cpp types follow llama.cpp: a row their block does not divide
+cannot be encoded, so the (tensor, format) pair is skipped and listed with the reason.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, replace
+
+from workbench.kernels.scales import ENCODINGS
+
+FAMILIES = ("ggml", "uniform", "codebook")
+SEARCHES = ("absmax", "rmse")
+ENCODING_ALIASES = {"fp8": "e4m3"}
+DEFAULT_SCALE = "f16"
+OPTION_ORDER = ("rmse", "naive", "nonorm")
+
+
+@dataclass(frozen=True)
+class GgmlType:
+    """A llama.cpp block type: block size and block bytes, as in ggml-common.h."""
+    name: str
+    block: int
+    block_bytes: int
+    bits: int          # element code bits
+    symmetric: bool
+    scale: str         # encoding of the block scale
+
+    @property
+    def bpw(self) -> float:
+        return self.block_bytes * 8 / self.block
+
+
+# (block, bytes) asserted against the byte arithmetic of each struct, ggml-common.h style.
+GGML_TYPES = {t.name: t for t in (
+    GgmlType("Q4_0", 32, 2 + 16, 4, True, "f16"),
+    GgmlType("Q4_1", 32, 2 + 2 + 16, 4, False, "f16"),
+    GgmlType("Q5_0", 32, 2 + 4 + 16, 5, True, "f16"),
+    GgmlType("Q5_1", 32, 2 + 2 + 4 + 16, 5, False, "f16"),
+    GgmlType("Q8_0", 32, 2 + 32, 8, True, "f16"),
+)}
+assert [t.block_bytes for t in GGML_TYPES.values()] == [18, 20, 22, 24, 34]
+
+
+class FormatError(ValueError):
+    """A format name or spec that is not valid; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class FormatSpec:
+    family: str
+    bits: int
+    block: int
+    symmetric: bool
+    scale: str = DEFAULT_SCALE
+    super_bits: int | None = None
+    super_symmetric: bool | None = None
+    super_block: int | None = None       # blocks per super-block (double quantization)
+    search: str = "absmax"
+    normalizer: bool = True              # only meaningful for fp8 encodings
+    naive: bool = False
+    ggml_type: str | None = None
+
+    def __post_init__(self):
+        validate(self)
+
+    # ------------------------------------------------------------------ naming
+    @property
+    def double(self) -> bool:
+        return self.super_bits is not None
+
+    @property
+    def name(self) -> str:
+        if self.family == "ggml":
+            return self.ggml_type
+        sa = "s" if self.symmetric else "a"
+        if self.double:
+            s2 = "s" if self.super_symmetric else "a"
+            base = f"Q({self.bits}{sa}{self.block})xQ({self.super_bits}{s2}{self.super_block})"
+        else:
+            base = f"Q{self.bits}{sa}{self.block}"
+        parts = [base]
+        if self.scale != DEFAULT_SCALE:
+            parts.append(self.scale)
+        if self.search == "rmse":
+            parts.append("rmse")
+        if self.naive:
+            parts.append("naive")
+        if not self.normalizer:
+            parts.append("nonorm")
+        return "_".join(parts)
+
+    def __str__(self) -> str:
+        return self.name
+
+    # ------------------------------------------------------------------ layout
+    @property
+    def uses_normalizer(self) -> bool:
+        return self.family == "uniform" and self.normalizer and ENCODINGS[self.scale].needs_normalizer
+
+    @property
+    def unit(self) -> int:
+        """Weights per self-contained unit: a block, or a super-block for double formats."""
+        return self.block * (self.super_block or 1)
+
+    def _param_bytes(self, symmetric: bool) -> int:
+        """Bytes of one group's (scale[, min]) in the scale encoding; an unsigned encoding
+        (e8m0) cannot hold a signed min, so asymmetric groups store a uint8 zero-point."""
+        enc = ENCODINGS[self.scale]
+        nbytes = enc.bits // 8
+        if symmetric:
+            return nbytes
+        return nbytes + (nbytes if enc.signed else 1)
+
+    def _unit_bytes(self, n: int) -> int:
+        """Bytes of a unit holding n weights (n < unit only for a row's short last unit)."""
+        if self.family == "ggml":
+            return GGML_TYPES[self.ggml_type].block_bytes
+        codes = -(-self.bits * n // 8)
+        if not self.double:
+            return self._param_bytes(self.symmetric) + codes
+        # one level-2 group per quantized vector: block scales, and block mins if asymmetric
+        nblocks = -(-n // self.block)
+        per_vector = self._param_bytes(self.super_symmetric) + -(-self.super_bits * nblocks // 8)
+        return per_vector * (1 if self.symmetric else 2) + codes
+
+    @property
+    def unit_bytes(self) -> int:
+        return self._unit_bytes(self.unit)
+
+    @property
+    def header_bytes(self) -> int:
+        """Per-tensor bytes: one f32 normalizer per kind of encoded parameter (fp8 only):
+        single: block scales [, block mins]; double: super-scales [, super-mins] of the
+        scale vector [, and of the min vector]."""
+        if not self.uses_normalizer:
+            return 0
+        kinds = 1 if self.symmetric else 2
+        if self.double:
+            kinds *= 1 if self.super_symmetric else 2
+        return 4 * kinds
+
+    def row_tail(self, cols: int) -> int:
+        """Length of a row's short last unit (0 when the unit divides the row)."""
+        return cols % self.unit
+
+    def applies_to(self, shape: tuple[int, int]) -> str | None:
+        """None if the format can encode a (rows, cols) tensor, else the reason it cannot."""
+        cols = shape[-1]
+        if self.family == "ggml" and cols % self.unit:
+            return f"row length {cols} is not a multiple of {self.name}'s block of {self.unit}"
+        return None
+
+    def nbytes(self, shape: tuple[int, int]) -> int:
+        """Closed-form packed size of a (rows, cols) tensor."""
+        rows, cols = shape
+        tail = self.row_tail(cols)
+        per_row = (cols // self.unit) * self.unit_bytes + (self._unit_bytes(tail) if tail else 0)
+        return self.header_bytes + rows * per_row
+
+    def bpw(self, shape: tuple[int, int] | None = None) -> float:
+        """Bits per weight; nominal (whole units, no per-tensor header) without a shape."""
+        if shape is None:
+            return self.unit_bytes * 8 / self.unit
+        return self.nbytes(shape) * 8 / (shape[0] * shape[1])
+
+    def with_(self, **kw) -> "FormatSpec":
+        return replace(self, **kw)
+
+
+def validate(spec: FormatSpec) -> None:
+    if spec.family not in FAMILIES:
+        raise FormatError(f"unknown family {spec.family!r}")
+    if spec.family == "ggml":
+        if spec.ggml_type not in GGML_TYPES:
+            raise FormatError(f"unknown llama.cpp type {spec.ggml_type!r}")
+        return
+    if spec.family != "uniform":
+        raise FormatError(f"family {spec.family!r} is not implemented yet")
+    if not 1 <= spec.bits <= 8:
+        raise FormatError(f"bits must be 1..8, got {spec.bits}")
+    if spec.block < 8 or spec.block % 8:
+        raise FormatError(f"block must be a multiple of 8 (>= 8), got {spec.block}")
+    if spec.scale not in ENCODINGS:
+        raise FormatError(f"unknown scale encoding {spec.scale!r} (one of {', '.join(ENCODINGS)})")
+    if spec.search not in SEARCHES:
+        raise FormatError(f"unknown scale search {spec.search!r}")
+    if not spec.normalizer and not ENCODINGS[spec.scale].needs_normalizer:
+        raise FormatError(f"'nonorm' applies to fp8 encodings only, not {spec.scale}")
+    if spec.double:
+        if not 2 <= spec.super_bits <= 8:
+            raise FormatError(f"super-block scale bits must be 2..8, got {spec.super_bits}")
+        if spec.super_block is None or spec.super_block < 8 or spec.super_block % 8:
+            raise FormatError(f"blocks per super-block must be a multiple of 8, got {spec.super_block}")
+        if spec.super_symmetric is None:
+            raise FormatError("double format needs super_symmetric")
+
+
+_SINGLE = re.compile(r"Q(?P<bits>\d)(?P<sa>[sa])(?P<block>\d+)")
+_DOUBLE = re.compile(r"Q\((?P<bits>\d)(?P<sa>[sa])(?P<block>\d+)\)xQ\((?P<b2>\d)(?P<sa2>[sa])(?P<sb>\d+)\)")
+
+
+def parse(name: str) -> FormatSpec:
+    """Parse a format name (canonical or with aliases) into its spec."""
+    name = name.strip()
+    if name in GGML_TYPES:
+        t = GGML_TYPES[name]
+        return FormatSpec("ggml", t.bits, t.block, t.symmetric, t.scale, ggml_type=name)
+    base, *suffixes = name.split("_")
+    m = _DOUBLE.fullmatch(base) or _SINGLE.fullmatch(base)
+    if m is None:
+        raise FormatError(f"not a format name: {name!r} (e.g. Q4s32, Q4s16_e4m3, Q(4a16)xQ(6s16)_e4m3, Q4_0)")
+    kw = dict(family="uniform", bits=int(m["bits"]), block=int(m["block"]), symmetric=m["sa"] == "s")
+    if "b2" in m.groupdict():
+        kw.update(super_bits=int(m["b2"]), super_symmetric=m["sa2"] == "s", super_block=int(m["sb"]))
+    seen = []
+    for s in suffixes:
+        s = ENCODING_ALIASES.get(s, s)
+        if s in ENCODINGS:
+            if "scale" in kw:
+                raise FormatError(f"{name!r}: two scale encodings")
+            kw["scale"] = s
+        elif s in OPTION_ORDER:
+            if s in seen:
+                raise FormatError(f"{name!r}: option {s!r} given twice")
+            seen.append(s)
+        else:
+            raise FormatError(f"{name!r}: unknown suffix {s!r} (encodings: {', '.join(ENCODINGS)}; options: {', '.join(OPTION_ORDER)})")
+    kw["search"] = "rmse" if "rmse" in seen else "absmax"
+    kw["naive"] = "naive" in seen
+    kw["normalizer"] = "nonorm" not in seen
+    try:
+        return FormatSpec(**kw)
+    except FormatError as exc:
+        raise FormatError(f"{name!r}: {exc}") from None
+
+
+# ------------------------------------------------------------------------------- grids
+GRID_BITS = range(2, 9)
+GRID_BLOCKS = (16, 32, 64, 128, 256)
+GRID_SCALES = ("f16", "bf16", "e4m3", "e8m0")
+GRID_DOUBLE = ((8, 8), (16, 16))          # (block, blocks per super-block): the seed's hyper-blocks
+GRID_DOUBLE_SCALES = ("f16", "e4m3")
+GRID_SUPER_BITS = (4, 6, 8)
+
+
+def default_grid() -> list[FormatSpec]:
+    """The default sweep: the seed's figures and llama.cpp's legacy types.
+
+    single: bits 2–8 × blocks 16–256 × s/a × f16/bf16/e4m3/e8m0            (280)
+    double: bits 2–8 × s/a × 8×8/16×16 × super bits 4/6/8 (symmetric) × f16/e4m3 (168)
+    ggml:   Q4_0 Q4_1 Q5_0 Q5_1 Q8_0                                           (5)
+    """
+    out = [FormatSpec("uniform", b, blk, sym, enc)
+           for b in GRID_BITS for blk in GRID_BLOCKS for sym in (True, False) for enc in GRID_SCALES]
+    out += [FormatSpec("uniform", b, blk, sym, enc, super_bits=b2, super_symmetric=True, super_block=sb)
+            for b in GRID_BITS for sym in (True, False) for blk, sb in GRID_DOUBLE
+            for b2 in GRID_SUPER_BITS for enc in GRID_DOUBLE_SCALES]
+    out += [parse(n) for n in GGML_TYPES]
+    return out
+
+
+def small_grid() -> list[FormatSpec]:
+    """A quick grid for smoke runs and tests (a dozen formats, all families and encodings)."""
+    names = ["Q4s32", "Q4a32", "Q4s16_e4m3", "Q4s32_e8m0", "Q3a64_bf16", "Q8s32",
+             "Q(4a16)xQ(6s16)_e4m3", "Q(4s8)xQ(6s8)", "Q4s32_rmse", "Q4_0", "Q4_1", "Q8_0"]
+    return [parse(n) for n in names]
+
+
+GRIDS = {"default": default_grid, "small": small_grid,
+         "ggml": lambda: [parse(n) for n in GGML_TYPES]}
+
+
+def resolve(spec: str | None) -> list[FormatSpec]:
+    """A grid name, or a comma-separated list of format names and grid names."""
+    if spec is None:
+        return default_grid()
+    out: list[FormatSpec] = []
+    for item in (s.strip() for s in spec.split(",")):
+        if not item:
+            continue
+        out += GRIDS[item]() if item in GRIDS else [parse(item)]
+    seen, uniq = set(), []
+    for f in out:
+        if f.name not in seen:
+            seen.add(f.name)
+            uniq.append(f)
+    if not uniq:
+        raise FormatError("no formats selected")
+    return uniq
+
+
+def nominal_bpw_table(formats: list[FormatSpec]) -> list[tuple[str, str, float]]:
+    return [(f.name, f.family, f.bpw()) for f in formats]
+
+
+def _check_math() -> None:  # bpw sanity of the llama.cpp table (4.5, 5, 5.5, 6, 8.5)
+    assert [t.bpw for t in GGML_TYPES.values()] == [4.5, 5.0, 5.5, 6.0, 8.5]
+    assert math.isclose(parse("Q(4a16)xQ(6s16)").bpw(), 4 + (2 * (2 + 12)) * 8 / 256)
+
+
+_check_math()

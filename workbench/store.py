@@ -1,0 +1,313 @@
+"""The result store: a folder of immutable Parquet files, queried with DuckDB.
+
+Layout: ``<store>/model=<id>/table=<results|skips>/<uuid>.parquet``. Every file is written to a
+temporary name and renamed, so readers (DuckDB's glob) never see a partial file, and several
+processes (a sweep, the dashboard, an import) can work at once without a database lock. Files
+are never rewritten; each row carries its provenance and the schema version.
+
+Natural key (dedupe on import, resume of a sweep): ``model, tensor, format, backend, device,
+workbench_version`` — the same measurement by the same code on the same kind of device.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import json
+import os
+import platform
+import re
+import socket
+import subprocess
+import uuid
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import workbench
+
+SCHEMA_VERSION = 1
+NATURAL_KEY = ("model", "tensor", "format", "backend", "device", "workbench_version")
+MODEL_ID = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+
+RESULTS_SCHEMA = pa.schema([
+    ("model", pa.string()), ("tensor", pa.string()), ("format", pa.string()),
+    ("family", pa.string()), ("bits", pa.int16()), ("block", pa.int32()), ("symmetric", pa.bool_()),
+    ("scale_dtype", pa.string()), ("super_bits", pa.int16()), ("super_block", pa.int32()),
+    ("super_symmetric", pa.bool_()), ("search", pa.string()), ("normalizer", pa.bool_()),
+    ("naive", pa.bool_()),
+    ("bpw", pa.float64()), ("nbytes", pa.int64()), ("numel", pa.int64()), ("rows", pa.int64()),
+    ("cols", pa.int64()), ("row_tail", pa.int32()),
+    ("mse", pa.float64()), ("rmse", pa.float64()), ("nmse", pa.float64()), ("sqnr_db", pa.float64()),
+    ("max_abs_err", pa.float64()), ("cosine", pa.float64()), ("bnl", pa.float64()),
+    ("quant_s", pa.float64()), ("dequant_s", pa.float64()),
+    ("source_dtype", pa.string()), ("source_quantized", pa.bool_()), ("model_fingerprint", pa.string()),
+    ("backend", pa.string()), ("device", pa.string()), ("host", pa.string()),
+    ("run_id", pa.string()), ("created_at", pa.timestamp("us", tz="UTC")),
+    ("workbench_version", pa.string()), ("git_rev", pa.string()), ("packages", pa.string()),
+    ("schema_version", pa.int32()),
+])
+# Columns an imported file must have (the rest may be missing in an older minor schema → NULL).
+REQUIRED = ("model", "tensor", "format", "family", "bpw", "numel", "mse", "nmse", "backend",
+            "device", "run_id", "created_at", "workbench_version", "schema_version")
+
+SKIPS_SCHEMA = pa.schema([
+    ("model", pa.string()), ("tensor", pa.string()), ("format", pa.string()), ("reason", pa.string()),
+    ("backend", pa.string()), ("run_id", pa.string()), ("created_at", pa.timestamp("us", tz="UTC")),
+    ("workbench_version", pa.string()), ("schema_version", pa.int32()),
+])
+TABLES = {"results": RESULTS_SCHEMA, "skips": SKIPS_SCHEMA}
+
+
+class StoreError(ValueError):
+    """A refused store operation; the message is one line for the user. Nothing was written."""
+
+
+def default_store() -> Path:
+    """$WORKBENCH_STORE, else data/store in the project checkout."""
+    env = os.environ.get("WORKBENCH_STORE")
+    if env:
+        return Path(env)
+    return Path(workbench.__file__).resolve().parent.parent / "data" / "store"
+
+
+# ------------------------------------------------------------------------------- provenance
+@functools.cache
+def device_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@functools.cache
+def git_rev() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(workbench.__file__).parent, timeout=5)
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+@functools.cache
+def package_versions() -> str:
+    import numba
+    return json.dumps({"workbench": workbench.__version__, "numpy": np.__version__,
+                       "numba": numba.__version__, "python": platform.python_version()}, sort_keys=True)
+
+
+def provenance(run_id: str, backend: str) -> dict:
+    return {"backend": backend, "device": device_name(), "host": socket.gethostname(),
+            "run_id": run_id, "created_at": pd.Timestamp.now(tz="UTC"),
+            "workbench_version": workbench.__version__, "git_rev": git_rev(),
+            "packages": package_versions(), "schema_version": SCHEMA_VERSION}
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex
+
+
+# ------------------------------------------------------------------------------------ write
+def _to_table(rows: list[dict] | pd.DataFrame, schema: pa.Schema) -> pa.Table:
+    df = pd.DataFrame(rows) if not isinstance(rows, pd.DataFrame) else rows
+    for f in schema:
+        if f.name not in df.columns:
+            df[f.name] = None
+    return pa.Table.from_pandas(df[[f.name for f in schema]], schema=schema, preserve_index=False)
+
+
+def write(store: str | Path, table: str, rows: list[dict] | pd.DataFrame) -> list[Path]:
+    """Append rows as new immutable files, one per model partition; returns the files."""
+    t = _to_table(rows, TABLES[table])
+    if t.num_rows == 0:
+        return []
+    paths = []
+    for model in sorted(set(t.column("model").to_pylist())):
+        if not isinstance(model, str) or not MODEL_ID.match(model):
+            raise StoreError(f"invalid model id {model!r} (letters, digits, '.', '_', '-')")
+        part = t.filter(pa.compute.equal(t.column("model"), model))
+        folder = Path(store) / f"model={model}" / f"table={table}"
+        folder.mkdir(parents=True, exist_ok=True)
+        final = folder / f"{uuid.uuid4().hex}.parquet"
+        tmp = final.with_suffix(".parquet.tmp")
+        pq.write_table(part, tmp, compression="zstd")
+        os.replace(tmp, final)  # atomic publish: the glob never sees a partial file
+        paths.append(final)
+    return paths
+
+
+# ------------------------------------------------------------------------------------- read
+def _glob(store: str | Path, table: str) -> str:
+    return str(Path(store) / "model=*" / f"table={table}" / "*.parquet")
+
+
+def has_files(store: str | Path, table: str = "results") -> bool:
+    return any(Path(store).glob(f"model=*/table={table}/*.parquet"))
+
+
+def connect(store: str | Path) -> duckdb.DuckDBPyConnection:
+    """A fresh in-memory DuckDB connection (one per query/thread) with views over the store."""
+    con = duckdb.connect()
+    for table, schema in TABLES.items():
+        if has_files(store, table):
+            con.execute(f"""CREATE VIEW {table} AS SELECT * EXCLUDE ("table") FROM read_parquet(
+                '{_glob(store, table)}', hive_partitioning=true, union_by_name=true,
+                hive_types={{'model': VARCHAR, 'table': VARCHAR}})""")
+        else:  # an empty store still answers queries, with the right columns
+            con.from_arrow(schema.empty_table()).create_view(table)
+    return con
+
+
+def query(store: str | Path, sql: str, params: list | None = None) -> pd.DataFrame:
+    con = connect(store)
+    try:
+        return con.execute(sql, params or []).df()
+    finally:
+        con.close()
+
+
+def results(store: str | Path, model: str | None = None) -> pd.DataFrame:
+    where, params = ("WHERE model = ?", [model]) if model else ("", [])
+    return query(store, f"SELECT * FROM results {where} ORDER BY model, tensor, format", params)
+
+
+def models(store: str | Path) -> list[str]:
+    return query(store, "SELECT DISTINCT model FROM results ORDER BY model")["model"].tolist()
+
+
+def done_keys(store: str | Path, model: str, backend: str, device: str, version: str) -> set[tuple[str, str]]:
+    """(tensor, format) pairs already measured under this natural key (for resuming)."""
+    df = query(store, """SELECT DISTINCT tensor, format FROM results WHERE model = ? AND backend = ?
+                         AND device = ? AND workbench_version = ?""", [model, backend, device, version])
+    return set(zip(df["tensor"], df["format"]))
+
+
+FORMAT_COLS = ("family", "bits", "block", "symmetric", "scale_dtype", "super_bits", "super_block",
+               "super_symmetric", "search", "normalizer", "naive")
+
+
+def summary(store: str | Path, model: str | None = None, tensor_regex: str | None = None) -> pd.DataFrame:
+    """Model-level figures per (model, format): numel-weighted means over tensors (pooled sums
+    would let one big tensor hide the rest); bpw = total stored bits / total weights.
+    Repeated measurements of a (tensor, format) — other devices, other runs — count once."""
+    conds, params = [], []
+    if model:
+        conds.append("model = ?")
+        params.append(model)
+    if tensor_regex:
+        conds.append("regexp_matches(tensor, ?)")
+        params.append(tensor_regex)
+    where = ("WHERE " + " AND ".join(conds)) if conds else ""
+    fcols = ", ".join(f"any_value({c}) AS {c}" for c in FORMAT_COLS)
+    sql = f"""
+    WITH per_tensor AS (
+        SELECT model, tensor, format, {fcols}, any_value(numel) AS numel, any_value(nbytes) AS nbytes,
+               avg(mse) AS mse, avg(nmse) AS nmse, avg(bnl) AS bnl, avg(cosine) AS cosine,
+               max(max_abs_err) AS max_abs_err, min(quant_s) AS quant_s, min(dequant_s) AS dequant_s
+        FROM results {where} GROUP BY model, tensor, format)
+    SELECT model, format, {", ".join(f"any_value({c}) AS {c}" for c in FORMAT_COLS)},
+           count(*) AS tensors, sum(numel) AS numel, sum(nbytes) * 8.0 / sum(numel) AS bpw,
+           sum(mse * numel) / sum(numel) AS mse, sum(nmse * numel) / sum(numel) AS nmse,
+           sum(bnl * numel) / sum(numel) AS bnl, sum(cosine * numel) / sum(numel) AS cosine,
+           max(max_abs_err) AS max_abs_err,
+           sum(numel) / sum(quant_s) AS quant_wps, sum(numel) / sum(dequant_s) AS dequant_wps
+    FROM per_tensor GROUP BY model, format ORDER BY model, bpw"""
+    df = query(store, sql, params)
+    df["rmse"] = np.sqrt(df["mse"])
+    with np.errstate(divide="ignore"):
+        df["sqnr_db"] = -10 * np.log10(df["nmse"].astype(float))
+    return df
+
+
+# ---------------------------------------------------------------------------- share: export
+EXPORT_META = b"workbench"
+
+
+def export(store: str | Path, out: str | Path, model: str | None = None,
+           formats: str | None = None, tensors: str | None = None) -> int:
+    """Write one self-describing Parquet file (results rows + schema metadata); returns rows."""
+    conds, params = [], []
+    for col, val, op in (("model", model, "="), ("format", formats, "~"), ("tensor", tensors, "~")):
+        if val:
+            conds.append(f"{col} = ?" if op == "=" else f"regexp_matches({col}, ?)")
+            params.append(val)
+    where = ("WHERE " + " AND ".join(conds)) if conds else ""
+    df = query(store, f"SELECT * FROM results {where} ORDER BY model, tensor, format", params)
+    t = _to_table(df, RESULTS_SCHEMA)
+    meta = {"schema_version": SCHEMA_VERSION, "table": "results",
+            "exported_by": f"workbench {workbench.__version__}",
+            "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+            "natural_key": list(NATURAL_KEY)}
+    t = t.replace_schema_metadata({**(t.schema.metadata or {}), EXPORT_META: json.dumps(meta).encode()})
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    pq.write_table(t, tmp, compression="zstd")
+    os.replace(tmp, out)
+    return t.num_rows
+
+
+# ---------------------------------------------------------------------------- share: import
+def validate_import(path: str | Path) -> pa.Table:
+    """Read and check a collaborator's file; raise StoreError with one line if it is unusable."""
+    from workbench.formats import FormatError, parse
+    path = Path(path)
+    try:
+        t = pq.read_table(path)
+    except FileNotFoundError:
+        raise StoreError(f"{path}: no such file") from None
+    except Exception as exc:  # pyarrow raises several types for garbage
+        raise StoreError(f"{path}: not a readable Parquet file ({exc.__class__.__name__})") from None
+    missing = [c for c in REQUIRED if c not in t.column_names]
+    if missing:
+        raise StoreError(f"{path}: not a workbench results file (missing columns: {', '.join(missing)})")
+    versions = set(t.column("schema_version").to_pylist())
+    if any(v is None or v > SCHEMA_VERSION for v in versions):
+        raise StoreError(f"{path}: schema version {sorted(map(str, versions))} is newer than this "
+                         f"workbench's ({SCHEMA_VERSION}); upgrade to import it")
+    extra = [c for c in t.column_names if c not in RESULTS_SCHEMA.names]
+    if extra:
+        t = t.drop_columns(extra)
+    try:
+        t = _to_table(t.to_pandas(), RESULTS_SCHEMA)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, TypeError) as exc:
+        raise StoreError(f"{path}: column types do not match the results schema ({str(exc).splitlines()[0][:100]})") from None
+    df = t.to_pandas()
+    for c in NATURAL_KEY + ("run_id",):
+        if df[c].isna().any() or (df[c].astype(str) == "").any():
+            raise StoreError(f"{path}: column {c!r} has empty values")
+    bad = [m for m in df["model"].unique() if not MODEL_ID.match(m)]
+    if bad:
+        raise StoreError(f"{path}: invalid model id {bad[0]!r}")
+    for name in df["format"].unique():
+        try:
+            if parse(name).name != name:
+                raise FormatError(f"{name!r} is not a canonical format name")
+        except FormatError as exc:
+            raise StoreError(f"{path}: {exc}") from None
+    if not (df["numel"] > 0).all() or not (df["bpw"] > 0).all() or not (df["nmse"] >= 0).all():
+        raise StoreError(f"{path}: impossible values (numel, bpw must be > 0 and nmse >= 0)")
+    return t
+
+
+def import_file(path: str | Path, store: str | Path) -> tuple[int, int]:
+    """Merge a collaborator's results file; existing rows are never changed. Rows whose natural
+    key is already stored (or repeated in the file) are skipped. Returns (added, skipped)."""
+    t = validate_import(path)
+    df = t.to_pandas()
+    key = list(NATURAL_KEY)
+    before = len(df)
+    df = df.drop_duplicates(key, keep="first")
+    have = query(store, f"SELECT DISTINCT {', '.join(key)} FROM results")
+    if len(have):
+        df = df.merge(have.astype({c: str for c in key}), on=key, how="left", indicator=True)
+        df = df[df["_merge"] == "left_only"].drop(columns="_merge")
+    write(store, "results", df)
+    return len(df), before - len(df)

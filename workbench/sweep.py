@@ -1,0 +1,189 @@
+"""Sweep: every (tensor, format) pair of a model → metrics and timings → the store.
+
+Work is split into (tensor, chunk of formats) tasks run on a thread pool (the Numba kernels
+release the GIL, so threads use every core without copying tensors between processes). Rows
+are flushed to the store as immutable files every few seconds, so a killed sweep loses at most
+the last few seconds; a re-run skips every (tensor, format) already stored under the same
+natural key (same backend, device and workbench version) and does only what is missing.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+import workbench
+from workbench import store as st
+from workbench.codecs import BACKEND, codec_for
+from workbench.formats import FormatSpec, resolve
+from workbench.metrics import tensor_metrics
+from workbench.sources import ModelSource, TensorInfo, open_model
+
+CHUNK = 24            # formats per task: small enough to balance a big tensor across cores
+FLUSH_SECONDS = 5.0   # at most this much finished work is lost when a sweep is killed
+FLUSH_ROWS = 2000
+
+
+@dataclass
+class SweepReport:
+    model: str
+    run_id: str
+    measured: int = 0
+    already: int = 0
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)   # (tensor, format, reason)
+    files: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def measure(spec: FormatSpec, x: np.ndarray) -> dict:
+    """Quantize → packed bytes → dequantize, timed; metrics of the reconstruction."""
+    codec = codec_for(spec)
+    t0 = time.perf_counter()
+    packed = codec.quantize(x)
+    t1 = time.perf_counter()
+    y = codec.dequantize(packed, x.shape)
+    t2 = time.perf_counter()
+    m = tensor_metrics(x, y)
+    rows, cols = x.shape
+    return {**m, "bpw": packed.size * 8 / x.size, "nbytes": int(packed.size), "rows": rows, "cols": cols,
+            "row_tail": spec.row_tail(cols) if spec.family == "uniform" else 0,
+            "quant_s": t1 - t0, "dequant_s": t2 - t1}
+
+
+def spec_columns(spec: FormatSpec) -> dict:
+    return {"format": spec.name, "family": spec.family, "bits": spec.bits, "block": spec.block,
+            "symmetric": spec.symmetric, "scale_dtype": spec.scale, "super_bits": spec.super_bits,
+            "super_block": spec.super_block, "super_symmetric": spec.super_symmetric,
+            "search": spec.search, "normalizer": spec.uses_normalizer, "naive": spec.naive}
+
+
+def warm_up(formats: list[FormatSpec]) -> None:
+    """Compile every kernel once (Numba caches to disk) so no timing includes compilation."""
+    x = np.linspace(-1, 1, 2 * 256, dtype=np.float32).reshape(2, 256)
+    seen = set()
+    for f in formats:
+        key = (f.family, f.ggml_type)
+        if key not in seen:
+            seen.add(key)
+            measure(f, x)
+
+
+def _non_finite(x: np.ndarray) -> int:
+    return int(x.size - np.count_nonzero(np.isfinite(x)))
+
+
+def run(model: str | os.PathLike | None = None, formats: str | list[FormatSpec] | None = None,
+        tensors: str | None = None, store: str | os.PathLike | None = None, workers: int | None = None,
+        resume: bool = True, progress: bool | Callable[[int, int], None] = True,
+        cancel: threading.Event | None = None) -> SweepReport:
+    """Sweep a model; see the module docstring. ``progress`` is True (a tqdm bar), False, or a
+    callback(done, total). Setting ``cancel`` stops after the tasks in flight and keeps them."""
+    t_start = time.perf_counter()
+    src: ModelSource = open_model(model)            # validates the whole file before any write
+    specs = resolve(formats) if not isinstance(formats, list) else formats
+    store = Path(store) if store else st.default_store()
+    run_id = st.new_run_id()
+    prov = st.provenance(run_id, BACKEND)
+    rep = SweepReport(src.model_id, run_id)
+    done = st.done_keys(store, src.model_id, BACKEND, prov["device"], workbench.__version__) if resume else set()
+
+    skips = [(t.name, "", t.skip_reason) for t in src.skipped()]
+    weights = src.weights(tensors)
+    if tensors and not weights:
+        raise st.StoreError(f"no weight tensor of {src.model_id} matches --tensors {tensors!r}")
+    tasks: list[tuple[TensorInfo, list[FormatSpec]]] = []
+    for t in weights:
+        todo = []
+        for f in specs:
+            if (t.name, f.name) in done:
+                rep.already += 1
+                continue
+            reason = f.applies_to(t.shape if len(t.shape) == 2 else (int(np.prod(t.shape[:-1])), t.shape[-1]))
+            if reason:
+                skips.append((t.name, f.name, reason))
+            else:
+                todo.append(f)
+        tasks += [(t, todo[i:i + CHUNK]) for i in range(0, len(todo), CHUNK)]
+    total = sum(len(fs) for _, fs in tasks)
+
+    base = {"model": src.model_id, "model_fingerprint": src.fingerprint, **prov}
+    lock = threading.Lock()
+    pending: list[dict] = []
+    last_flush = [time.monotonic()]
+
+    def flush(force=False):
+        with lock:
+            if not pending or not (force or len(pending) >= FLUSH_ROWS
+                                   or time.monotonic() - last_flush[0] > FLUSH_SECONDS):
+                return
+            batch = pending[:]
+            pending.clear()
+            last_flush[0] = time.monotonic()
+        rep.files += st.write(store, "results", batch)
+
+    bar = None
+    if progress is True:
+        from tqdm import tqdm
+        bar = tqdm(total=total, unit="fmt", desc=f"sweep {src.model_id}", dynamic_ncols=True)
+    count = [0]
+
+    def task(t: TensorInfo, fs: list[FormatSpec]):
+        if cancel is not None and cancel.is_set():
+            return [], []
+        x = t.load()
+        bad = _non_finite(x)
+        if bad:
+            return [], [(t.name, f.name, f"tensor has {bad} non-finite values (NaN/Inf)") for f in fs]
+        out = []
+        for f in fs:
+            row = {**base, "tensor": t.name, "source_dtype": t.dtype,
+                   "source_quantized": t.source_quantized, **spec_columns(f), **measure(f, x)}
+            out.append(row)
+        return out, []
+
+    warm_up(specs)
+    workers = workers or os.cpu_count() or 1
+    pool = cf.ThreadPoolExecutor(max_workers=workers)
+    try:
+        futs = [pool.submit(task, t, fs) for t, fs in tasks]
+        for fut in cf.as_completed(futs):
+            if fut.cancelled():
+                continue
+            rows, sk = fut.result()
+            skips += sk
+            with lock:
+                pending.extend(rows)
+            flush()
+            n = len(rows) + len(sk)
+            count[0] += n
+            rep.measured += len(rows)
+            if bar is not None:
+                bar.update(n)
+            elif callable(progress):
+                progress(count[0], total)
+            if cancel is not None and cancel.is_set():
+                for f in futs:
+                    f.cancel()
+        pool.shutdown()
+    except BaseException:  # Ctrl-C or a failure: drop queued tasks, keep what has finished
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        flush(force=True)
+        if bar is not None:
+            bar.close()
+        rep.skipped = skips
+        if skips:
+            rep.files += st.write(store, "skips", [
+                {"model": src.model_id, "tensor": t, "format": f, "reason": r, "backend": BACKEND,
+                 "run_id": run_id, "created_at": prov["created_at"],
+                 "workbench_version": workbench.__version__, "schema_version": st.SCHEMA_VERSION}
+                for t, f, r in skips])
+        rep.seconds = time.perf_counter() - t_start
+    return rep
