@@ -38,8 +38,13 @@ callers should refuse such tensors, using ``check_finite`` (count of non-finite 
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 QK = 32  # every legacy type: 32 weights per block
 
@@ -130,49 +135,130 @@ def _f16_bits_to_f32(h):
     return np.uint32(bits).view(np.float32)
 
 
+# ------------------------------------------------------------------------------ allocation
+# numpy madvise()s every allocation of >= 4 MiB for transparent huge pages (Linux); Numba's
+# np.empty does not, and the 4 KiB page faults then cost more than the decoding itself on the
+# 47 MB word-embedding matrix. Same policy here (a hint only; results do not depend on it).
+_HUGE_MIN = 1 << 22
+_MADV_HUGEPAGE = 14
+
+if sys.platform.startswith("linux"):
+    @intrinsic
+    def _madvise(typingctx, addr, length, advice):
+        sig = types.int32(types.uintp, types.uintp, types.int32)
+
+        def codegen(context, builder, signature, args):
+            i8p = ir.IntType(8).as_pointer()
+            fnty = ir.FunctionType(ir.IntType(32), [i8p, ir.IntType(64), ir.IntType(32)])
+            fn = cgutils.get_or_insert_function(builder.module, fnty, "madvise")
+            return builder.call(fn, [builder.inttoptr(args[0], i8p), args[1], args[2]])
+        return sig, codegen
+
+    @njit(cache=True, nogil=True, inline="always")
+    def _advise_huge(a):
+        n = np.uintp(a.size * a.itemsize)
+        if n >= np.uintp(_HUGE_MIN):
+            p = np.uintp(a.ctypes.data)
+            start = (p + np.uintp(4095)) & ~np.uintp(4095)
+            _madvise(start, p + n - start, np.int32(_MADV_HUGEPAGE))
+else:
+    @njit(cache=True, nogil=True, inline="always")
+    def _advise_huge(a):
+        pass
+
+
+@njit(cache=True, nogil=True)
+def _empty_u8(rows, cols):
+    a = np.empty((rows, cols), dtype=np.uint8)
+    _advise_huge(a)
+    return a
+
+
+@njit(cache=True, nogil=True)
+def _empty_f32(rows, cols):
+    a = np.empty((rows, cols), dtype=np.float32)
+    _advise_huge(a)
+    return a
+
+
 # ------------------------------------------------------------------------------ helpers
 @njit(cache=True, nogil=True, inline="always")
 def _u8_cast(t):
     """numpy's float32 -> uint8/int8 ``astype`` on x86-64: low byte of the int32 truncation,
     0 for NaN, +-inf and anything outside int32 (cvttss2si -> INT_MIN)."""
     if t >= np.float32(-2147483648.0) and t < np.float32(2147483648.0):
-        return np.int64(t) & 0xFF
-    return 0
+        return np.int32(t) & np.int32(0xFF)
+    return np.int32(0)
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _put_half(out, r, o, f):
+def _put_half(buf, o, f):
     h = _f32_to_f16_bits(f)
-    out[r, o] = np.uint8(h & 0xFF)
-    out[r, o + 1] = np.uint8(h >> 8)
+    buf[o] = np.uint8(h & 0xFF)
+    buf[o + 1] = np.uint8(h >> 8)
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _get_half(p, r, o):
-    return _f16_bits_to_f32(np.int64(p[r, o]) | (np.int64(p[r, o + 1]) << 8))
+def _get_half(buf, o):
+    return _f16_bits_to_f32(np.int64(buf[o]) | (np.int64(buf[o + 1]) << 8))
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _signed_absmax(x, r, s):
-    """x[r, s + argmax |x|] over one block: the first element of largest magnitude."""
-    vmax = x[r, s]
-    amax = abs(vmax)
-    for j in range(1, QK):
-        v = x[r, s + j]
-        a = abs(v)
-        if a > amax:
-            amax = a
-            vmax = v
-    return vmax
+def _absmax(xr, s):
+    """max |x| over one block (exact, so four independent chains are fine)."""
+    m0 = abs(xr[s])
+    m1 = abs(xr[s + 1])
+    m2 = abs(xr[s + 2])
+    m3 = abs(xr[s + 3])
+    for j in range(4, QK, 4):
+        m0 = max(m0, abs(xr[s + j]))
+        m1 = max(m1, abs(xr[s + j + 1]))
+        m2 = max(m2, abs(xr[s + j + 2]))
+        m3 = max(m3, abs(xr[s + j + 3]))
+    return max(max(m0, m1), max(m2, m3))
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _min_max(x, r, s):
-    """llama.cpp's sequential min/max (strict compares: the first of equal values wins)."""
-    mn = x[r, s]
+def _signed_absmax(xr, s):
+    """x[s + argmax |x|] over one block: the FIRST element of largest magnitude, like numpy's
+    argmax. Four independent chains (j = k mod 4), each keeping its first maximum (strict >);
+    merged by largest |x|, then by smallest index."""
+    a0 = abs(xr[s])
+    a1 = abs(xr[s + 1])
+    a2 = abs(xr[s + 2])
+    a3 = abs(xr[s + 3])
+    i0, i1, i2, i3 = 0, 1, 2, 3
+    for j in range(4, QK, 4):
+        v0 = abs(xr[s + j])
+        v1 = abs(xr[s + j + 1])
+        v2 = abs(xr[s + j + 2])
+        v3 = abs(xr[s + j + 3])
+        if v0 > a0:
+            a0, i0 = v0, j
+        if v1 > a1:
+            a1, i1 = v1, j + 1
+        if v2 > a2:
+            a2, i2 = v2, j + 2
+        if v3 > a3:
+            a3, i3 = v3, j + 3
+    if a1 > a0 or (a1 == a0 and i1 < i0):
+        a0, i0 = a1, i1
+    if a3 > a2 or (a3 == a2 and i3 < i2):
+        a2, i2 = a3, i3
+    if a2 > a0 or (a2 == a0 and i2 < i0):
+        i0 = i2
+    return xr[s + i0]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _min_max(xr, s):
+    """Block min and max. For distinct values order is irrelevant; the only ties that can be
+    told apart are +0/-0, and there the first zero met wins, as in llama.cpp's sequential
+    ``if (v < min) min = v; if (v > max) max = v;`` (strict compares)."""
+    mn = xr[s]
     mx = mn
     for j in range(1, QK):
-        v = x[r, s + j]
+        v = xr[s + j]
         if v < mn:
             mn = v
         if v > mx:
@@ -204,18 +290,20 @@ def quantize_q4_0(x):
     if cols % QK != 0:
         raise ValueError("Q4_0: row length must be a multiple of 32")
     nb = cols // QK
-    out = np.empty((rows, nb * 18), dtype=np.uint8)
+    out = _empty_u8(rows, nb * 18)
     for r in range(rows):
+        xr = x[r]
+        orow = out[r]
         for b in range(nb):
             s = b * QK
             o = b * 18
-            d = _signed_absmax(x, r, s) / np.float32(-8.0)
+            d = _signed_absmax(xr, s) / np.float32(-8.0)
             idd = _inv(d)
-            _put_half(out, r, o, d)
+            _put_half(orow, o, d)
             for j in range(QK // 2):
-                q0 = min(_u8_cast(x[r, s + j] * idd + np.float32(8.5)), 15)
-                q1 = min(_u8_cast(x[r, s + j + 16] * idd + np.float32(8.5)), 15)
-                out[r, o + 2 + j] = np.uint8(q0 | (q1 << 4))
+                q0 = min(_u8_cast(xr[s + j] * idd + np.float32(8.5)), np.int32(15))
+                q1 = min(_u8_cast(xr[s + j + 16] * idd + np.float32(8.5)), np.int32(15))
+                orow[o + 2 + j] = np.uint8(q0 | (q1 << 4))
     return out
 
 
@@ -225,16 +313,18 @@ def dequantize_q4_0(packed, cols):
     if cols % QK != 0 or packed.shape[1] != cols // QK * 18:
         raise ValueError("Q4_0: packed row size does not match cols")
     nb = cols // QK
-    y = np.empty((rows, cols), dtype=np.float32)
+    y = _empty_f32(rows, cols)
     for r in range(rows):
+        pr = packed[r]
+        yr = y[r]
         for b in range(nb):
             s = b * QK
             o = b * 18
-            d = _get_half(packed, r, o)
+            d = _get_half(pr, o)
             for j in range(QK // 2):
-                c = np.int64(packed[r, o + 2 + j])
-                y[r, s + j] = d * np.float32((c & 0xF) - 8)
-                y[r, s + j + 16] = d * np.float32((c >> 4) - 8)
+                yr[s + j] = d * np.float32(np.int32(pr[o + 2 + j] & np.uint8(0xF)) - np.int32(8))
+            for j in range(QK // 2):
+                yr[s + 16 + j] = d * np.float32(np.int32(pr[o + 2 + j] >> np.uint8(4)) - np.int32(8))
     return y
 
 
@@ -245,20 +335,22 @@ def quantize_q4_1(x):
     if cols % QK != 0:
         raise ValueError("Q4_1: row length must be a multiple of 32")
     nb = cols // QK
-    out = np.empty((rows, nb * 20), dtype=np.uint8)
+    out = _empty_u8(rows, nb * 20)
     for r in range(rows):
+        xr = x[r]
+        orow = out[r]
         for b in range(nb):
             s = b * QK
             o = b * 20
-            mn, mx = _min_max(x, r, s)
+            mn, mx = _min_max(xr, s)
             d = (mx - mn) / np.float32(15.0)
             idd = _inv(d)
-            _put_half(out, r, o, d)
-            _put_half(out, r, o + 2, mn)
+            _put_half(orow, o, d)
+            _put_half(orow, o + 2, mn)
             for j in range(QK // 2):
-                q0 = min(_u8_cast((x[r, s + j] - mn) * idd + np.float32(0.5)), 15)
-                q1 = min(_u8_cast((x[r, s + j + 16] - mn) * idd + np.float32(0.5)), 15)
-                out[r, o + 4 + j] = np.uint8(q0 | (q1 << 4))
+                q0 = min(_u8_cast((xr[s + j] - mn) * idd + np.float32(0.5)), np.int32(15))
+                q1 = min(_u8_cast((xr[s + j + 16] - mn) * idd + np.float32(0.5)), np.int32(15))
+                orow[o + 4 + j] = np.uint8(q0 | (q1 << 4))
     return out
 
 
@@ -268,45 +360,60 @@ def dequantize_q4_1(packed, cols):
     if cols % QK != 0 or packed.shape[1] != cols // QK * 20:
         raise ValueError("Q4_1: packed row size does not match cols")
     nb = cols // QK
-    y = np.empty((rows, cols), dtype=np.float32)
+    y = _empty_f32(rows, cols)
     for r in range(rows):
+        pr = packed[r]
+        yr = y[r]
         for b in range(nb):
             s = b * QK
             o = b * 20
-            d = _get_half(packed, r, o)
-            m = _get_half(packed, r, o + 2)
+            d = _get_half(pr, o)
+            m = _get_half(pr, o + 2)
             for j in range(QK // 2):
-                c = np.int64(packed[r, o + 4 + j])
-                y[r, s + j] = d * np.float32(c & 0xF) + m
-                y[r, s + j + 16] = d * np.float32(c >> 4) + m
+                yr[s + j] = d * np.float32(pr[o + 4 + j] & np.uint8(0xF)) + m
+            for j in range(QK // 2):
+                yr[s + 16 + j] = d * np.float32(pr[o + 4 + j] >> np.uint8(4)) + m
     return y
 
 
 # ------------------------------------------------------------------------------ Q5_0
+@njit(cache=True, nogil=True, inline="always")
+def _put_u32(buf, o, v):
+    buf[o] = np.uint8(v & 0xFF)
+    buf[o + 1] = np.uint8((v >> 8) & 0xFF)
+    buf[o + 2] = np.uint8((v >> 16) & 0xFF)
+    buf[o + 3] = np.uint8((v >> 24) & 0xFF)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _get_u32(buf, o):
+    return (np.uint32(buf[o]) | (np.uint32(buf[o + 1]) << np.uint32(8))
+            | (np.uint32(buf[o + 2]) << np.uint32(16)) | (np.uint32(buf[o + 3]) << np.uint32(24)))
+
+
 @njit(cache=True, nogil=True)
 def quantize_q5_0(x):
     rows, cols = x.shape
     if cols % QK != 0:
         raise ValueError("Q5_0: row length must be a multiple of 32")
     nb = cols // QK
-    out = np.empty((rows, nb * 22), dtype=np.uint8)
+    out = _empty_u8(rows, nb * 22)
     for r in range(rows):
+        xr = x[r]
+        orow = out[r]
         for b in range(nb):
             s = b * QK
             o = b * 22
-            d = _signed_absmax(x, r, s) / np.float32(-16.0)
+            d = _signed_absmax(xr, s) / np.float32(-16.0)
             idd = _inv(d)
-            _put_half(out, r, o, d)
-            qh = 0
+            _put_half(orow, o, d)
+            qh = np.uint32(0)
             for j in range(QK // 2):
-                q0 = min(_u8_cast(x[r, s + j] * idd + np.float32(16.5)), 31)
-                q1 = min(_u8_cast(x[r, s + j + 16] * idd + np.float32(16.5)), 31)
-                out[r, o + 6 + j] = np.uint8((q0 & 0xF) | ((q1 & 0xF) << 4))
-                qh |= ((q0 >> 4) << j) | ((q1 >> 4) << (j + 16))
-            out[r, o + 2] = np.uint8(qh & 0xFF)
-            out[r, o + 3] = np.uint8((qh >> 8) & 0xFF)
-            out[r, o + 4] = np.uint8((qh >> 16) & 0xFF)
-            out[r, o + 5] = np.uint8((qh >> 24) & 0xFF)
+                q0 = min(_u8_cast(xr[s + j] * idd + np.float32(16.5)), np.int32(31))
+                q1 = min(_u8_cast(xr[s + j + 16] * idd + np.float32(16.5)), np.int32(31))
+                orow[o + 6 + j] = np.uint8((q0 & 0xF) | ((q1 & 0xF) << 4))
+                qh |= (np.uint32(q0 >> 4) << np.uint32(j)) | (np.uint32(q1 >> 4) << np.uint32(j + 16))
+            _put_u32(orow, o + 2, qh)
     return out
 
 
@@ -316,20 +423,21 @@ def dequantize_q5_0(packed, cols):
     if cols % QK != 0 or packed.shape[1] != cols // QK * 22:
         raise ValueError("Q5_0: packed row size does not match cols")
     nb = cols // QK
-    y = np.empty((rows, cols), dtype=np.float32)
+    y = _empty_f32(rows, cols)
     for r in range(rows):
+        pr = packed[r]
+        yr = y[r]
         for b in range(nb):
             s = b * QK
             o = b * 22
-            d = _get_half(packed, r, o)
-            qh = (np.int64(packed[r, o + 2]) | (np.int64(packed[r, o + 3]) << 8)
-                  | (np.int64(packed[r, o + 4]) << 16) | (np.int64(packed[r, o + 5]) << 24))
+            d = _get_half(pr, o)
+            qh = _get_u32(pr, o + 2)
             for j in range(QK // 2):
-                c = np.int64(packed[r, o + 6 + j])
-                q0 = (c & 0xF) | (((qh >> j) & 1) << 4)
-                q1 = (c >> 4) | (((qh >> (j + 16)) & 1) << 4)
-                y[r, s + j] = d * np.float32(q0 - 16)
-                y[r, s + j + 16] = d * np.float32(q1 - 16)
+                q = np.int32(pr[o + 6 + j] & np.uint8(0xF)) | np.int32(((qh >> np.uint32(j)) & np.uint32(1)) << np.uint32(4))
+                yr[s + j] = d * np.float32(q - np.int32(16))
+            for j in range(QK // 2):
+                q = np.int32(pr[o + 6 + j] >> np.uint8(4)) | np.int32(((qh >> np.uint32(j + 16)) & np.uint32(1)) << np.uint32(4))
+                yr[s + 16 + j] = d * np.float32(q - np.int32(16))
     return y
 
 
@@ -340,26 +448,25 @@ def quantize_q5_1(x):
     if cols % QK != 0:
         raise ValueError("Q5_1: row length must be a multiple of 32")
     nb = cols // QK
-    out = np.empty((rows, nb * 24), dtype=np.uint8)
+    out = _empty_u8(rows, nb * 24)
     for r in range(rows):
+        xr = x[r]
+        orow = out[r]
         for b in range(nb):
             s = b * QK
             o = b * 24
-            mn, mx = _min_max(x, r, s)
+            mn, mx = _min_max(xr, s)
             d = (mx - mn) / np.float32(31.0)
             idd = _inv(d)
-            _put_half(out, r, o, d)
-            _put_half(out, r, o + 2, mn)
-            qh = 0
+            _put_half(orow, o, d)
+            _put_half(orow, o + 2, mn)
+            qh = np.uint32(0)
             for j in range(QK // 2):
-                q0 = min(_u8_cast((x[r, s + j] - mn) * idd + np.float32(0.5)), 31)
-                q1 = min(_u8_cast((x[r, s + j + 16] - mn) * idd + np.float32(0.5)), 31)
-                out[r, o + 8 + j] = np.uint8((q0 & 0xF) | ((q1 & 0xF) << 4))
-                qh |= ((q0 >> 4) << j) | ((q1 >> 4) << (j + 16))
-            out[r, o + 4] = np.uint8(qh & 0xFF)
-            out[r, o + 5] = np.uint8((qh >> 8) & 0xFF)
-            out[r, o + 6] = np.uint8((qh >> 16) & 0xFF)
-            out[r, o + 7] = np.uint8((qh >> 24) & 0xFF)
+                q0 = min(_u8_cast((xr[s + j] - mn) * idd + np.float32(0.5)), np.int32(31))
+                q1 = min(_u8_cast((xr[s + j + 16] - mn) * idd + np.float32(0.5)), np.int32(31))
+                orow[o + 8 + j] = np.uint8((q0 & 0xF) | ((q1 & 0xF) << 4))
+                qh |= (np.uint32(q0 >> 4) << np.uint32(j)) | (np.uint32(q1 >> 4) << np.uint32(j + 16))
+            _put_u32(orow, o + 4, qh)
     return out
 
 
@@ -369,36 +476,35 @@ def dequantize_q5_1(packed, cols):
     if cols % QK != 0 or packed.shape[1] != cols // QK * 24:
         raise ValueError("Q5_1: packed row size does not match cols")
     nb = cols // QK
-    y = np.empty((rows, cols), dtype=np.float32)
+    y = _empty_f32(rows, cols)
     for r in range(rows):
+        pr = packed[r]
+        yr = y[r]
         for b in range(nb):
             s = b * QK
             o = b * 24
-            d = _get_half(packed, r, o)
-            m = _get_half(packed, r, o + 2)
-            qh = (np.int64(packed[r, o + 4]) | (np.int64(packed[r, o + 5]) << 8)
-                  | (np.int64(packed[r, o + 6]) << 16) | (np.int64(packed[r, o + 7]) << 24))
+            d = _get_half(pr, o)
+            m = _get_half(pr, o + 2)
+            qh = _get_u32(pr, o + 4)
             for j in range(QK // 2):
-                c = np.int64(packed[r, o + 8 + j])
-                q0 = (c & 0xF) | (((qh >> j) & 1) << 4)
-                q1 = (c >> 4) | (((qh >> (j + 16)) & 1) << 4)
-                y[r, s + j] = d * np.float32(q0) + m
-                y[r, s + j + 16] = d * np.float32(q1) + m
+                q = np.int32(pr[o + 8 + j] & np.uint8(0xF)) | np.int32(((qh >> np.uint32(j)) & np.uint32(1)) << np.uint32(4))
+                yr[s + j] = d * np.float32(q) + m
+            for j in range(QK // 2):
+                q = np.int32(pr[o + 8 + j] >> np.uint8(4)) | np.int32(((qh >> np.uint32(j + 16)) & np.uint32(1)) << np.uint32(4))
+                yr[s + 16 + j] = d * np.float32(q) + m
     return y
 
 
 # ------------------------------------------------------------------------------ Q8_0
 @njit(cache=True, nogil=True, inline="always")
 def _roundf_i8(v):
-    """numpy's ``np_roundf(v).astype(np.int8)`` byte: half away from zero, 0 for NaN/inf."""
+    """The byte of numpy's ``np_roundf(v).astype(np.int8)``: round half away from zero
+    (``floor(a) + floor(2*(a - floor(a)))`` is exact), 0 for NaN/inf (numpy's cast)."""
     a = abs(v)
-    if not a < np.float32(2147483648.0):     # NaN, inf, huge: numpy's cast gives 0
-        return 0
     fl = np.floor(a)
-    q = np.int64(fl) + np.int64(np.floor(np.float32(2.0) * (a - fl)))
-    if v < np.float32(0.0):
-        q = -q
-    return q & 0xFF
+    q = np.int32(fl) + np.int32(np.floor(np.float32(2.0) * (a - fl)))
+    q = -q if v < np.float32(0.0) else q
+    return q & np.int32(0xFF) if a < np.float32(2147483648.0) else np.int32(0)
 
 
 @njit(cache=True, nogil=True)
@@ -407,21 +513,18 @@ def quantize_q8_0(x):
     if cols % QK != 0:
         raise ValueError("Q8_0: row length must be a multiple of 32")
     nb = cols // QK
-    out = np.empty((rows, nb * 34), dtype=np.uint8)
+    out = _empty_u8(rows, nb * 34)
     for r in range(rows):
+        xr = x[r]
+        orow = out[r]
         for b in range(nb):
             s = b * QK
             o = b * 34
-            amax = np.float32(0.0)
-            for j in range(QK):
-                a = abs(x[r, s + j])
-                if a > amax:
-                    amax = a
-            d = amax / np.float32(127.0)
+            d = _absmax(xr, s) / np.float32(127.0)
             idd = _inv(d)
-            _put_half(out, r, o, d)
+            _put_half(orow, o, d)
             for j in range(QK):
-                out[r, o + 2 + j] = np.uint8(_roundf_i8(x[r, s + j] * idd))
+                orow[o + 2 + j] = np.uint8(_roundf_i8(xr[s + j] * idd))
     return out
 
 
@@ -431,17 +534,16 @@ def dequantize_q8_0(packed, cols):
     if cols % QK != 0 or packed.shape[1] != cols // QK * 34:
         raise ValueError("Q8_0: packed row size does not match cols")
     nb = cols // QK
-    y = np.empty((rows, cols), dtype=np.float32)
+    y = _empty_f32(rows, cols)
     for r in range(rows):
+        pr = packed[r]
+        yr = y[r]
         for b in range(nb):
             s = b * QK
             o = b * 34
-            d = _get_half(packed, r, o)
+            d = _get_half(pr, o)
             for j in range(QK):
-                q = np.int64(packed[r, o + 2 + j])
-                if q >= 128:
-                    q -= 256
-                y[r, s + j] = np.float32(q) * d
+                yr[s + j] = np.float32(np.int8(pr[o + 2 + j])) * d
     return y
 
 

@@ -195,8 +195,10 @@ def open_numpy(path: Path, model_id: str | None = None) -> ModelSource:
             for k in npz.files:
                 # the shape/dtype live in each member's .npy header; reading it is cheap
                 with npz.zip.open(k + ".npy") as fh:
-                    version = np.lib.format.read_magic(fh)
-                    shape, _, dtype = np.lib.format._read_array_header(fh, version)
+                    major, _ = np.lib.format.read_magic(fh)
+                    read = (np.lib.format.read_array_header_1_0 if major == 1
+                            else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read(fh)
                 arrays[k] = (lambda k=k: npz[k], shape, dtype)
     except (ValueError, OSError, EOFError) as exc:
         raise SourceError(f"{path}: cannot read numpy file ({str(exc).splitlines()[0][:120]})") from None

@@ -205,14 +205,14 @@ def summary(store: str | Path, model: str | None = None, tensor_regex: str | Non
         conds.append("regexp_matches(tensor, ?)")
         params.append(tensor_regex)
     where = ("WHERE " + " AND ".join(conds)) if conds else ""
-    fcols = ", ".join(f"any_value({c}) AS {c}" for c in FORMAT_COLS)
+    fcols = ", ".join(f'any_value("{c}") AS "{c}"' for c in FORMAT_COLS)  # "symmetric" is a keyword
     sql = f"""
     WITH per_tensor AS (
         SELECT model, tensor, format, {fcols}, any_value(numel) AS numel, any_value(nbytes) AS nbytes,
                avg(mse) AS mse, avg(nmse) AS nmse, avg(bnl) AS bnl, avg(cosine) AS cosine,
                max(max_abs_err) AS max_abs_err, min(quant_s) AS quant_s, min(dequant_s) AS dequant_s
         FROM results {where} GROUP BY model, tensor, format)
-    SELECT model, format, {", ".join(f"any_value({c}) AS {c}" for c in FORMAT_COLS)},
+    SELECT model, format, {fcols},
            count(*) AS tensors, sum(numel) AS numel, sum(nbytes) * 8.0 / sum(numel) AS bpw,
            sum(mse * numel) / sum(numel) AS mse, sum(nmse * numel) / sum(numel) AS nmse,
            sum(bnl * numel) / sum(numel) AS bnl, sum(cosine * numel) / sum(numel) AS cosine,

@@ -26,7 +26,8 @@ from workbench.metrics import tensor_metrics
 from workbench.sources import ModelSource, TensorInfo, open_model
 
 CHUNK = 24            # formats per task: small enough to balance a big tensor across cores
-FLUSH_SECONDS = 5.0   # at most this much finished work is lost when a sweep is killed
+# at most this much finished work is lost when a sweep is killed (tests set it to 0)
+FLUSH_SECONDS = float(os.environ.get("WORKBENCH_FLUSH_SECONDS", "5"))
 FLUSH_ROWS = 2000
 
 

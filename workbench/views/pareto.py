@@ -1,0 +1,179 @@
+"""The Pareto page's pure plot functions: a model-level summary DataFrame in, HoloViews out.
+
+Nothing here touches the store or Panel, so all of it is tested without a browser; the
+Panel class that wires widgets to these functions is ``workbench.views.app.ParetoPage``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import holoviews as hv
+import holoviews.plotting.bokeh  # noqa: F401  (registers the bokeh backend the opts below name)
+import numpy as np
+import pandas as pd
+from bokeh.palettes import Category20
+
+LLAMA_CPP = "llama.cpp"
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    label: str
+    lower_is_better: bool
+    log: bool
+
+
+METRICS = {m.name: m for m in (
+    Metric("nmse", "NMSE  Σ(x−y)²/Σx²", True, True),
+    Metric("sqnr_db", "SQNR (dB)", False, False),
+    Metric("bnl", "BNL (block-normalized L1)", True, True),
+    Metric("max_abs_err", "max |x−y|", True, True),
+    Metric("cosine", "cosine similarity", False, False),
+)}
+
+# Scale encodings in a fixed order, so each keeps its colour whatever a filter leaves.
+ENCODING_ORDER = ("f16", "bf16", "f32", "e4m3", "e5m2", "e8m0")
+TABLE_COLUMNS = ("format", "family", "bits", "block", "scale_dtype", "bpw")
+BPW = hv.Dimension("bpw", label="bits per weight")
+
+
+# ------------------------------------------------------------------------------- data
+def kind_of(family: str, scale_dtype: str | None, double: bool) -> str:
+    """The legend group of a format: llama.cpp's own types, else family (or 'double') + scale."""
+    if family == "ggml":
+        return LLAMA_CPP
+    return f"{'double' if double else family} {scale_dtype or '?'}"
+
+
+def with_kind(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``df`` with a 'kind' column (see ``kind_of``); kept if already there."""
+    if "kind" in df.columns:
+        return df
+    out = df.copy()
+    double = out["super_bits"].notna() if "super_bits" in out.columns else pd.Series(False, index=out.index)
+    scale = out["scale_dtype"] if "scale_dtype" in out.columns else pd.Series(None, index=out.index)
+    out["kind"] = [kind_of(f, s if isinstance(s, str) else None, bool(d))
+                   for f, s, d in zip(out["family"], scale, double)]
+    return out
+
+
+def _kind_key(kind: str) -> tuple:
+    if kind == LLAMA_CPP:
+        return (0, 0, "")
+    group, _, enc = kind.partition(" ")
+    rank = ENCODING_ORDER.index(enc) if enc in ENCODING_ORDER else len(ENCODING_ORDER)
+    return (1 + (group == "double") + 2 * (group not in ("uniform", "double")), rank, kind)
+
+
+def ordered_kinds(df: pd.DataFrame) -> list[str]:
+    """The kinds present, llama.cpp first, then uniform and double by scale encoding."""
+    return sorted(set(with_kind(df)["kind"]), key=_kind_key) if len(df) else []
+
+
+def kind_colors(kinds) -> dict[str, str]:
+    """A stable colour per kind: one hue per scale encoding, dark for single, light for double."""
+    colors, spare = {}, iter(Category20[20][2 * len(ENCODING_ORDER):])
+    for kind in kinds:
+        if kind == LLAMA_CPP:
+            colors[kind] = "#222222"
+            continue
+        group, _, enc = kind.partition(" ")
+        if enc in ENCODING_ORDER and group in ("uniform", "double"):
+            colors[kind] = Category20[20][2 * ENCODING_ORDER.index(enc) + (group == "double")]
+        else:
+            colors[kind] = next(spare, "#7f7f7f")
+    return colors
+
+
+def plottable(df: pd.DataFrame, metric: str = "nmse") -> pd.DataFrame:
+    """Rows that can be drawn: finite bpw and metric, and > 0 where the axis is logarithmic."""
+    m = METRICS[metric]
+    x = pd.to_numeric(df["bpw"], errors="coerce").to_numpy(float)
+    y = pd.to_numeric(df[metric], errors="coerce").to_numpy(float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if m.log:
+        ok &= y > 0
+    return df[ok]
+
+
+def pareto_front(df: pd.DataFrame, x: str = "bpw", y: str = "nmse",
+                 lower_is_better: bool | None = None) -> pd.DataFrame:
+    """The rows no other row dominates (x <= and y at least as good, strictly better in one),
+    sorted by x. Exact duplicates do not dominate each other, so both are kept. Rows with a
+    non-finite x or y are left out. ``lower_is_better`` defaults from METRICS (else True)."""
+    if lower_is_better is None:
+        lower_is_better = METRICS[y].lower_is_better if y in METRICS else True
+    xs = pd.to_numeric(df[x], errors="coerce").to_numpy(float)
+    ys = pd.to_numeric(df[y], errors="coerce").to_numpy(float)
+    ok = np.flatnonzero(np.isfinite(xs) & np.isfinite(ys))
+    cost = ys[ok] if lower_is_better else -ys[ok]
+    order = ok[np.lexsort((cost, xs[ok]))]         # by x, then best y first
+    keep, best, i = [], np.inf, 0
+    while i < len(order):                          # one group of equal x at a time
+        j = i
+        while j < len(order) and xs[order[j]] == xs[order[i]]:
+            j += 1
+        group = order[i:j]
+        c = ys[group] if lower_is_better else -ys[group]
+        if c[0] < best:                            # beats everything with a smaller x
+            keep += [k for k, ck in zip(group, c) if ck == c[0]]
+            best = c[0]
+        i = j
+    return df.iloc[keep]
+
+
+# ------------------------------------------------------------------------------ plots
+def pareto_points(df: pd.DataFrame, metric: str = "nmse", colors: dict[str, str] | None = None) -> hv.Points:
+    """One point per format, coloured by kind, with box/lasso select and a hover."""
+    m = METRICS[metric]
+    data = with_kind(df)
+    colors = colors or kind_colors(ordered_kinds(data))
+    fmt = "{0.000e}" if m.log else "{0.000}"
+    vdims = [c for c in ("kind", "format", "family", "bits", "block", "scale_dtype") if c in data.columns]
+    return hv.Points(data, kdims=[BPW, hv.Dimension(metric, label=m.label)], vdims=vdims).opts(
+        color="kind", cmap=colors, size=9, alpha=0.85, line_color="white", logy=m.log,
+        tools=["hover", "box_select", "lasso_select"], active_tools=["box_select", "wheel_zoom"],
+        hover_tooltips=[("format", "@format"), ("kind", "@kind"), ("bpw", "@bpw{0.000}"),
+                        (metric, "@{%s}%s" % (metric, fmt))],
+        show_legend=True)
+
+
+def pareto_frontier(df: pd.DataFrame, metric: str = "nmse") -> hv.Curve:
+    """The Pareto frontier as a step line: the best value reachable at or below each bpw."""
+    m = METRICS[metric]
+    front = pareto_front(df, "bpw", metric, m.lower_is_better)
+    return hv.Curve(front[["bpw", metric]], BPW, hv.Dimension(metric, label=m.label),
+                    label="Pareto frontier").opts(
+        interpolation="steps-post", color="#555555", line_width=2, alpha=0.9, logy=m.log)
+
+
+def llama_cpp_labels(df: pd.DataFrame, metric: str = "nmse") -> hv.Labels:
+    """The names of llama.cpp's own types (family 'ggml') next to their points."""
+    m = METRICS[metric]
+    ggml = df[df["family"] == "ggml"][["bpw", metric, "format"]]
+    return hv.Labels(ggml, [BPW, hv.Dimension(metric, label=m.label)], "format").opts(
+        text_font_size="8pt", text_align="left", text_baseline="bottom", xoffset=0.04,
+        text_color="#222222", logy=m.log)
+
+
+def pareto_plot(df: pd.DataFrame, metric: str = "nmse", *, selection: hv.link_selections | None = None,
+                colors: dict[str, str] | None = None) -> hv.Overlay:
+    """bpw vs ``metric`` for every format, the Pareto frontier and llama.cpp's types labelled.
+    ``selection`` (a link_selections instance) is applied to the points only, so the frontier
+    and labels stay as drawn while the points are brushed."""
+    m = METRICS[metric]
+    data = with_kind(plottable(df, metric))
+    points = pareto_points(data, metric, colors)
+    if selection is not None:
+        points = selection(points)
+    title = f"{metric}: {'lower' if m.lower_is_better else 'higher'} is better"
+    return (points * pareto_frontier(data, metric) * llama_cpp_labels(data, metric)).opts(
+        hv.opts.Overlay(title=title, legend_position="right", responsive=True, min_height=480,
+                        show_grid=True, logy=m.log))
+
+
+def selected_table(df: pd.DataFrame, metric: str = "nmse") -> pd.DataFrame:
+    """The selection table's rows: a format's description and the metric, by bpw."""
+    cols = [c for c in TABLE_COLUMNS if c in df.columns] + [metric]
+    return df[cols].sort_values(["bpw", metric]).reset_index(drop=True)
