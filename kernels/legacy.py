@@ -4,8 +4,12 @@ Byte-identical to ``gguf.quants.quantize(x, GGMLQuantizationType.Q4_0)`` etc. (g
 of llama.cpp's ``quantize_row_*_ref``) and decoding bit-identical to ``gguf.quants.dequantize``.
 ``tests/test_legacy.py`` checks both on every weight matrix of the default model and on edge cases.
 
-Every kernel takes one C-contiguous 2-D float32 array (rows x cols, cols a multiple of 32),
-makes a single pass per block with no temporaries, and releases the GIL.
+Every kernel takes one C-contiguous 2-D float32 array (rows x cols, cols a multiple of 32) or
+its packed uint8 bytes, works block by block (a min/max sweep of the 32 values, then one
+encoding pass, both in L1) with no temporaries, single-threaded, releasing the GIL. Speed notes:
+min/max use four independent compare chains; the inner loops use a trip count LLVM cannot see
+(``_opaque_qk``) so they are vectorized; large outputs are madvise()d for huge pages, as numpy
+does. ``python -m workbench.bench_legacy`` compares against gguf's numpy.
 
 Arithmetic matched to gguf's numpy code (all of it is float32; with NEP 50 the Python-int
 constants ``/ -8``, ``/ 15``, ``1 / d`` stay float32, nothing is promoted to float64):
@@ -204,6 +208,73 @@ def _get_half(buf, o):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _min_max_seq(xr, s):
+    """llama.cpp's sequential ``if (v < min) min = v; if (v > max) max = v;`` (strict compares:
+    of equal values the first met wins, which only shows for +0 vs -0)."""
+    mn = xr[s]
+    mx = mn
+    for j in range(1, QK):
+        v = xr[s + j]
+        if v < mn:
+            mn = v
+        if v > mx:
+            mx = v
+    return mn, mx
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _min_max4(xr, s):
+    """Block min and max values over four independent chains (short dependency chains); the
+    values are exact, only the sign of a zero extreme may differ from ``_min_max_seq``."""
+    n0 = xr[s]
+    n1 = xr[s + 1]
+    n2 = xr[s + 2]
+    n3 = xr[s + 3]
+    x0, x1, x2, x3 = n0, n1, n2, n3
+    for j in range(4, QK, 4):
+        v0 = xr[s + j]
+        v1 = xr[s + j + 1]
+        v2 = xr[s + j + 2]
+        v3 = xr[s + j + 3]
+        n0 = v0 if v0 < n0 else n0
+        n1 = v1 if v1 < n1 else n1
+        n2 = v2 if v2 < n2 else n2
+        n3 = v3 if v3 < n3 else n3
+        x0 = v0 if v0 > x0 else x0
+        x1 = v1 if v1 > x1 else x1
+        x2 = v2 if v2 > x2 else x2
+        x3 = v3 if v3 > x3 else x3
+    n0 = n1 if n1 < n0 else n0
+    n2 = n3 if n3 < n2 else n2
+    x0 = x1 if x1 > x0 else x0
+    x2 = x3 if x3 > x2 else x2
+    return (n2 if n2 < n0 else n0), (x2 if x2 > x0 else x0)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _min_max(xr, s):
+    """Block min and max exactly as llama.cpp's sequential loop: the fast 4-chain pass, redone
+    sequentially in the rare block whose min or max is a zero (to pick the first zero met)."""
+    mn, mx = _min_max4(xr, s)
+    if mn == np.float32(0.0) or mx == np.float32(0.0):
+        return _min_max_seq(xr, s)
+    return mn, mx
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _signed_absmax(xr, s):
+    """x[s + argmax |x|] over one block: the FIRST element of largest magnitude, like numpy's
+    argmax. Unless max == -min (a +-tie, or an all-zero block) that is simply the min or the max."""
+    mn, mx = _min_max4(xr, s)
+    if mx == -mn:
+        for j in range(QK):
+            v = xr[s + j]
+            if abs(v) == mx:
+                return v
+    return mx if mx > -mn else mn
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _absmax(xr, s):
     """max |x| over one block (exact, so four independent chains are fine)."""
     m0 = abs(xr[s])
@@ -216,54 +287,6 @@ def _absmax(xr, s):
         m2 = max(m2, abs(xr[s + j + 2]))
         m3 = max(m3, abs(xr[s + j + 3]))
     return max(max(m0, m1), max(m2, m3))
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _signed_absmax(xr, s):
-    """x[s + argmax |x|] over one block: the FIRST element of largest magnitude, like numpy's
-    argmax. Four independent chains (j = k mod 4), each keeping its first maximum (strict >);
-    merged by largest |x|, then by smallest index."""
-    a0 = abs(xr[s])
-    a1 = abs(xr[s + 1])
-    a2 = abs(xr[s + 2])
-    a3 = abs(xr[s + 3])
-    i0, i1, i2, i3 = 0, 1, 2, 3
-    for j in range(4, QK, 4):
-        v0 = abs(xr[s + j])
-        v1 = abs(xr[s + j + 1])
-        v2 = abs(xr[s + j + 2])
-        v3 = abs(xr[s + j + 3])
-        if v0 > a0:
-            a0, i0 = v0, j
-        if v1 > a1:
-            a1, i1 = v1, j + 1
-        if v2 > a2:
-            a2, i2 = v2, j + 2
-        if v3 > a3:
-            a3, i3 = v3, j + 3
-    if a1 > a0 or (a1 == a0 and i1 < i0):
-        a0, i0 = a1, i1
-    if a3 > a2 or (a3 == a2 and i3 < i2):
-        a2, i2 = a3, i3
-    if a2 > a0 or (a2 == a0 and i2 < i0):
-        i0 = i2
-    return xr[s + i0]
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _min_max(xr, s):
-    """Block min and max. For distinct values order is irrelevant; the only ties that can be
-    told apart are +0/-0, and there the first zero met wins, as in llama.cpp's sequential
-    ``if (v < min) min = v; if (v > max) max = v;`` (strict compares)."""
-    mn = xr[s]
-    mx = mn
-    for j in range(1, QK):
-        v = xr[s + j]
-        if v < mn:
-            mn = v
-        if v > mx:
-            mx = v
-    return mn, mx
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -283,6 +306,15 @@ def check_finite(x):
     return n
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _opaque_qk(cols, nb):
+    """32, computed as cols // nb so that LLVM cannot see the constant: an inner loop with a
+    compile-time trip count of 32 or 16 gets fully unrolled and then left scalar (the SLP
+    vectorizer cannot prove that the packed bytes and the float32 rows do not alias), while a
+    loop with a runtime trip count is vectorized behind a runtime alias check (~3-4x faster)."""
+    return cols // nb if nb > 0 else QK
+
+
 # ------------------------------------------------------------------------------ Q4_0
 @njit(cache=True, nogil=True)
 def quantize_q4_0(x):
@@ -290,6 +322,8 @@ def quantize_q4_0(x):
     if cols % QK != 0:
         raise ValueError("Q4_0: row length must be a multiple of 32")
     nb = cols // QK
+    qk = _opaque_qk(cols, nb)
+    hk = qk // 2
     out = _empty_u8(rows, nb * 18)
     for r in range(rows):
         xr = x[r]
@@ -300,7 +334,7 @@ def quantize_q4_0(x):
             d = _signed_absmax(xr, s) / np.float32(-8.0)
             idd = _inv(d)
             _put_half(orow, o, d)
-            for j in range(QK // 2):
+            for j in range(hk):
                 q0 = min(_u8_cast(xr[s + j] * idd + np.float32(8.5)), np.int32(15))
                 q1 = min(_u8_cast(xr[s + j + 16] * idd + np.float32(8.5)), np.int32(15))
                 orow[o + 2 + j] = np.uint8(q0 | (q1 << 4))
@@ -313,6 +347,8 @@ def dequantize_q4_0(packed, cols):
     if cols % QK != 0 or packed.shape[1] != cols // QK * 18:
         raise ValueError("Q4_0: packed row size does not match cols")
     nb = cols // QK
+    qk = _opaque_qk(cols, nb)
+    hk = qk // 2
     y = _empty_f32(rows, cols)
     for r in range(rows):
         pr = packed[r]
@@ -321,9 +357,9 @@ def dequantize_q4_0(packed, cols):
             s = b * QK
             o = b * 18
             d = _get_half(pr, o)
-            for j in range(QK // 2):
+            for j in range(hk):
                 yr[s + j] = d * np.float32(np.int32(pr[o + 2 + j] & np.uint8(0xF)) - np.int32(8))
-            for j in range(QK // 2):
+            for j in range(hk):
                 yr[s + 16 + j] = d * np.float32(np.int32(pr[o + 2 + j] >> np.uint8(4)) - np.int32(8))
     return y
 
@@ -335,6 +371,8 @@ def quantize_q4_1(x):
     if cols % QK != 0:
         raise ValueError("Q4_1: row length must be a multiple of 32")
     nb = cols // QK
+    qk = _opaque_qk(cols, nb)
+    hk = qk // 2
     out = _empty_u8(rows, nb * 20)
     for r in range(rows):
         xr = x[r]
@@ -347,7 +385,7 @@ def quantize_q4_1(x):
             idd = _inv(d)
             _put_half(orow, o, d)
             _put_half(orow, o + 2, mn)
-            for j in range(QK // 2):
+            for j in range(hk):
                 q0 = min(_u8_cast((xr[s + j] - mn) * idd + np.float32(0.5)), np.int32(15))
                 q1 = min(_u8_cast((xr[s + j + 16] - mn) * idd + np.float32(0.5)), np.int32(15))
                 orow[o + 4 + j] = np.uint8(q0 | (q1 << 4))
@@ -360,6 +398,8 @@ def dequantize_q4_1(packed, cols):
     if cols % QK != 0 or packed.shape[1] != cols // QK * 20:
         raise ValueError("Q4_1: packed row size does not match cols")
     nb = cols // QK
+    qk = _opaque_qk(cols, nb)
+    hk = qk // 2
     y = _empty_f32(rows, cols)
     for r in range(rows):
         pr = packed[r]
@@ -369,9 +409,9 @@ def dequantize_q4_1(packed, cols):
             o = b * 20
             d = _get_half(pr, o)
             m = _get_half(pr, o + 2)
-            for j in range(QK // 2):
+            for j in range(hk):
                 yr[s + j] = d * np.float32(pr[o + 4 + j] & np.uint8(0xF)) + m
-            for j in range(QK // 2):
+            for j in range(hk):
                 yr[s + 16 + j] = d * np.float32(pr[o + 4 + j] >> np.uint8(4)) + m
     return y
 
@@ -397,6 +437,8 @@ def quantize_q5_0(x):
     if cols % QK != 0:
         raise ValueError("Q5_0: row length must be a multiple of 32")
     nb = cols // QK
+    qk = _opaque_qk(cols, nb)
+    hk = qk // 2
     out = _empty_u8(rows, nb * 22)
     for r in range(rows):
         xr = x[r]
@@ -408,7 +450,7 @@ def quantize_q5_0(x):
             idd = _inv(d)
             _put_half(orow, o, d)
             qh = np.uint32(0)
-            for j in range(QK // 2):
+            for j in range(hk):
                 q0 = min(_u8_cast(xr[s + j] * idd + np.float32(16.5)), np.int32(31))
                 q1 = min(_u8_cast(xr[s + j + 16] * idd + np.float32(16.5)), np.int32(31))
                 orow[o + 6 + j] = np.uint8((q0 & 0xF) | ((q1 & 0xF) << 4))
@@ -423,6 +465,8 @@ def dequantize_q5_0(packed, cols):
     if cols % QK != 0 or packed.shape[1] != cols // QK * 22:
         raise ValueError("Q5_0: packed row size does not match cols")
     nb = cols // QK
+    qk = _opaque_qk(cols, nb)
+    hk = qk // 2
     y = _empty_f32(rows, cols)
     for r in range(rows):
         pr = packed[r]
@@ -432,10 +476,10 @@ def dequantize_q5_0(packed, cols):
             o = b * 22
             d = _get_half(pr, o)
             qh = _get_u32(pr, o + 2)
-            for j in range(QK // 2):
+            for j in range(hk):
                 q = np.int32(pr[o + 6 + j] & np.uint8(0xF)) | np.int32(((qh >> np.uint32(j)) & np.uint32(1)) << np.uint32(4))
                 yr[s + j] = d * np.float32(q - np.int32(16))
-            for j in range(QK // 2):
+            for j in range(hk):
                 q = np.int32(pr[o + 6 + j] >> np.uint8(4)) | np.int32(((qh >> np.uint32(j + 16)) & np.uint32(1)) << np.uint32(4))
                 yr[s + 16 + j] = d * np.float32(q - np.int32(16))
     return y
@@ -448,6 +492,8 @@ def quantize_q5_1(x):
     if cols % QK != 0:
         raise ValueError("Q5_1: row length must be a multiple of 32")
     nb = cols // QK
+    qk = _opaque_qk(cols, nb)
+    hk = qk // 2
     out = _empty_u8(rows, nb * 24)
     for r in range(rows):
         xr = x[r]
@@ -461,7 +507,7 @@ def quantize_q5_1(x):
             _put_half(orow, o, d)
             _put_half(orow, o + 2, mn)
             qh = np.uint32(0)
-            for j in range(QK // 2):
+            for j in range(hk):
                 q0 = min(_u8_cast((xr[s + j] - mn) * idd + np.float32(0.5)), np.int32(31))
                 q1 = min(_u8_cast((xr[s + j + 16] - mn) * idd + np.float32(0.5)), np.int32(31))
                 orow[o + 8 + j] = np.uint8((q0 & 0xF) | ((q1 & 0xF) << 4))
@@ -476,6 +522,8 @@ def dequantize_q5_1(packed, cols):
     if cols % QK != 0 or packed.shape[1] != cols // QK * 24:
         raise ValueError("Q5_1: packed row size does not match cols")
     nb = cols // QK
+    qk = _opaque_qk(cols, nb)
+    hk = qk // 2
     y = _empty_f32(rows, cols)
     for r in range(rows):
         pr = packed[r]
@@ -486,10 +534,10 @@ def dequantize_q5_1(packed, cols):
             d = _get_half(pr, o)
             m = _get_half(pr, o + 2)
             qh = _get_u32(pr, o + 4)
-            for j in range(QK // 2):
+            for j in range(hk):
                 q = np.int32(pr[o + 8 + j] & np.uint8(0xF)) | np.int32(((qh >> np.uint32(j)) & np.uint32(1)) << np.uint32(4))
                 yr[s + j] = d * np.float32(q) + m
-            for j in range(QK // 2):
+            for j in range(hk):
                 q = np.int32(pr[o + 8 + j] >> np.uint8(4)) | np.int32(((qh >> np.uint32(j + 16)) & np.uint32(1)) << np.uint32(4))
                 yr[s + 16 + j] = d * np.float32(q) + m
     return y
@@ -513,6 +561,7 @@ def quantize_q8_0(x):
     if cols % QK != 0:
         raise ValueError("Q8_0: row length must be a multiple of 32")
     nb = cols // QK
+    qk = _opaque_qk(cols, nb)
     out = _empty_u8(rows, nb * 34)
     for r in range(rows):
         xr = x[r]
@@ -523,7 +572,7 @@ def quantize_q8_0(x):
             d = _absmax(xr, s) / np.float32(127.0)
             idd = _inv(d)
             _put_half(orow, o, d)
-            for j in range(QK):
+            for j in range(qk):
                 orow[o + 2 + j] = np.uint8(_roundf_i8(xr[s + j] * idd))
     return out
 
@@ -534,6 +583,7 @@ def dequantize_q8_0(packed, cols):
     if cols % QK != 0 or packed.shape[1] != cols // QK * 34:
         raise ValueError("Q8_0: packed row size does not match cols")
     nb = cols // QK
+    qk = _opaque_qk(cols, nb)
     y = _empty_f32(rows, cols)
     for r in range(rows):
         pr = packed[r]
@@ -542,7 +592,7 @@ def dequantize_q8_0(packed, cols):
             s = b * QK
             o = b * 34
             d = _get_half(pr, o)
-            for j in range(QK):
+            for j in range(qk):
                 yr[s + j] = np.float32(np.int8(pr[o + 2 + j])) * d
     return y
 

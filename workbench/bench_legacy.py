@@ -36,7 +36,11 @@ def bench_legacy(tensors: dict[str, np.ndarray], types=DEFAULT_TYPES, repeat: in
     and the speedup ratio numba/gguf (in weights/s), plus whether the bytes and the decoded
     values were identical in the timed runs.
     """
-    arrays = [np.ascontiguousarray(a, dtype=np.float32) for a in tensors.values()]
+    # every legacy type has 32-weight blocks along the rows; other tensors cannot be quantized
+    arrays = [np.ascontiguousarray(a, dtype=np.float32) for a in tensors.values()
+              if a.ndim == 2 and a.shape[1] % 32 == 0 and a.size > 0]
+    if not arrays:
+        raise ValueError("no 2-D tensor with a row length that is a multiple of 32")
     n_weights = int(sum(a.size for a in arrays))
     rows = []
     for name in types:
@@ -53,6 +57,7 @@ def bench_legacy(tensors: dict[str, np.ndarray], types=DEFAULT_TYPES, repeat: in
             td_n, y_n = _best_of(lambda: [dequant(p, a.shape[1]) for p, a in zip(packed_g, arrays)], repeat)
         rows.append({
             "type": name,
+            "tensors": len(arrays),
             "weights": n_weights,
             "gguf_quant_s": tq_g,
             "numba_quant_s": tq_n,
