@@ -6,49 +6,16 @@ from pathlib import Path
 
 import duckdb
 import holoviews as hv
-import numpy as np
 import pandas as pd
 import panel as pn
 import param
 from bokeh.models.widgets.tables import NumberFormatter, ScientificFormatter
 
 from workbench import store as st
-from workbench.views.pareto import (METRICS, kind_colors, ordered_kinds, pareto_plot, plottable,
-                                    selected_table, with_kind)
+from workbench.views.pareto import (METRICS, TABLE_COLUMNS, kind_colors, ordered_kinds, pareto_plot,
+                                    plottable, selected_table, with_kind)
 
 EMPTY_STORE = "no results yet: run `workbench sweep`"
-
-
-def model_summary(store: str | Path, model: str) -> pd.DataFrame:
-    """``store.summary`` for one model. Until store.summary quotes its column names, DuckDB 2.0
-    rejects ``any_value(symmetric)`` (a keyword); then the same query runs with them quoted."""
-    try:
-        return st.summary(store, model)
-    except duckdb.ParserException:
-        return _summary_quoted(store, model)
-
-
-def _summary_quoted(store: str | Path, model: str) -> pd.DataFrame:
-    # Stand-in for store.summary (same SQL, identifiers quoted); delete once store.py is fixed.
-    fcols = ", ".join(f'any_value("{c}") AS "{c}"' for c in st.FORMAT_COLS)
-    sql = f"""
-    WITH per_tensor AS (
-        SELECT model, tensor, format, {fcols}, any_value(numel) AS numel, any_value(nbytes) AS nbytes,
-               avg(mse) AS mse, avg(nmse) AS nmse, avg(bnl) AS bnl, avg(cosine) AS cosine,
-               max(max_abs_err) AS max_abs_err, min(quant_s) AS quant_s, min(dequant_s) AS dequant_s
-        FROM results WHERE model = ? GROUP BY model, tensor, format)
-    SELECT model, format, {fcols}, count(*) AS tensors, sum(numel) AS numel,
-           sum(nbytes) * 8.0 / sum(numel) AS bpw,
-           sum(mse * numel) / sum(numel) AS mse, sum(nmse * numel) / sum(numel) AS nmse,
-           sum(bnl * numel) / sum(numel) AS bnl, sum(cosine * numel) / sum(numel) AS cosine,
-           max(max_abs_err) AS max_abs_err,
-           sum(numel) / sum(quant_s) AS quant_wps, sum(numel) / sum(dequant_s) AS dequant_wps
-    FROM per_tensor GROUP BY model, format ORDER BY model, bpw"""
-    df = st.query(store, sql, [model])
-    df["rmse"] = np.sqrt(df["mse"])
-    with np.errstate(divide="ignore"):
-        df["sqnr_db"] = -10 * np.log10(df["nmse"].astype(float))
-    return df
 
 
 class ParetoPage(pn.viewable.Viewer):
@@ -69,24 +36,32 @@ class ParetoPage(pn.viewable.Viewer):
 
         self.message = pn.pane.Alert("", alert_type="info", visible=False)
         self.plot = pn.pane.HoloViews(None, sizing_mode="stretch_width", min_height=480, visible=False)
-        self.caption = pn.pane.Markdown("", visible=False)
+        self.caption = pn.pane.Markdown("", visible=False, styles={"font-weight": "600"})
         self.table = pn.widgets.Tabulator(
-            pd.DataFrame(columns=list(selected_table(pd.DataFrame(
-                columns=["format", "bpw", "nmse"])).columns)),
+            pd.DataFrame(columns=[*TABLE_COLUMNS, self.metric]),
             show_index=False, disabled=True, sizing_mode="stretch_width", height=320,
-            layout="fit_data_stretch", visible=False, name="selected formats")
-        self.controls = pn.Column(
-            pn.widgets.Select.from_param(self.param.model, name="Model"),
-            pn.widgets.Select.from_param(self.param.metric, name="Metric"),
-            pn.widgets.CheckBoxGroup.from_param(self.param.kinds, name="Family / scale encoding",
-                                                inline=False),
-            pn.pane.Markdown("Drag on the plot to box-select formats (shift adds to the "
-                             "selection); the table lists them.", styles={"font-size": "0.9em"}),
-        )
+            layout="fit_data_stretch", visible=False)
         self.main = pn.Column(self.message, self.plot, self.caption, self.table,
                               sizing_mode="stretch_width")
         self.selection.param.watch(self._update_table, "selection_expr")
+        self._loading = False
+        self._open(model)
+        # Widgets last, so they start from the loaded options and values.
+        self.controls = pn.Column(
+            pn.widgets.Select.from_param(self.param.model, name="Model"),
+            pn.widgets.Select.from_param(self.param.metric, name="Metric"),
+            pn.pane.Markdown("**Family / scale encoding**", margin=(10, 10, 0, 10)),
+            pn.widgets.CheckBoxGroup.from_param(self.param.kinds, inline=False),
+            pn.pane.Markdown("Drag on the plot to box-select formats (shift-drag adds to the "
+                             "selection); the table lists them.", styles={"font-size": "0.9em"}),
+        )
+        if self.model is None:    # nothing to choose from: an empty option list renders oddly
+            for widget in self.controls[:2]:
+                widget.disabled = True
+            for item in self.controls[2:]:
+                item.visible = False
 
+    def _open(self, model: str | None):
         try:
             models = st.models(self.store)
         except (duckdb.Error, OSError) as exc:
@@ -97,9 +72,7 @@ class ParetoPage(pn.viewable.Viewer):
             self._show_message(f"{EMPTY_STORE} (store: {self.store})", "info")
             return
         self.param.model.objects = models
-        with param.parameterized.discard_events(self):
-            self.model = model if model in models else models[0]
-        self._load_model()
+        self.model = model if model in models else models[0]   # → _load_model
 
     def __panel__(self):
         return pn.Row(pn.Column(self.controls, width=300), self.main, sizing_mode="stretch_width")
@@ -118,23 +91,32 @@ class ParetoPage(pn.viewable.Viewer):
 
     def _summary(self, model: str) -> pd.DataFrame:
         if model not in self._summaries:
-            self._summaries[model] = with_kind(model_summary(self.store, model))
+            self._summaries[model] = with_kind(st.summary(self.store, model))
         return self._summaries[model]
 
     # -------------------------------------------------------------------------- updates
     @param.depends("model", watch=True)
     def _load_model(self):
-        df = self._summary(self.model)
+        try:
+            df = self._summary(self.model)
+        except (duckdb.Error, OSError) as exc:
+            self._data = pd.DataFrame()
+            self._show_message(f"cannot read {self.model} from {self.store}: {str(exc).splitlines()[0]}",
+                               "danger")
+            return
         kinds = ordered_kinds(df)
         self._colors = kind_colors(kinds)
         self.param.kinds.objects = kinds
-        with param.parameterized.discard_events(self):
+        self._loading = True        # one refresh for the new model, not one per parameter
+        try:
             self.kinds = list(kinds)
+        finally:
+            self._loading = False
         self._refresh()
 
     @param.depends("metric", "kinds", watch=True)
     def _refresh(self):
-        if self.model is None:
+        if self.model is None or self._loading:
             return
         df = self._summary(self.model)
         self._data = plottable(df[df["kind"].isin(self.kinds)], self.metric)
@@ -153,11 +135,12 @@ class ParetoPage(pn.viewable.Viewer):
         sel = self.selected()
         self.table.value = selected_table(sel, self.metric)
         self.table.formatters = {"bpw": NumberFormatter(format="0.000"),
-                                 self.metric: ScientificFormatter(precision=3) if METRICS[self.metric].log
+                                 self.metric: ScientificFormatter(precision=3, power_limit_low=0)
+                                 if METRICS[self.metric].log
                                  else NumberFormatter(format="0.0000")}
         n, total = len(sel), len(self._data)
-        self.caption.object = (f"**Selected formats: {n} of {total}**" if n else
-                               f"**Selected formats:** none yet — box-select points in the plot "
+        self.caption.object = (f"Selected formats: {n} of {total}" if n else
+                               f"Selected formats: none yet. Box-select points in the plot "
                                f"({total} formats of {self.model}).")
 
     def _show_message(self, text: str, kind: str):

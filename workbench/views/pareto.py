@@ -106,28 +106,35 @@ def pareto_front(df: pd.DataFrame, x: str = "bpw", y: str = "nmse",
         lower_is_better = METRICS[y].lower_is_better if y in METRICS else True
     xs = pd.to_numeric(df[x], errors="coerce").to_numpy(float)
     ys = pd.to_numeric(df[y], errors="coerce").to_numpy(float)
+    cost = ys if lower_is_better else -ys
     ok = np.flatnonzero(np.isfinite(xs) & np.isfinite(ys))
-    cost = ys[ok] if lower_is_better else -ys[ok]
-    order = ok[np.lexsort((cost, xs[ok]))]         # by x, then best y first
+    order = ok[np.lexsort((cost[ok], xs[ok]))]     # by x, then best first
     keep, best, i = [], np.inf, 0
     while i < len(order):                          # one group of equal x at a time
         j = i
         while j < len(order) and xs[order[j]] == xs[order[i]]:
             j += 1
         group = order[i:j]
-        c = ys[group] if lower_is_better else -ys[group]
-        if c[0] < best:                            # beats everything with a smaller x
-            keep += [k for k, ck in zip(group, c) if ck == c[0]]
-            best = c[0]
+        if cost[group[0]] < best:                  # beats everything with a smaller x
+            keep += [k for k in group if cost[k] == cost[group[0]]]
+            best = cost[group[0]]
         i = j
     return df.iloc[keep]
 
 
 # ------------------------------------------------------------------------------ plots
+def _by_kind(data: pd.DataFrame, llama_cpp_last: bool) -> pd.DataFrame:
+    rank = {k: i for i, k in enumerate(ordered_kinds(data))}
+    if llama_cpp_last:
+        rank[LLAMA_CPP] = len(rank)
+    return data.iloc[np.argsort([rank[k] for k in data["kind"]], kind="stable")]
+
+
 def pareto_points(df: pd.DataFrame, metric: str = "nmse", colors: dict[str, str] | None = None) -> hv.Points:
-    """One point per format, coloured by kind, with box/lasso select and a hover."""
+    """One point per format, coloured by kind, with box/lasso select and a hover. llama.cpp's
+    types are drawn last: they often sit exactly on a uniform format with the same bytes."""
     m = METRICS[metric]
-    data = with_kind(df)
+    data = _by_kind(with_kind(df), llama_cpp_last=True)
     colors = colors or kind_colors(ordered_kinds(data))
     fmt = "{0.000e}" if m.log else "{0.000}"
     vdims = [c for c in ("kind", "format", "family", "bits", "block", "scale_dtype") if c in data.columns]
@@ -136,7 +143,18 @@ def pareto_points(df: pd.DataFrame, metric: str = "nmse", colors: dict[str, str]
         tools=["hover", "box_select", "lasso_select"], active_tools=["box_select", "wheel_zoom"],
         hover_tooltips=[("format", "@format"), ("kind", "@kind"), ("bpw", "@bpw{0.000}"),
                         (metric, "@{%s}%s" % (metric, fmt))],
-        show_legend=True)
+        show_legend=False)
+
+
+def kind_legend(df: pd.DataFrame, metric: str = "nmse", colors: dict[str, str] | None = None) -> hv.Points:
+    """The legend of kinds as its own layer of zero-size markers. link_selections draws the
+    brushed points as two layers, and bokeh refuses a legend item whose renderers have
+    different data sources (E-1006), so the brushed points carry no legend."""
+    data = _by_kind(with_kind(df), llama_cpp_last=False)
+    colors = colors or kind_colors(ordered_kinds(data))
+    return hv.Points(data[["bpw", metric, "kind"]], kdims=[BPW, hv.Dimension(metric, label=METRICS[metric].label)],
+                     vdims=["kind"]).opts(color="kind", cmap=colors, size=0, tools=[], show_legend=True,
+                                          logy=METRICS[metric].log)
 
 
 def pareto_frontier(df: pd.DataFrame, metric: str = "nmse") -> hv.Curve:
@@ -161,16 +179,18 @@ def pareto_plot(df: pd.DataFrame, metric: str = "nmse", *, selection: hv.link_se
                 colors: dict[str, str] | None = None) -> hv.Overlay:
     """bpw vs ``metric`` for every format, the Pareto frontier and llama.cpp's types labelled.
     ``selection`` (a link_selections instance) is applied to the points only, so the frontier
-    and labels stay as drawn while the points are brushed."""
+    and labels stay as drawn while the points are brushed; the result is then a DynamicMap."""
     m = METRICS[metric]
     data = with_kind(plottable(df, metric))
+    colors = colors or kind_colors(ordered_kinds(data))
     points = pareto_points(data, metric, colors)
     if selection is not None:
         points = selection(points)
     title = f"{metric}: {'lower' if m.lower_is_better else 'higher'} is better"
-    return (points * pareto_frontier(data, metric) * llama_cpp_labels(data, metric)).opts(
-        hv.opts.Overlay(title=title, legend_position="right", responsive=True, min_height=480,
-                        show_grid=True, logy=m.log))
+    layers = kind_legend(data, metric, colors) * points * pareto_frontier(data, metric)
+    return (layers * llama_cpp_labels(data, metric)).opts(
+        title=title, legend_position="right", responsive=True, min_height=480, show_grid=True,
+        logy=m.log)
 
 
 def selected_table(df: pd.DataFrame, metric: str = "nmse") -> pd.DataFrame:

@@ -1,0 +1,73 @@
+"""The Pareto page in a real headless chromium: it renders, box-select brushing fills the table.
+
+Run with ``WORKBENCH_SCREENSHOT=1`` to refresh docs/screenshot-pareto.png (the README shows it).
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.ui
+
+LOCAL = re.compile(r"^(https?|wss?)://127\.0\.0\.1[:/]")
+TIMEOUT_MS = 30_000
+# True once the plot's brushed layer (link_selections' second scatter) holds exactly n points.
+PLOT_SHOWS_SELECTION = """n => Bokeh.documents.some(doc => [...doc.all_models].some(m =>
+    m.type === "ColumnDataSource" && "format" in m.data && "kind" in m.data && m.get_length() === n))"""
+
+
+def test_pareto_page_renders_and_brushing_fills_the_table(page: Page, server, tmp_path):
+    errors, blocked = [], []
+    # Hermetic: nothing leaves the machine (the Fast theme asks Google for a web font).
+    page.route(lambda url: not LOCAL.match(url) and not url.startswith(("data:", "blob:")),
+               lambda route: (blocked.append(route.request.url), route.abort()))
+    page.on("console", lambda msg: errors.append(msg) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(exc))
+
+    page.goto(server["url"])
+    plot = page.locator(".bk-events")
+    expect(plot).to_have_count(1, timeout=TIMEOUT_MS)
+    expect(plot).to_be_visible()
+    expect(page.get_by_text("Hyper-Quantization Workbench").first).to_be_visible()
+    caption = page.get_by_text(re.compile(r"Selected formats:"))
+    expect(caption).to_contain_text("none yet", timeout=TIMEOUT_MS)
+    total = int(re.search(r"\((\d+) formats of", caption.inner_text()).group(1))
+    rows = page.locator(".tabulator-row")
+    expect(rows).to_have_count(0)
+
+    # Box-select: press inside the data frame (the events layer also spans the axes and the
+    # legend, and a drag that starts there selects nothing), drag down to the lower left.
+    box = plot.bounding_box()
+    page.mouse.move(box["x"] + 0.6 * box["width"], box["y"] + 0.2 * box["height"])
+    page.mouse.down()
+    page.mouse.move(box["x"] + 0.02 * box["width"], box["y"] + 0.98 * box["height"], steps=8)
+    page.mouse.up()
+
+    expect(caption).to_contain_text(re.compile(r"Selected formats: \d+ of \d+"), timeout=TIMEOUT_MS)
+    selected = int(re.search(r"Selected formats: (\d+) of", caption.inner_text()).group(1))
+    assert 0 < selected < total, caption.inner_text()   # brushed a part, not nothing or all
+    expect(rows).to_have_count(selected)
+    expect(rows.first).to_contain_text(re.compile(r"Q\d"))   # format names are listed
+    page.wait_for_function(PLOT_SHOWS_SELECTION, arg=selected, timeout=TIMEOUT_MS)
+
+    shot = ROOT / "docs" / "screenshot-pareto.png" if os.environ.get("WORKBENCH_SCREENSHOT") == "1" \
+        else tmp_path / "screenshot-pareto.png"
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shot), full_page=True)
+
+    # Another metric redraws the plot (linear axis) and drops the brush, which meant nmse ranges.
+    page.locator("select").nth(1).select_option("sqnr_db")
+    expect(caption).to_contain_text("none yet", timeout=TIMEOUT_MS)
+    expect(rows).to_have_count(0)
+    expect(page.locator(".bk-events")).to_have_count(1)
+
+    expect(page.get_by_text("Traceback")).to_have_count(0)
+    real = [e for e in errors if not (getattr(e, "text", "").startswith("Failed to load resource")
+                                      and not LOCAL.match(e.location.get("url", "")))]
+    assert not real, [getattr(e, "text", str(e)) for e in real]
+    assert not [line for line in server["log"] if "ERROR" in line or "Traceback" in line], server["log"]
