@@ -65,7 +65,9 @@ def server(small_store):
     port = _free_port()
     cmd = [sys.executable, "-m", "panel", "serve", "workbench", "--port", str(port),
            "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}"]
-    env = {**os.environ, "WORKBENCH_STORE": str(small_store)}
+    # WORKBENCH_SCREENSHOT_STORE: take the README screenshot from a real full sweep instead
+    store = os.environ.get("WORKBENCH_SCREENSHOT_STORE") or str(small_store)
+    env = {**os.environ, "WORKBENCH_STORE": store}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, bufsize=1)
     lines: queue.Queue[str] = queue.Queue()

