@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -19,16 +21,17 @@ def test_environment_yml_matches_pyproject():
     env = {}
     for line in (ROOT / "environment.yml").read_text().splitlines():
         m = re.match(r"\s+- ([A-Za-z][^#]*)", line)
-        if m and not m[1].startswith(("python", "pip", "-e")):
+        if m and not m[1].startswith(("python", "pip", "-e", "conda-forge")):
             name, spec = norm(m[1])
             env[name] = spec
     assert env == deps
 
 
-def test_kernels_is_a_subpackage_not_a_top_level_module():
-    import importlib.util
-
-    import workbench.kernels
-    assert Path(workbench.kernels.__file__).parent == ROOT / "kernels"
-    assert importlib.util.find_spec("kernels") is None or \
-        Path(importlib.util.find_spec("kernels").origin).parent != ROOT / "kernels"
+def test_kernels_is_a_subpackage_not_a_top_level_module(tmp_path):
+    """Installed, kernels/ is workbench.kernels; no top-level `kernels` shadows the PyPI package."""
+    code = ("import importlib.util, workbench.kernels as k; "
+            "print(k.__file__); print(importlib.util.find_spec('kernels'))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert Path(out[0]).parent == ROOT / "kernels"
+    assert out[1] == "None"
