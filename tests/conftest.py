@@ -17,3 +17,12 @@ def minilm():
 def minilm_tensors(minilm) -> dict[str, np.ndarray]:
     """Every 2-D float weight matrix of the default model, as float32 C-contiguous arrays."""
     return {t.name: t.load() for t in minilm.weights()}
+
+
+@pytest.fixture(scope="session")
+def oracle():
+    """llama.cpp's ggml_quantize_chunk (workbench.oracle); skips when `.[reference]` is missing."""
+    from workbench import oracle as o
+    if not o.available():
+        pytest.skip(o.MISSING)
+    return o
