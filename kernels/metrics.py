@@ -51,3 +51,28 @@ def error_sums(x, y):
                     bnl += (l1 / n) / np.sqrt(var)
             nblk += 1
     return np.array([sse, sx2, sy2, sxy, mae, bnl, np.float64(nblk)])
+
+
+@njit(cache=True, nogil=True)
+def weighted_error_sums(x, y, w):
+    """x, y: float32[rows, cols]; w: float[cols] (per-column importance, e.g. an imatrix entry).
+    Returns [Σ_ij w_j (x_ij - y_ij)², Σ_ij w_j x_ij², rows · Σ_j w_j], accumulated in float64 in
+    one pass (per-row partial sums, then added to the totals)."""
+    rows, cols = x.shape
+    swe = 0.0
+    swx2 = 0.0
+    sw = 0.0
+    for c in range(cols):
+        sw += np.float64(w[c])
+    for r in range(rows):
+        re = 0.0
+        rx = 0.0
+        for c in range(cols):
+            a = np.float64(x[r, c])
+            e = a - np.float64(y[r, c])
+            wc = np.float64(w[c])
+            re += wc * e * e
+            rx += wc * a * a
+        swe += re
+        swx2 += rx
+    return np.array([swe, swx2, sw * rows])

@@ -50,13 +50,15 @@ def test_bad_names_are_refused_with_one_line(bad):
 
 def test_llama_cpp_bpw_table():
     assert {n: t.bpw for n, t in GGML_TYPES.items()} == {
-        "Q4_0": 4.5, "Q4_1": 5.0, "Q5_0": 5.5, "Q5_1": 6.0, "Q8_0": 8.5}
+        "Q4_0": 4.5, "Q4_1": 5.0, "Q5_0": 5.5, "Q5_1": 6.0, "Q8_0": 8.5, "Q2_K": 2.625,
+        "Q3_K": 3.4375, "Q4_K": 4.5, "Q5_K": 5.5, "Q6_K": 6.5625, "IQ4_NL": 4.5, "IQ4_XS": 4.25,
+        "MXFP4": 4.25, "NVFP4": 4.5}
 
 
 def test_default_grid_size_and_uniqueness():
     grid = default_grid()
     names = [f.name for f in grid]
-    assert len(names) == len(set(names)) == 7 * 5 * 2 * 4 + 7 * 2 * 2 * 3 * 2 + 5
+    assert len(names) == len(set(names)) == 7 * 5 * 2 * 4 + 7 * 2 * 2 * 3 * 2 + 14
     assert resolve("default,Q4_0") == grid  # duplicates collapse
 
 

@@ -178,7 +178,7 @@ def test_page_on_an_empty_store(tmp_path):
     assert page.model is None and page.data.empty
     assert page.message.visible and EMPTY_STORE in page.message.object
     assert not page.plot.visible and not page.table.visible
-    assert page.controls[0].disabled and not page.controls[3].visible
+    assert page.controls[0].disabled and not page.controls[4].visible
     pn.panel(page).get_root()      # builds the bokeh models without an exception
 
 
@@ -230,7 +230,7 @@ def test_page_switches_models(small_store, tmp_path):
     st.write(store, "results", other)
     page = ParetoPage(store=store, model="tiny-ggml-only")
     assert page.model == "tiny-ggml-only" and page.kinds == [LLAMA_CPP]
-    model_widget, kinds_widget = page.controls[0], page.controls[3]
+    model_widget, kinds_widget = page.controls[0], page.controls[4]
     assert list(model_widget.options) == ["all-MiniLM-L6-v2", "tiny-ggml-only"]
     model_widget.value = "all-MiniLM-L6-v2"          # as the browser would
     assert page.model == "all-MiniLM-L6-v2" and len(page.data) == 12

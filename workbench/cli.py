@@ -14,10 +14,13 @@ EXAMPLES = """examples:
   workbench sweep                                  # default model, default grid, default store
   workbench sweep --formats Q4_0,Q4s16_e4m3,small --tensors 'layer\\.0\\.'
   workbench sweep --model ~/models/llama.gguf --store /tmp/store
+  workbench sweep --formats ggml --imatrix data/imatrix/all-MiniLM-L6-v2.imatrix.gguf
   workbench formats default                        # list a grid with its bits per weight
+  workbench formats ggml --model model.gguf        # which tensors each type applies to
   workbench export results.parquet --model all-MiniLM-L6-v2
   workbench import colleague.parquet
   workbench bench                                  # default grid timing + Numba vs gguf legacy
+  workbench bench --vs llama.cpp                   # Numba vs llama.cpp's C quantizer, ratios
   workbench serve                                  # the dashboard on http://localhost:5006/workbench
 """
 
@@ -44,11 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tensors", default=None, help="regular expression on tensor names")
     p.add_argument("--workers", type=int, default=None, help="threads (default: every core)")
     p.add_argument("--no-resume", action="store_true", help="measure again what is already stored")
+    p.add_argument("--imatrix", type=Path, default=None, help="importance matrix (llama.cpp GGUF or "
+                   "legacy .dat): llama.cpp types are quantized with it as llama-quantize --imatrix "
+                   "does, and wmse/wnmse are measured for every format")
     _store_arg(p)
 
     p = sub.add_parser("formats", help="list the formats of a grid with their bits per weight")
     p.add_argument("grid", nargs="?", default="default", help="grid name or comma-separated names")
     p.add_argument("--shape", default=None, help="ROWSxCOLS: bpw of that tensor shape (padding, header)")
+    p.add_argument("--model", default=None, help="a model file (or 'default'): per format, the tensors "
+                   "it encodes natively, by llama.cpp's fallback type, or not at all")
 
     p = sub.add_parser("export", help="write the store's results (optionally filtered) to one Parquet file")
     p.add_argument("out", type=Path)
@@ -64,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmarks: default grid over the default model; Numba vs gguf legacy")
     p.add_argument("--quick", action="store_true", help="a few tensors only")
     p.add_argument("--out", type=Path, default=None, help="write the tables as Markdown here")
+    p.add_argument("--vs", choices=["llama.cpp"], default=None, help="llama.cpp: our Numba quantizers "
+                   "against llama.cpp's C ggml_quantize_chunk (needs .[reference]), 1 thread and all cores")
+    p.add_argument("--threads", type=int, default=None, help="--vs: threads for the all-cores columns")
 
     p = sub.add_parser("serve", help="serve the dashboard (panel serve workbench)")
     p.add_argument("--port", type=int, default=5006)
@@ -75,9 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_sweep(a) -> int:
     from workbench.sweep import run
-    rep = run(a.model, a.formats, a.tensors, a.store, a.workers, resume=not a.no_resume)
+    rep = run(a.model, a.formats, a.tensors, a.store, a.workers, resume=not a.no_resume,
+              imatrix=a.imatrix)
     print(f"{rep.model}: measured {rep.measured} (tensor, format) pairs in {rep.seconds:.1f} s; "
           f"{rep.already} already stored; {len(rep.skipped)} skipped")
+    falls: dict[tuple[str, str], int] = {}
+    for _t, f, applied in rep.fallbacks:
+        falls[(f, applied)] = falls.get((f, applied), 0) + 1
+    for (f, applied), n in sorted(falls.items()):
+        print(f"  fallback {n:4d} tensors × {f} written as {applied} (llama-quantize's rule for rows "
+              f"its block does not divide)")
     reasons: dict[str, int] = {}
     for t, f, r in rep.skipped:
         reasons[r] = reasons.get(r, 0) + 1
@@ -96,11 +114,36 @@ def cmd_formats(a) -> int:
             assert len(shape) == 2
         except (ValueError, AssertionError):
             raise ValueError(f"--shape must look like 384x1536, got {a.shape!r}") from None
-    print(f"{'format':32s} {'family':8s} {'bpw':>8s}" + ("  bpw@shape" if shape else ""))
+    shapes = None
+    if a.model:
+        from workbench.sources import open_model
+        src = open_model(None if a.model == "default" else a.model)
+        shapes = [(t.name, t.matrix_shape) for t in src.weights()]
+        print(f"{src.model_id}: {len(shapes)} weight tensors")
+    print(f"{'format':32s} {'family':8s} {'bpw':>8s}" + ("  bpw@shape" if shape else "")
+          + ("  applies to (native / llama.cpp fallback / not measured)" if shapes else ""))
     for f in sorted(specs, key=lambda f: (f.bpw(), f.name)):
-        extra = f"  {f.bpw(shape):.4f}" if shape and not f.applies_to(shape) else ("  n/a" if shape else "")
+        extra = f"  {f.bpw(shape):10.4f}" if shape and not f.applies_to(shape) else ("  n/a" if shape else "")
+        if shapes:
+            native, fb, none = 0, {}, 0
+            for _n, shp in shapes:
+                applied, _note = f.plan(shp)
+                if applied is None:
+                    none += 1
+                elif applied == f.name:
+                    native += 1
+                else:
+                    fb[applied] = fb.get(applied, 0) + 1
+            parts = [f"{native} native"] + [f"{n} as {k}" for k, n in sorted(fb.items())]
+            if none:
+                parts.append(f"{none} skipped")
+            extra += "  " + ", ".join(parts)
         print(f"{f.name:32s} {f.family:8s} {f.bpw():8.4f}{extra}")
     print(f"{len(specs)} formats")
+    if shapes:
+        print("fallback: rows a llama.cpp type's block does not divide are written as llama-quantize "
+              "does (Q2_K/Q3_K -> Q4_0, Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, IQ4_XS -> IQ4_NL, "
+              "F16 when nothing fits); the store records the type written per tensor (applied_type)")
     return 0
 
 
@@ -114,11 +157,14 @@ def cmd_export(a) -> int:
 def cmd_import(a) -> int:
     from workbench import store as st
     added, dup = st.import_file(a.file, a.store or st.default_store())
-    print(f"imported {added} rows; {dup} already present (same model, tensor, format, backend, device, version)")
+    print(f"imported {added} rows; {dup} already present (same model, tensor, format, imatrix, backend, device, version)")
     return 0
 
 
 def cmd_bench(a) -> int:
+    if a.vs == "llama.cpp":
+        from workbench.bench_llamacpp import main as vs_main
+        return vs_main(quick=a.quick, out=a.out, threads=a.threads)
     from workbench.bench import main as bench_main
     return bench_main(quick=a.quick, out=a.out)
 

@@ -2,7 +2,8 @@
 
 Names (public: they appear in shared Parquet files)
 
-* llama.cpp types keep llama.cpp's names: ``Q4_0``, ``Q4_1``, ``Q5_0``, ``Q5_1``, ``Q8_0``.
+* llama.cpp types keep llama.cpp's names: ``Q4_0``, ``Q4_1``, ``Q5_0``, ``Q5_1``, ``Q8_0``,
+  ``Q2_K`` … ``Q6_K``, ``IQ4_NL``, ``IQ4_XS``, ``MXFP4``, ``NVFP4``.
 * uniform single: ``Q{bits}{s|a}{block}[_{suffix}...]``, e.g. ``Q4s32`` (f16 scale),
   ``Q4s16_e4m3``, ``Q3a64_bf16``.
 * uniform double: ``Q({b}{s|a}{block})xQ({b2}{s|a}{blocks_per_super})[_{suffix}...]``, e.g.
@@ -26,8 +27,11 @@ Row-length policy. Blocks run along rows. When the block (single) or super-block
 not divide a row, the row ends with a short unit: a shorter last block with its own scale, or a
 super-block of fewer blocks; its bitstreams are padded to a whole byte, and those bytes count
 in bpw. No padding weights are invented, and the store records ``row_tail`` (the short unit's
-length) for the tensor. llama.cpp types follow llama.cpp: a row their block does not divide
-cannot be encoded, so the (tensor, format) pair is skipped and listed with the reason.
+length) for the tensor. llama.cpp types follow llama-quantize: a row their block does not divide is
+written in llama.cpp's fallback type (Q4_K → Q5_0, Q6_K → Q8_0, IQ4_XS → IQ4_NL …, F16 when
+nothing fits; :func:`ggml_plan`), and the store records the type actually written
+(``applied_type``) and why; NVFP4, which llama-quantize cannot fall back from, is skipped and
+listed with the reason.
 """
 from __future__ import annotations
 
@@ -52,22 +56,59 @@ class GgmlType:
     block_bytes: int
     bits: int          # element code bits
     symmetric: bool
-    scale: str         # encoding of the block scale
+    scale: str         # encoding of the (super-)block scale
+    fallback: str | None = None   # llama-quantize's type for rows the block does not divide
+    uses_imatrix: bool = True     # False: quantize_<type> ignores quant_weights
+    kind: str = "legacy"          # legacy | k-quant | non-linear | fp4 | float
 
     @property
     def bpw(self) -> float:
         return self.block_bytes * 8 / self.block
 
 
-# (block, bytes) asserted against the byte arithmetic of each struct, ggml-common.h style.
+# (block, bytes) as the byte arithmetic of each struct in ggml-common.h; fallback as
+# llama.cpp's tensor_type_fallback (src/llama-quant.cpp): a row that the block does not divide
+# is quantized with the fallback type, and with F16 if that does not divide it either; a
+# 64-block type (NVFP4) has no fallback: llama-quantize stops with an error.
 GGML_TYPES = {t.name: t for t in (
     GgmlType("Q4_0", 32, 2 + 16, 4, True, "f16"),
     GgmlType("Q4_1", 32, 2 + 2 + 16, 4, False, "f16"),
     GgmlType("Q5_0", 32, 2 + 4 + 16, 5, True, "f16"),
     GgmlType("Q5_1", 32, 2 + 2 + 4 + 16, 5, False, "f16"),
-    GgmlType("Q8_0", 32, 2 + 32, 8, True, "f16"),
+    GgmlType("Q8_0", 32, 2 + 32, 8, True, "f16", uses_imatrix=False),
+    # k-quants: super-block of 256 = 16 blocks of 16 (Q2_K, Q3_K, Q6_K) or 8 of 32 (Q4_K, Q5_K)
+    GgmlType("Q2_K", 256, 16 + 64 + 2 + 2, 2, False, "f16", "Q4_0", kind="k-quant"),
+    GgmlType("Q3_K", 256, 32 + 64 + 12 + 2, 3, True, "f16", "Q4_0", kind="k-quant"),
+    GgmlType("Q4_K", 256, 2 + 2 + 12 + 128, 4, False, "f16", "Q5_0", kind="k-quant"),
+    GgmlType("Q5_K", 256, 2 + 2 + 12 + 32 + 128, 5, False, "f16", "Q5_1", kind="k-quant"),
+    GgmlType("Q6_K", 256, 128 + 64 + 16 + 2, 6, True, "f16", "Q8_0", kind="k-quant"),
+    GgmlType("IQ4_NL", 32, 2 + 16, 4, True, "f16", kind="non-linear"),
+    GgmlType("IQ4_XS", 256, 2 + 2 + 4 + 128, 4, True, "f16", "IQ4_NL", kind="non-linear"),
+    GgmlType("MXFP4", 32, 1 + 16, 4, True, "e8m0", uses_imatrix=False, kind="fp4"),
+    GgmlType("NVFP4", 64, 4 + 32, 4, True, "ue4m3", uses_imatrix=False, kind="fp4"),
 )}
-assert [t.block_bytes for t in GGML_TYPES.values()] == [18, 20, 22, 24, 34]
+assert [t.block_bytes for t in GGML_TYPES.values()] == [18, 20, 22, 24, 34, 84, 110, 144, 176, 210,
+                                                        18, 136, 17, 36]
+# Only reached as a fallback (llama-quantize writes F16 when no block type fits a row).
+F16 = GgmlType("F16", 1, 2, 16, True, "f16", uses_imatrix=False, kind="float")
+
+
+def ggml_plan(type_name: str, cols: int) -> tuple[str | None, str | None]:
+    """The llama.cpp type llama-quantize writes for a row of ``cols`` when asked for
+    ``type_name``, and why it differs (None when it does not); (None, reason) when llama-quantize
+    refuses the tensor."""
+    t = GGML_TYPES[type_name]
+    if cols % t.block == 0:
+        return type_name, None
+    why = f"row length {cols} is not a multiple of {type_name}'s block of {t.block}"
+    if t.fallback is None:
+        if t.block <= 32:
+            return "F16", f"{why}; llama-quantize writes F16"
+        return None, f"{why}; llama-quantize has no fallback for {type_name}"
+    fb = GGML_TYPES[t.fallback]
+    if cols % fb.block:
+        return "F16", f"{why}, nor of {fb.name}'s {fb.block}; llama-quantize writes F16"
+    return fb.name, f"{why}; llama-quantize falls back to {fb.name}"
 
 
 class FormatError(ValueError):
@@ -172,16 +213,28 @@ class FormatSpec:
         """Length of a row's short last unit (0 when the unit divides the row)."""
         return cols % self.unit
 
+    def plan(self, shape: tuple[int, int]) -> tuple[str | None, str | None]:
+        """What encodes a (rows, cols) tensor: (this format's name, None) when it fits; for a
+        llama.cpp type whose block does not divide the rows, llama-quantize's fallback type and
+        the reason ((None, reason) when llama-quantize refuses it). See :func:`ggml_plan`."""
+        if self.family != "ggml":
+            return self.name, None
+        return ggml_plan(self.ggml_type, shape[-1])
+
     def applies_to(self, shape: tuple[int, int]) -> str | None:
-        """None if the format can encode a (rows, cols) tensor, else the reason it cannot."""
-        cols = shape[-1]
-        if self.family == "ggml" and cols % self.unit:
-            return f"row length {cols} is not a multiple of {self.name}'s block of {self.unit}"
-        return None
+        """None if the tensor can be measured (natively or by llama.cpp's fallback), else why not."""
+        applied, note = self.plan(shape)
+        return note if applied is None else None
 
     def nbytes(self, shape: tuple[int, int]) -> int:
-        """Closed-form packed size of a (rows, cols) tensor."""
+        """Closed-form packed size of a (rows, cols) tensor (of the fallback type if one is used)."""
         rows, cols = shape
+        if self.family == "ggml":
+            applied, _ = self.plan(shape)
+            if applied is None:
+                raise FormatError(f"{self.name} cannot encode rows of {cols}")
+            t = F16 if applied == "F16" else GGML_TYPES[applied]
+            return rows * (cols // t.block) * t.block_bytes
         tail = self.row_tail(cols)
         per_row = (cols // self.unit) * self.unit_bytes + (self._unit_bytes(tail) if tail else 0)
         return self.header_bytes + rows * per_row
@@ -277,7 +330,7 @@ def default_grid() -> list[FormatSpec]:
 
     single: bits 2–8 × blocks 16–256 × s/a × f16/bf16/e4m3/e8m0            (280)
     double: bits 2–8 × s/a × 8×8/16×16 × super bits 4/6/8 (symmetric) × f16/e4m3 (168)
-    ggml:   Q4_0 Q4_1 Q5_0 Q5_1 Q8_0                                           (5)
+    ggml:   Q4_0 Q4_1 Q5_0 Q5_1 Q8_0, Q2_K..Q6_K, IQ4_NL IQ4_XS, MXFP4 NVFP4     (14)
     """
     out = [FormatSpec("uniform", b, blk, sym, enc)
            for b in GRID_BITS for blk in GRID_BLOCKS for sym in (True, False) for enc in GRID_SCALES]
@@ -322,8 +375,9 @@ def nominal_bpw_table(formats: list[FormatSpec]) -> list[tuple[str, str, float]]
     return [(f.name, f.family, f.bpw()) for f in formats]
 
 
-def _check_math() -> None:  # bpw sanity of the llama.cpp table (4.5, 5, 5.5, 6, 8.5)
-    assert [t.bpw for t in GGML_TYPES.values()] == [4.5, 5.0, 5.5, 6.0, 8.5]
+def _check_math() -> None:  # bpw of the llama.cpp table, as llama.cpp's docs give them
+    assert [t.bpw for t in GGML_TYPES.values()] == [4.5, 5.0, 5.5, 6.0, 8.5, 2.625, 3.4375, 4.5,
+                                                    5.5, 6.5625, 4.5, 4.25, 4.25, 4.5]
     assert math.isclose(parse("Q(4a16)xQ(6s16)").bpw(), 4 + (2 * (2 + 12)) * 8 / 256)
 
 

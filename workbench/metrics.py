@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from workbench.kernels.metrics import error_sums
+from workbench.kernels.metrics import error_sums, weighted_error_sums
 
 METRICS = ("mse", "rmse", "nmse", "sqnr_db", "max_abs_err", "cosine", "bnl")
 
@@ -29,3 +29,34 @@ def tensor_metrics(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
         "bnl": bnl / nblk if nblk else 0.0,
     }
 
+
+
+WEIGHTED_METRICS = ("wmse", "wnmse")
+
+
+def weighted_metrics(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> dict[str, float]:
+    """Importance-weighted error of reconstruction y against x (float32 [rows, cols]) with one
+    non-negative weight per column (w: [cols], e.g. an imatrix entry, see workbench.imatrix):
+
+    * ``wmse  = Σ_ij w_j (x_ij − y_ij)² / (rows · Σ_j w_j)`` — a weighted mean of squared errors
+      (w ≡ 1 gives ``mse``); 0 when every weight is 0.
+    * ``wnmse = Σ_ij w_j (x_ij − y_ij)² / Σ_ij w_j x_ij²`` — relative (w ≡ 1 gives ``nmse``);
+      0 when the weighted error is 0, inf when only the weighted signal is.
+
+    Sums are accumulated in float64 in a single pass (a Numba kernel that releases the GIL).
+    """
+    if x.shape != y.shape:
+        raise ValueError(f"shape mismatch {x.shape} vs {y.shape}")
+    if x.ndim != 2:
+        raise ValueError(f"expected a 2-D tensor, got shape {x.shape}")
+    w = np.asarray(w)
+    if w.shape != (x.shape[1],):
+        raise ValueError(f"importance has shape {w.shape}, expected ({x.shape[1]},)")
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise ValueError("importance weights must be finite and non-negative")
+    if w.dtype != np.float32 and w.dtype != np.float64:
+        w = w.astype(np.float64)
+    swe, swx2, sw = weighted_error_sums(x, y, w)
+    wmse = swe / sw if sw > 0 else 0.0
+    wnmse = swe / swx2 if swx2 > 0 else (0.0 if swe == 0 else math.inf)
+    return {"wmse": float(wmse), "wnmse": float(wnmse)}

@@ -45,6 +45,11 @@ class TensorInfo:
     def numel(self) -> int:
         return int(np.prod(self.shape)) if self.shape else 1
 
+    @property
+    def matrix_shape(self) -> tuple[int, int]:
+        """(rows, cols) as swept: leading axes folded into rows, blocks run along the last."""
+        return (self.numel // self.shape[-1], self.shape[-1]) if self.shape else (1, 1)
+
     def load(self) -> np.ndarray:
         """float32, C-contiguous, 2-D (leading axes folded into rows; blocks run along the last)."""
         arr = self._load()

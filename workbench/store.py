@@ -5,8 +5,14 @@ temporary name and renamed, so readers (DuckDB's glob) never see a partial file,
 processes (a sweep, the dashboard, an import) can work at once without a database lock. Files
 are never rewritten; each row carries its provenance and the schema version.
 
-Natural key (dedupe on import, resume of a sweep): ``model, tensor, format, backend, device,
-workbench_version`` — the same measurement by the same code on the same kind of device.
+Natural key (dedupe on import, resume of a sweep): ``model, tensor, format, imatrix, backend,
+device, workbench_version`` — the same measurement by the same code on the same kind of device
+with the same importance matrix (``imatrix`` is the file's fingerprint, "" for none).
+
+Schema history: 1 = first release; 2 adds ``applied_type``/``fallback_note`` (the llama.cpp type
+actually written for a tensor and why it differs from ``format``), ``imatrix``/``imatrix_note``
+and the importance-weighted errors ``wmse``/``wnmse``. Version-1 files import with those NULL
+(``imatrix`` "").
 """
 from __future__ import annotations
 
@@ -29,8 +35,9 @@ import pyarrow.parquet as pq
 
 import workbench
 
-SCHEMA_VERSION = 1
-NATURAL_KEY = ("model", "tensor", "format", "backend", "device", "workbench_version")
+SCHEMA_VERSION = 2
+NATURAL_KEY = ("model", "tensor", "format", "imatrix", "backend", "device", "workbench_version")
+MAY_BE_EMPTY = ("imatrix",)  # natural-key columns where "" is a value (no imatrix)
 MODEL_ID = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 
 RESULTS_SCHEMA = pa.schema([
@@ -38,11 +45,13 @@ RESULTS_SCHEMA = pa.schema([
     ("family", pa.string()), ("bits", pa.int16()), ("block", pa.int32()), ("symmetric", pa.bool_()),
     ("scale_dtype", pa.string()), ("super_bits", pa.int16()), ("super_block", pa.int32()),
     ("super_symmetric", pa.bool_()), ("search", pa.string()), ("normalizer", pa.bool_()),
-    ("naive", pa.bool_()),
+    ("naive", pa.bool_()), ("applied_type", pa.string()), ("fallback_note", pa.string()),
+    ("imatrix", pa.string()), ("imatrix_note", pa.string()),
     ("bpw", pa.float64()), ("nbytes", pa.int64()), ("numel", pa.int64()), ("rows", pa.int64()),
     ("cols", pa.int64()), ("row_tail", pa.int32()),
     ("mse", pa.float64()), ("rmse", pa.float64()), ("nmse", pa.float64()), ("sqnr_db", pa.float64()),
     ("max_abs_err", pa.float64()), ("cosine", pa.float64()), ("bnl", pa.float64()),
+    ("wmse", pa.float64()), ("wnmse", pa.float64()),
     ("quant_s", pa.float64()), ("dequant_s", pa.float64()),
     ("source_dtype", pa.string()), ("source_quantized", pa.bool_()), ("model_fingerprint", pa.string()),
     ("backend", pa.string()), ("device", pa.string()), ("host", pa.string()),
@@ -152,14 +161,31 @@ def has_files(store: str | Path, table: str = "results") -> bool:
     return any(Path(store).glob(f"model=*/table={table}/*.parquet"))
 
 
+_SQL_TYPES = {"bool": "BOOLEAN", "int16": "SMALLINT", "int32": "INTEGER", "int64": "BIGINT",
+              "double": "DOUBLE", "timestamp[us, tz=UTC]": "TIMESTAMPTZ"}
+
+
 def connect(store: str | Path) -> duckdb.DuckDBPyConnection:
     """A fresh in-memory DuckDB connection (one per query/thread) with views over the store."""
     con = duckdb.connect()
     for table, schema in TABLES.items():
         if has_files(store, table):
-            con.execute(f"""CREATE VIEW {table} AS SELECT * EXCLUDE ("table") FROM read_parquet(
+            con.execute(f"""CREATE VIEW {table}_files AS SELECT * EXCLUDE ("table") FROM read_parquet(
                 '{_glob(store, table)}', hive_partitioning=true, union_by_name=true,
                 hive_types={{'model': VARCHAR, 'table': VARCHAR}})""")
+            # files of an older schema lack newer columns: present them as NULL ("" for a
+            # natural-key column), so every query sees the current schema
+            have = {r[0] for r in con.execute(f"DESCRIBE {table}_files").fetchall()}
+            cols = []
+            for f in schema:
+                if f.name in have:
+                    cols.append(f"coalesce(\"{f.name}\", '') AS \"{f.name}\"" if f.name in MAY_BE_EMPTY
+                                else f'"{f.name}"')
+                else:
+                    sqltype = "VARCHAR" if pa.types.is_string(f.type) else _SQL_TYPES.get(str(f.type), "DOUBLE")
+                    default = "''" if f.name in MAY_BE_EMPTY else "NULL"
+                    cols.append(f'CAST({default} AS {sqltype}) AS "{f.name}"')
+            con.execute(f"CREATE VIEW {table} AS SELECT {', '.join(cols)} FROM {table}_files")
         else:  # an empty store still answers queries, with the right columns
             con.from_arrow(schema.empty_table()).create_view(table)
     return con
@@ -182,10 +208,12 @@ def models(store: str | Path) -> list[str]:
     return query(store, "SELECT DISTINCT model FROM results ORDER BY model")["model"].tolist()
 
 
-def done_keys(store: str | Path, model: str, backend: str, device: str, version: str) -> set[tuple[str, str]]:
+def done_keys(store: str | Path, model: str, backend: str, device: str, version: str,
+              imatrix: str = "") -> set[tuple[str, str]]:
     """(tensor, format) pairs already measured under this natural key (for resuming)."""
     df = query(store, """SELECT DISTINCT tensor, format FROM results WHERE model = ? AND backend = ?
-                         AND device = ? AND workbench_version = ?""", [model, backend, device, version])
+                         AND device = ? AND workbench_version = ? AND coalesce(imatrix, '') = ?""",
+               [model, backend, device, version, imatrix])
     return set(zip(df["tensor"], df["format"]))
 
 
@@ -193,36 +221,53 @@ FORMAT_COLS = ("family", "bits", "block", "symmetric", "scale_dtype", "super_bit
                "super_symmetric", "search", "normalizer", "naive")
 
 
-def summary(store: str | Path, model: str | None = None, tensor_regex: str | None = None) -> pd.DataFrame:
+def imatrices(store: str | Path, model: str | None = None) -> list[str]:
+    """The imatrix fingerprints results exist for ("" = measured without one), "" first."""
+    where, params = ("WHERE model = ?", [model]) if model else ("", [])
+    df = query(store, f"SELECT DISTINCT imatrix FROM results {where} ORDER BY imatrix", params)
+    return df["imatrix"].tolist()
+
+
+def summary(store: str | Path, model: str | None = None, tensor_regex: str | None = None,
+            imatrix: str = "") -> pd.DataFrame:
     """Model-level figures per (model, format): numel-weighted means over tensors (pooled sums
     would let one big tensor hide the rest); bpw = total stored bits / total weights.
-    Repeated measurements of a (tensor, format) — other devices, other runs — count once."""
-    conds, params = [], []
+    Repeated measurements of a (tensor, format) — other devices, other runs — count once.
+    ``imatrix``: the runs with that importance matrix ("" = without one). ``fallback_tensors``
+    counts tensors a llama.cpp type wrote in its fallback type (``applied_types`` lists the
+    types written), and ``label`` is the format name with a ``*`` when there are any."""
+    conds, params = ["imatrix = ?"], [imatrix]
     if model:
         conds.append("model = ?")
         params.append(model)
     if tensor_regex:
         conds.append("regexp_matches(tensor, ?)")
         params.append(tensor_regex)
-    where = ("WHERE " + " AND ".join(conds)) if conds else ""
+    where = "WHERE " + " AND ".join(conds)
     fcols = ", ".join(f'any_value("{c}") AS "{c}"' for c in FORMAT_COLS)  # "symmetric" is a keyword
     sql = f"""
     WITH per_tensor AS (
         SELECT model, tensor, format, {fcols}, any_value(numel) AS numel, any_value(nbytes) AS nbytes,
+               any_value(applied_type) AS applied_type,
                avg(mse) AS mse, avg(nmse) AS nmse, avg(bnl) AS bnl, avg(cosine) AS cosine,
+               avg(wmse) AS wmse, avg(wnmse) AS wnmse,
                max(max_abs_err) AS max_abs_err, min(quant_s) AS quant_s, min(dequant_s) AS dequant_s
         FROM results {where} GROUP BY model, tensor, format)
     SELECT model, format, {fcols},
            count(*) AS tensors, sum(numel) AS numel, sum(nbytes) * 8.0 / sum(numel) AS bpw,
            sum(mse * numel) / sum(numel) AS mse, sum(nmse * numel) / sum(numel) AS nmse,
            sum(bnl * numel) / sum(numel) AS bnl, sum(cosine * numel) / sum(numel) AS cosine,
+           sum(wmse * numel) / sum(numel) AS wmse, sum(wnmse * numel) / sum(numel) AS wnmse,
            max(max_abs_err) AS max_abs_err,
-           sum(numel) / sum(quant_s) AS quant_wps, sum(numel) / sum(dequant_s) AS dequant_wps
+           sum(numel) / sum(quant_s) AS quant_wps, sum(numel) / sum(dequant_s) AS dequant_wps,
+           count(*) FILTER (WHERE applied_type IS NOT NULL AND applied_type <> format) AS fallback_tensors,
+           string_agg(DISTINCT applied_type, ',' ORDER BY applied_type) AS applied_types
     FROM per_tensor GROUP BY model, format ORDER BY model, bpw"""
     df = query(store, sql, params)
     df["rmse"] = np.sqrt(df["mse"])
     with np.errstate(divide="ignore"):
         df["sqnr_db"] = -10 * np.log10(df["nmse"].astype(float))
+    df["label"] = [f + ("*" if n else "") for f, n in zip(df["format"], df["fallback_tensors"])]
     return df
 
 
@@ -280,7 +325,12 @@ def validate_import(path: str | Path) -> pa.Table:
     except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, TypeError) as exc:
         raise StoreError(f"{path}: column types do not match the results schema ({str(exc).splitlines()[0][:100]})") from None
     df = t.to_pandas()
+    if df["imatrix"].isna().any():  # schema 1 had no imatrix: those rows were measured without
+        df["imatrix"] = df["imatrix"].fillna("")
+        t = _to_table(df, RESULTS_SCHEMA)
     for c in NATURAL_KEY + ("run_id",):
+        if c in MAY_BE_EMPTY:
+            continue
         if df[c].isna().any() or (df[c].astype(str) == "").any():
             raise StoreError(f"{path}: column {c!r} has empty values")
     bad = [m for m in df["model"].unique() if not MODEL_ID.match(m)]

@@ -22,7 +22,8 @@ import workbench
 from workbench import store as st
 from workbench.codecs import BACKEND, codec_for
 from workbench.formats import FormatSpec, resolve
-from workbench.metrics import tensor_metrics
+from workbench.imatrix import load as load_imatrix, weights_for
+from workbench.metrics import tensor_metrics, weighted_metrics
 from workbench.sources import ModelSource, TensorInfo, open_model
 
 CHUNK = 24            # formats per task: small enough to balance a big tensor across cores
@@ -38,22 +39,31 @@ class SweepReport:
     measured: int = 0
     already: int = 0
     skipped: list[tuple[str, str, str]] = field(default_factory=list)   # (tensor, format, reason)
+    fallbacks: list[tuple[str, str, str]] = field(default_factory=list)  # (tensor, format, applied)
     files: list[Path] = field(default_factory=list)
     seconds: float = 0.0
 
 
-def measure(spec: FormatSpec, x: np.ndarray) -> dict:
-    """Quantize → packed bytes → dequantize, timed; metrics of the reconstruction."""
+def measure(spec: FormatSpec, x: np.ndarray, importance: np.ndarray | None = None) -> dict:
+    """Quantize → packed bytes → dequantize, timed; metrics of the reconstruction. With an
+    importance vector (an imatrix entry for the tensor), formats that use one quantize with it
+    (as llama-quantize --imatrix does) and the importance-weighted errors are added."""
     codec = codec_for(spec)
+    rows, cols = x.shape
+    applied, note = spec.plan(x.shape)
+    use = importance is not None and codec.uses_importance(x.shape)
     t0 = time.perf_counter()
-    packed = codec.quantize(x)
+    packed = codec.quantize(x, importance if use else None)
     t1 = time.perf_counter()
     y = codec.dequantize(packed, x.shape)
     t2 = time.perf_counter()
     m = tensor_metrics(x, y)
-    rows, cols = x.shape
+    if importance is not None:
+        m.update(weighted_metrics(x, y, importance))
     return {**m, "bpw": packed.size * 8 / x.size, "nbytes": int(packed.size), "rows": rows, "cols": cols,
             "row_tail": spec.row_tail(cols) if spec.family == "uniform" else 0,
+            "applied_type": applied if spec.family == "ggml" else None, "fallback_note": note,
+            "imatrix_note": None if importance is None or use else f"{applied} ignores the imatrix",
             "quant_s": t1 - t0, "dequant_s": t2 - t1}
 
 
@@ -65,14 +75,20 @@ def spec_columns(spec: FormatSpec) -> dict:
 
 
 def warm_up(formats: list[FormatSpec]) -> None:
-    """Compile every kernel once (Numba caches to disk) so no timing includes compilation."""
-    x = np.linspace(-1, 1, 2 * 256, dtype=np.float32).reshape(2, 256)
+    """Compile every kernel once (Numba caches to disk) so no timing includes compilation: each
+    family, each llama.cpp type with and without importance, and their fallback types."""
     seen = set()
-    for f in formats:
-        key = (f.family, f.ggml_type)
-        if key not in seen:
+    for cols in (256, 96):
+        x = np.linspace(-1, 1, 2 * cols, dtype=np.float32).reshape(2, cols)
+        w = np.linspace(0.5, 2, cols, dtype=np.float32)
+        for f in formats:
+            key = (f.family, f.ggml_type, f.plan(x.shape)[0])
+            if key in seen or f.applies_to(x.shape):
+                continue
             seen.add(key)
             measure(f, x)
+            if f.family == "ggml":
+                measure(f, x, w)
 
 
 def _non_finite(x: np.ndarray) -> int:
@@ -82,17 +98,25 @@ def _non_finite(x: np.ndarray) -> int:
 def run(model: str | os.PathLike | None = None, formats: str | list[FormatSpec] | None = None,
         tensors: str | None = None, store: str | os.PathLike | None = None, workers: int | None = None,
         resume: bool = True, progress: bool | Callable[[int, int], None] = True,
-        cancel: threading.Event | None = None) -> SweepReport:
+        cancel: threading.Event | None = None, imatrix: str | os.PathLike | None = None) -> SweepReport:
     """Sweep a model; see the module docstring. ``progress`` is True (a tqdm bar), False, or a
-    callback(done, total). Setting ``cancel`` stops after the tasks in flight and keeps them."""
+    callback(done, total). Setting ``cancel`` stops after the tasks in flight and keeps them.
+    ``imatrix``: an importance-matrix file (llama.cpp's GGUF or legacy .dat): llama.cpp types
+    are quantized with it as ``llama-quantize --imatrix`` does, and every row gets the
+    importance-weighted errors; rows are keyed by the file's fingerprint, so a sweep with and
+    one without an imatrix live side by side. A tensor the file has no entry for is measured
+    without one, and the row says why (``imatrix_note``)."""
     t_start = time.perf_counter()
     src: ModelSource = open_model(model)            # validates the whole file before any write
+    imx = load_imatrix(imatrix) if imatrix is not None else None   # likewise: one-line error
+    imx_fp = imx.fingerprint if imx is not None else ""
     specs = resolve(formats) if not isinstance(formats, list) else formats
     store = Path(store) if store else st.default_store()
     run_id = st.new_run_id()
     prov = st.provenance(run_id, BACKEND)
     rep = SweepReport(src.model_id, run_id)
-    done = st.done_keys(store, src.model_id, BACKEND, prov["device"], workbench.__version__) if resume else set()
+    done = (st.done_keys(store, src.model_id, BACKEND, prov["device"], workbench.__version__, imx_fp)
+            if resume else set())
 
     skips = [(t.name, "", t.skip_reason) for t in src.skipped()]
     weights = src.weights(tensors)
@@ -105,7 +129,7 @@ def run(model: str | os.PathLike | None = None, formats: str | list[FormatSpec] 
             if (t.name, f.name) in done:
                 rep.already += 1
                 continue
-            reason = f.applies_to(t.shape if len(t.shape) == 2 else (int(np.prod(t.shape[:-1])), t.shape[-1]))
+            reason = f.applies_to(t.matrix_shape)
             if reason:
                 skips.append((t.name, f.name, reason))
             else:
@@ -113,7 +137,7 @@ def run(model: str | os.PathLike | None = None, formats: str | list[FormatSpec] 
         tasks += [(t, todo[i:i + CHUNK]) for i in range(0, len(todo), CHUNK)]
     total = sum(len(fs) for _, fs in tasks)
 
-    base = {"model": src.model_id, "model_fingerprint": src.fingerprint, **prov}
+    base = {"model": src.model_id, "model_fingerprint": src.fingerprint, "imatrix": imx_fp, **prov}
     lock = threading.Lock()
     pending: list[dict] = []
     last_flush = [time.monotonic()]
@@ -141,10 +165,13 @@ def run(model: str | os.PathLike | None = None, formats: str | list[FormatSpec] 
         bad = _non_finite(x)
         if bad:
             return [], [(t.name, f.name, f"tensor has {bad} non-finite values (NaN/Inf)") for f in fs]
+        w, why = (None, None) if imx is None else weights_for(imx, t.name, x.shape[1])
         out = []
         for f in fs:
             row = {**base, "tensor": t.name, "source_dtype": t.dtype,
-                   "source_quantized": t.source_quantized, **spec_columns(f), **measure(f, x)}
+                   "source_quantized": t.source_quantized, **spec_columns(f), **measure(f, x, w)}
+            if why:
+                row["imatrix_note"] = why
             out.append(row)
         return out, []
 
@@ -158,6 +185,7 @@ def run(model: str | os.PathLike | None = None, formats: str | list[FormatSpec] 
                 continue
             rows, sk = fut.result()
             skips += sk
+            rep.fallbacks += [(r["tensor"], r["format"], r["applied_type"]) for r in rows if r["fallback_note"]]
             with lock:
                 pending.extend(rows)
             flush()

@@ -12,8 +12,8 @@ import param
 from bokeh.models.widgets.tables import NumberFormatter, ScientificFormatter
 
 from workbench import store as st
-from workbench.views.pareto import (METRICS, TABLE_COLUMNS, kind_colors, ordered_kinds, pareto_plot,
-                                    plottable, selected_table, with_kind)
+from workbench.views.pareto import (METRICS, TABLE_COLUMNS, WEIGHTED, kind_colors, ordered_kinds,
+                                    pareto_plot, plottable, selected_table, with_kind)
 
 EMPTY_STORE = "no results yet: run `workbench sweep`"
 
@@ -24,6 +24,8 @@ class ParetoPage(pn.viewable.Viewer):
     model = param.Selector(default=None, objects=[], doc="Model whose results are shown")
     metric = param.Selector(default="nmse", objects=list(METRICS), doc="Error metric (y axis)")
     kinds = param.ListSelector(default=[], objects=[], doc="Families and scale encodings shown")
+    imatrix = param.Selector(default="", objects=[""], doc="Importance matrix of the runs shown "
+                             "(none: quantized without one)")
 
     def __init__(self, store: str | Path | None = None, model: str | None = None, **params):
         super().__init__(**params)
@@ -50,15 +52,16 @@ class ParetoPage(pn.viewable.Viewer):
         self.controls = pn.Column(
             pn.widgets.Select.from_param(self.param.model, name="Model"),
             pn.widgets.Select.from_param(self.param.metric, name="Metric"),
+            pn.widgets.Select.from_param(self.param.imatrix, name="Importance matrix"),
             pn.pane.Markdown("**Family / scale encoding**", margin=(10, 10, 0, 10)),
             pn.widgets.CheckBoxGroup.from_param(self.param.kinds, inline=False),
             pn.pane.Markdown("Drag on the plot to box-select formats (shift-drag adds to the "
                              "selection); the table lists them.", styles={"font-size": "0.9em"}),
         )
         if self.model is None:    # nothing to choose from: an empty option list renders oddly
-            for widget in self.controls[:2]:
+            for widget in self.controls[:3]:
                 widget.disabled = True
-            for item in self.controls[2:]:
+            for item in self.controls[3:]:
                 item.visible = False
 
     def _open(self, model: str | None):
@@ -90,13 +93,50 @@ class ParetoPage(pn.viewable.Viewer):
         return self.selection.filter(self._data)
 
     def _summary(self, model: str) -> pd.DataFrame:
-        if model not in self._summaries:
-            self._summaries[model] = with_kind(st.summary(self.store, model))
-        return self._summaries[model]
+        key = (model, self.imatrix)
+        if key not in self._summaries:
+            self._summaries[key] = with_kind(st.summary(self.store, model, imatrix=self.imatrix))
+        return self._summaries[key]
+
+    def _set_imatrix_options(self, model: str):
+        """Runs without an imatrix ("none") and with each imatrix file (by fingerprint); the
+        importance-weighted metrics are offered only with an imatrix."""
+        fps = st.imatrices(self.store, model)
+        self.param.imatrix.objects = {("none" if fp == "" else f"imatrix {fp}"): fp for fp in fps}
+        if self.imatrix not in fps:
+            self.imatrix = fps[0]
+        self._set_metric_options()
+
+    def _set_metric_options(self):
+        names = [m for m in METRICS if self.imatrix or m not in WEIGHTED]
+        self.param.metric.objects = names
+        if self.metric not in names:
+            self.metric = "nmse"
 
     # -------------------------------------------------------------------------- updates
     @param.depends("model", watch=True)
     def _load_model(self):
+        self._loading = True
+        try:
+            self._set_imatrix_options(self.model)
+        except (duckdb.Error, OSError):
+            pass
+        finally:
+            self._loading = False
+        self._load_runs()
+
+    @param.depends("imatrix", watch=True)
+    def _load_imatrix(self):
+        if self._loading:
+            return
+        self._loading = True
+        try:
+            self._set_metric_options()
+        finally:
+            self._loading = False
+        self._load_runs()
+
+    def _load_runs(self):
         try:
             df = self._summary(self.model)
         except (duckdb.Error, OSError) as exc:

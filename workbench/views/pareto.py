@@ -30,11 +30,15 @@ METRICS = {m.name: m for m in (
     Metric("bnl", "BNL (block-normalized L1)", True, True),
     Metric("max_abs_err", "max |x−y|", True, True),
     Metric("cosine", "cosine similarity", False, False),
+    # with an importance matrix only (NaN otherwise, so plottable() drops the rows)
+    Metric("wnmse", "importance-weighted NMSE  Σw(x−y)²/Σwx²", True, True),
+    Metric("wmse", "importance-weighted MSE  Σw(x−y)²/Σw", True, True),
 )}
+WEIGHTED = ("wnmse", "wmse")
 
 # Scale encodings in a fixed order, so each keeps its colour whatever a filter leaves.
 ENCODING_ORDER = ("f16", "bf16", "f32", "e4m3", "e5m2", "e8m0")
-TABLE_COLUMNS = ("format", "family", "bits", "block", "scale_dtype", "bpw")
+TABLE_COLUMNS = ("format", "family", "bits", "block", "scale_dtype", "bpw", "applied_types")
 BPW = hv.Dimension("bpw", label="bits per weight")
 
 
@@ -137,13 +141,27 @@ def pareto_points(df: pd.DataFrame, metric: str = "nmse", colors: dict[str, str]
     data = _by_kind(with_kind(df), llama_cpp_last=True)
     colors = colors or kind_colors(ordered_kinds(data))
     fmt = "{0.000e}" if m.log else "{0.000}"
-    vdims = [c for c in ("kind", "format", "family", "bits", "block", "scale_dtype") if c in data.columns]
+    data = data.assign(written_as=_written_as(data))
+    vdims = [c for c in ("kind", "format", "family", "bits", "block", "scale_dtype", "written_as")
+             if c in data.columns]
     return hv.Points(data, kdims=[BPW, hv.Dimension(metric, label=m.label)], vdims=vdims).opts(
         color="kind", cmap=colors, size=9, alpha=0.85, line_color="white", logy=m.log,
         tools=["hover", "box_select", "lasso_select"], active_tools=["box_select", "wheel_zoom"],
         hover_tooltips=[("format", "@format"), ("kind", "@kind"), ("bpw", "@bpw{0.000}"),
-                        (metric, "@{%s}%s" % (metric, fmt))],
+                        (metric, "@{%s}%s" % (metric, fmt)), ("written as", "@written_as")],
         show_legend=False)
+
+
+def _written_as(df: pd.DataFrame) -> list[str]:
+    """Hover text: the llama.cpp types actually written (a k-quant on rows its block does not
+    divide is written in llama-quantize's fallback type), else the format itself."""
+    if "applied_types" not in df.columns:
+        return list(df["format"])
+    fb = df["fallback_tensors"] if "fallback_tensors" in df.columns else pd.Series(0, index=df.index)
+    out = []
+    for f, a, n, t in zip(df["format"], df["applied_types"], fb, df.get("tensors", fb)):
+        out.append(f"{a} ({n} of {t} tensors by fallback)" if isinstance(a, str) and n else f)
+    return out
 
 
 def kind_legend(df: pd.DataFrame, metric: str = "nmse", colors: dict[str, str] | None = None) -> hv.Points:
@@ -167,10 +185,12 @@ def pareto_frontier(df: pd.DataFrame, metric: str = "nmse") -> hv.Curve:
 
 
 def llama_cpp_labels(df: pd.DataFrame, metric: str = "nmse") -> hv.Labels:
-    """The names of llama.cpp's own types (family 'ggml') next to their points."""
+    """The names of llama.cpp's own types (family 'ggml') next to their points; a ``*`` marks a
+    type that some tensors were written in llama.cpp's fallback type for (hover tells which)."""
     m = METRICS[metric]
-    ggml = df[df["family"] == "ggml"][["bpw", metric, "format"]]
-    return hv.Labels(ggml, [BPW, hv.Dimension(metric, label=m.label)], "format").opts(
+    col = "label" if "label" in df.columns else "format"
+    ggml = df[df["family"] == "ggml"][["bpw", metric, col]]
+    return hv.Labels(ggml, [BPW, hv.Dimension(metric, label=m.label)], col).opts(
         text_font_size="8pt", text_align="left", text_baseline="bottom", xoffset=0.04,
         text_color="#222222", logy=m.log)
 
