@@ -631,33 +631,12 @@ def _quantize_q5_0_impl(x, qw):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _c_zero_block_d(out, x, nbytes):
-    """quantize_row_q{4,5}_0_ref on an all-zero block: the C keeps ``max = +0.0f`` (nothing
-    beats ``amax < fabsf(v)``), so d = +0/-8 = -0 (fp16 0x8000) whatever the signs of the
-    zeros; gguf's numpy (and legacy.py, which follows it) takes the first element, so a block
-    starting with -0.0 gets d = +0 there. Same levels either way (id = 0 -> q = 8 / 16)."""
-    rows, cols = x.shape
-    for r in range(rows):
-        xr = x[r]
-        for b in range(cols // QK4_0):
-            allzero = True
-            for j in range(QK4_0):
-                if xr[b * QK4_0 + j] != _F0:
-                    allzero = False
-                    break
-            if allzero:
-                out[r, b * nbytes] = 0x00
-                out[r, b * nbytes + 1] = 0x80
-    return out
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
 def quantize_q4_0_imatrix(x, qw):
     """quantize_q4_0(x, quant_weights=qw) of ggml_quantize_chunk; an empty qw is its
-    quant_weights == NULL branch (quantize_row_q4_0_ref: legacy.py's kernel + the C's d of
-    all-zero blocks)."""
+    quant_weights == NULL branch (quantize_row_q4_0_ref: legacy.py's kernel, which gives the
+    C's d = -0 for all-zero blocks)."""
     if qw.shape[0] == 0:
-        return _c_zero_block_d(quantize_q4_0(x), x, 18)
+        return quantize_q4_0(x)
     return _quantize_q4_0_impl(x, qw)
 
 
@@ -665,7 +644,7 @@ def quantize_q4_0_imatrix(x, qw):
 def quantize_q5_0_imatrix(x, qw):
     """quantize_q5_0(x, quant_weights=qw) of ggml_quantize_chunk; an empty qw as for Q4_0."""
     if qw.shape[0] == 0:
-        return _c_zero_block_d(quantize_q5_0(x), x, 22)
+        return quantize_q5_0(x)
     return _quantize_q5_0_impl(x, qw)
 
 

@@ -124,6 +124,11 @@ _RDELTA_IM = np.float32(0.05)
  _M0) = range(16)
 _NS = 16
 
+# int arguments as typed (non-literal) constants: a literal argument would make Numba compile
+# a separate copy of the callee per value (cold compile time), with no speed gain
+_I0, _I1, _I3, _I8, _I15, _I16, _I20, _I24, _I31, _I32, _I36, _I63, _I144, _I176 = (
+    np.int64(v) for v in (0, 1, 3, 8, 15, 16, 20, 24, 31, 32, 36, 63, 144, 176))
+
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
 _JIT_INLINE = dict(cache=True, nogil=True, error_model="numpy", inline="always")
 
@@ -441,7 +446,7 @@ def quantize_q2_k(x, qw):
             # quantize_row_q2_K_ref: w = |x|, make_qkx2_quants(16, 3, .., -0.5, 0.1, 15, MAD)
             for k in range(cols):
                 wt[k] = abs(xt[k])
-            _search_lanes(16, G, 3, xt, wt, Lt, Lat, S, _RMIN_Q2, _RDELTA_REF, 15, True, False)
+            _search_lanes(_I16, G, _I3, xt, wt, Lt, Lat, S, _RMIN_Q2, _RDELTA_REF, _I15, True, False)
         else:
             # quantize_row_q2_K_impl: w = qw*sqrt(sigma2 + x^2), sigma2 = sum(x^2)/256
             _superblock_sigma(xr, nb, sig)
@@ -453,7 +458,7 @@ def quantize_q2_k(x, qw):
                     xv = xt[b + j]
                     wt[b + j] = qwt[b + j] * np.sqrt(sig[j // 16] + xv * xv)
             _lane_sums(wt, 16, G, sw)
-            _search_lanes(16, G, 3, xt, wt, Lt, Lat, S, _RMIN_IM, _RDELTA_IM, 36, False, True)
+            _search_lanes(_I16, G, _I3, xt, wt, Lt, Lat, S, _RMIN_IM, _RDELTA_IM, _I36, False, True)
         _from_lanes(Lt, 16, G, L)
         for ib in range(nb):
             s = ib * QK_K
@@ -490,8 +495,8 @@ def quantize_q2_k(x, qw):
             else:
                 for j in range(16):
                     sw16[j] = sw[jb + j]
-                dm_ = _make_qp(16, 15, sc16, Ls, sw16)
-                mm_ = _make_qp(16, 15, mn16, Lm, sw16)
+                dm_ = _make_qp(_I16, _I15, sc16, Ls, sw16)
+                mm_ = _make_qp(_I16, _I15, mn16, Lm, sw16)
                 dd = _put_half(y, o + 80, dm_)
                 dmn = _put_half(y, o + 82, mm_)
                 for j in range(16):
@@ -589,7 +594,7 @@ def _q45k_row(xr, qwt, use_im, nmax, rmin_ref, nstep_ref, clamp_im, y, nbytes,
             b = i * G
             for j in range(G):
                 wt[b + j] = sw[j] + abs(xt[b + j])
-        _search_lanes(32, G, nmax, xt, wt, Lt, Lat, S, rmin_ref, _RDELTA_REF, nstep_ref,
+        _search_lanes(_I32, G, nmax, xt, wt, Lt, Lat, S, rmin_ref, _RDELTA_REF, nstep_ref,
                       False, False)
     else:
         # quantize_row_q{4,5}_K_impl: w = qw*sqrt(sigma2 + x^2), sigma2 = 2*sum(x^2)/256
@@ -602,7 +607,7 @@ def _q45k_row(xr, qwt, use_im, nmax, rmin_ref, nstep_ref, clamp_im, y, nbytes,
                 xv = xt[b + j]
                 wt[b + j] = qwt[b + j] * np.sqrt(sig[j // 8] + xv * xv)
         _lane_sums(wt, 32, G, sw)
-        _search_lanes(32, G, nmax, xt, wt, Lt, Lat, S, _RMIN_IM, _RDELTA_IM, 36, False, True)
+        _search_lanes(_I32, G, nmax, xt, wt, Lt, Lat, S, _RMIN_IM, _RDELTA_IM, _I36, False, True)
     _from_lanes(Lt, 32, G, L)
     for ib in range(nb):
         s = ib * QK_K
@@ -632,9 +637,9 @@ def _q45k_row(xr, qwt, use_im, nmax, rmin_ref, nstep_ref, clamp_im, y, nbytes,
         else:
             for j in range(8):
                 sw8[j] = sw[jb + j]
-            d_block = _make_qp(8, 63, sc8, Ls, sw8)
-            m_block = _make_qp(8, 63, mn8, Lm, sw8)
-            if clamp_im:                               # Q5_K clamps to 63 here, Q4_K does not
+            d_block = _make_qp(_I8, _I63, sc8, Ls, sw8)
+            m_block = _make_qp(_I8, _I63, mn8, Lm, sw8)
+            if clamp_im != 0:                          # Q5_K clamps to 63 here, Q4_K does not
                 for j in range(8):
                     Ls[j] = min(np.uint8(63), Ls[j])
                     Lm[j] = min(np.uint8(63), Lm[j])
@@ -717,13 +722,13 @@ def _q45k(x, qw, nmax, rmin_ref, nstep_ref, clamp_im, nbytes):
 @njit(**_JIT)
 def quantize_q4_k(x, qw):
     # ref: make_qkx2_quants(32, 15, .., -1.0, 0.1, 20); imatrix: no MIN(63) on Ls/Lm
-    return _q45k(x, qw, 15, _RMIN_Q4, 20, False, 144)
+    return _q45k(x, qw, _I15, _RMIN_Q4, _I20, _I0, _I144)
 
 
 @njit(**_JIT)
 def quantize_q5_k(x, qw):
     # ref: make_qkx2_quants(32, 31, .., -0.5, 0.1, 15); imatrix: MIN(63) on Ls/Lm
-    return _q45k(x, qw, 31, _RMIN_Q5, 15, True, 176)
+    return _q45k(x, qw, _I31, _RMIN_Q5, _I15, _I1, _I176)
 
 
 @njit(**_JIT)
@@ -817,7 +822,7 @@ def _legacy_imatrix(x, qw, nmax, nbytes):
         for k in range(cols):
             xv = xt[k]
             wt[k] = qwt[k] * np.sqrt(sigma2 + xv * xv)
-        _search_lanes(32, G, nmax, xt, wt, Lt, Lat, S, _RMIN_IM, _RDELTA_IM, 36, False, True)
+        _search_lanes(_I32, G, nmax, xt, wt, Lt, Lat, S, _RMIN_IM, _RDELTA_IM, _I36, False, True)
         _from_lanes(Lt, 32, G, L)
         for ib in range(nb):
             o = ib * nbytes
@@ -847,7 +852,7 @@ def quantize_q4_1_imatrix(x, qw):
     _check(x, qw, 32)
     if qw.size == 0:
         return quantize_q4_1(x)
-    return _legacy_imatrix(x, qw, 15, 20)
+    return _legacy_imatrix(x, qw, _I15, _I20)
 
 
 @njit(**_JIT)
@@ -856,7 +861,7 @@ def quantize_q5_1_imatrix(x, qw):
     _check(x, qw, 32)
     if qw.size == 0:
         return quantize_q5_1(x)
-    return _legacy_imatrix(x, qw, 31, 24)
+    return _legacy_imatrix(x, qw, _I31, _I24)
 
 
 # name -> (quantize, dequantize, block size, block bytes)

@@ -263,9 +263,14 @@ def _min_max(xr, s):
 
 @njit(cache=True, nogil=True, inline="always")
 def _signed_absmax(xr, s):
-    """x[s + argmax |x|] over one block: the FIRST element of largest magnitude, like numpy's
-    argmax. Unless max == -min (a +-tie, or an all-zero block) that is simply the min or the max."""
+    """x[s + argmax |x|] over one block: the FIRST element of largest magnitude (llama.cpp's
+    strict ``amax < fabsf(v)`` loop, and numpy's argmax). Unless max == -min (a +-tie, or an
+    all-zero block) that is simply the min or the max. An all-zero block gives +0 as in the C,
+    which starts from ``max = 0.0f`` (so d = 0/-8 = -0); gguf's numpy takes the block's first
+    element, and a block of zeros that starts with -0.0 gets d = +0 there (the only difference)."""
     mn, mx = _min_max4(xr, s)
+    if mx == np.float32(0.0) and mn == np.float32(0.0):
+        return np.float32(0.0)
     if mx == -mn:
         for j in range(QK):
             v = xr[s + j]
