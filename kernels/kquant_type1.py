@@ -446,7 +446,7 @@ def quantize_q2_k(x, qw):
             # quantize_row_q2_K_ref: w = |x|, make_qkx2_quants(16, 3, .., -0.5, 0.1, 15, MAD)
             for k in range(cols):
                 wt[k] = abs(xt[k])
-            _search_lanes(_I16, G, _I3, xt, wt, Lt, Lat, S, _RMIN_Q2, _RDELTA_REF, _I15, True, False)
+            _search_lanes(16, G, _I3, xt, wt, Lt, Lat, S, _RMIN_Q2, _RDELTA_REF, _I15, True, False)
         else:
             # quantize_row_q2_K_impl: w = qw*sqrt(sigma2 + x^2), sigma2 = sum(x^2)/256
             _superblock_sigma(xr, nb, sig)
@@ -458,7 +458,7 @@ def quantize_q2_k(x, qw):
                     xv = xt[b + j]
                     wt[b + j] = qwt[b + j] * np.sqrt(sig[j // 16] + xv * xv)
             _lane_sums(wt, 16, G, sw)
-            _search_lanes(_I16, G, _I3, xt, wt, Lt, Lat, S, _RMIN_IM, _RDELTA_IM, _I36, False, True)
+            _search_lanes(16, G, _I3, xt, wt, Lt, Lat, S, _RMIN_IM, _RDELTA_IM, _I36, False, True)
         _from_lanes(Lt, 16, G, L)
         for ib in range(nb):
             s = ib * QK_K
@@ -594,7 +594,7 @@ def _q45k_row(xr, qwt, use_im, nmax, rmin_ref, nstep_ref, clamp_im, y, nbytes,
             b = i * G
             for j in range(G):
                 wt[b + j] = sw[j] + abs(xt[b + j])
-        _search_lanes(_I32, G, nmax, xt, wt, Lt, Lat, S, rmin_ref, _RDELTA_REF, nstep_ref,
+        _search_lanes(32, G, nmax, xt, wt, Lt, Lat, S, rmin_ref, _RDELTA_REF, nstep_ref,
                       False, False)
     else:
         # quantize_row_q{4,5}_K_impl: w = qw*sqrt(sigma2 + x^2), sigma2 = 2*sum(x^2)/256
@@ -607,7 +607,7 @@ def _q45k_row(xr, qwt, use_im, nmax, rmin_ref, nstep_ref, clamp_im, y, nbytes,
                 xv = xt[b + j]
                 wt[b + j] = qwt[b + j] * np.sqrt(sig[j // 8] + xv * xv)
         _lane_sums(wt, 32, G, sw)
-        _search_lanes(_I32, G, nmax, xt, wt, Lt, Lat, S, _RMIN_IM, _RDELTA_IM, _I36, False, True)
+        _search_lanes(32, G, nmax, xt, wt, Lt, Lat, S, _RMIN_IM, _RDELTA_IM, _I36, False, True)
     _from_lanes(Lt, 32, G, L)
     for ib in range(nb):
         s = ib * QK_K
@@ -822,7 +822,7 @@ def _legacy_imatrix(x, qw, nmax, nbytes):
         for k in range(cols):
             xv = xt[k]
             wt[k] = qwt[k] * np.sqrt(sigma2 + xv * xv)
-        _search_lanes(_I32, G, nmax, xt, wt, Lt, Lat, S, _RMIN_IM, _RDELTA_IM, _I36, False, True)
+        _search_lanes(32, G, nmax, xt, wt, Lt, Lat, S, _RMIN_IM, _RDELTA_IM, _I36, False, True)
         _from_lanes(Lt, 32, G, L)
         for ib in range(nb):
             o = ib * nbytes

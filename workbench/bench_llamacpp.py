@@ -5,7 +5,9 @@ both on the same tensors in one run, one thread and then all cores, with and wit
 importance matrix, and prints one row per (type, imatrix) with weights per second and the
 ratio Numba / llama.cpp (> 1: we are faster). Each timing is the best of ``repeat`` passes over
 the tensors, the two implementations alternating pass by pass so that machine noise hits both;
-the bytes of the timed passes are compared (``identical``).
+the bytes of the timed passes are compared (``identical``). Both sides are the quantizer alone:
+``ggml_quantize_chunk`` against the kernel ``codec.quantize`` dispatches to (the codec's NaN/Inf
+scan before it, one extra read of the tensor, is not timed, as llama.cpp has none).
 
 Multi-core: llama-quantize splits a tensor into row chunks quantized by worker threads; we do
 the same for both (``oracle.quantize(threads=n)``, ``codec.quantize(threads=n)``), so the
@@ -26,11 +28,11 @@ import numpy as np
 import pandas as pd
 
 from workbench import oracle
-from workbench.codecs import codec_for
-from workbench.formats import GGML_TYPES, parse
+from workbench.codecs import NO_IMPORTANCE, threaded_rows, ggml_kernels
+from workbench.formats import GGML_TYPES
 
 TYPES = tuple(GGML_TYPES)
-DEFAULT_TENSORS = r"output\.dense\.weight$"
+DEFAULT_TENSORS = r"layer\.\d+\.output\.dense\.weight$"
 
 
 def default_imatrix_path() -> Path:
@@ -67,7 +69,8 @@ def bench_vs_llamacpp(tensors: dict[str, np.ndarray], types=TYPES, threads: int 
         use = [a for a in arrays if a.shape[1] % t.block == 0]
         if len(use) != len(arrays):
             raise ValueError(f"{name}: every benchmark tensor must have rows that are a multiple of {t.block}")
-        codec = codec_for(parse(name))
+        # the quantizer itself, as ggml_quantize_chunk is (codec.quantize adds one NaN/Inf scan)
+        kernel = ggml_kernels()[name][0]
         variants = [None, imps] if (imatrix and t.uses_imatrix) else [None]
         for imp in variants:
             def c_run(n, imp=imp):
@@ -75,11 +78,10 @@ def bench_vs_llamacpp(tensors: dict[str, np.ndarray], types=TYPES, threads: int 
                         for i, a in enumerate(arrays)]
 
             def nb_run(n, imp=imp):
-                return [codec.quantize(a, None if imp is None else imp[i], threads=n)
+                return [threaded_rows(kernel, a, n, NO_IMPORTANCE if imp is None else imp[i])
                         for i, a in enumerate(arrays)]
 
-            small = arrays[0][:4]
-            codec.quantize(small, None if imp is None else imp[0])      # JIT warm-up, not timed
+            nb_run(1)                                                   # JIT warm-up, not timed
             row = {"type": name, "imatrix": "yes" if imp is not None else "no",
                    "tensors": len(arrays), "weights": n_weights}
             identical = True

@@ -1,4 +1,4 @@
-"""The ``workbench`` command: sweep | formats | export | import | bench | serve.
+"""The ``workbench`` command: sweep | formats | export | import | bench | imatrix | serve.
 
 Errors are one line on stderr and a non-zero exit, never a traceback.
 """
@@ -75,6 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vs", choices=["llama.cpp"], default=None, help="llama.cpp: our Numba quantizers "
                    "against llama.cpp's C ggml_quantize_chunk (needs .[reference]), 1 thread and all cores")
     p.add_argument("--threads", type=int, default=None, help="--vs: threads for the all-cores columns")
+
+    p = sub.add_parser("imatrix", help="inspect an imatrix file, or make the default model's",
+                       description="With FILE: list what an importance-matrix file holds (llama.cpp's "
+                                   "GGUF or legacy .dat format) and which tensors of --model it covers. "
+                                   "With --make-default: regenerate data/imatrix/all-MiniLM-L6-v2.imatrix.gguf "
+                                   "(a numpy forward pass of the embedded model over embedded text).")
+    p.add_argument("file", type=Path, nargs="?", default=None)
+    p.add_argument("--model", default=None, help="model whose tensors to match (default: the embedded one)")
+    p.add_argument("--make-default", action="store_true", help="regenerate the default model's imatrix")
 
     p = sub.add_parser("serve", help="serve the dashboard (panel serve workbench)")
     p.add_argument("--port", type=int, default=5006)
@@ -169,6 +178,27 @@ def cmd_bench(a) -> int:
     return bench_main(quick=a.quick, out=a.out)
 
 
+def cmd_imatrix(a) -> int:
+    from workbench import imatrix as im
+    if a.make_default:
+        return im.main([str(a.file)] if a.file else [])
+    if a.file is None:
+        raise ValueError("give an imatrix FILE, or --make-default")
+    imx = im.load(a.file)
+    print(f"{a.file}: {imx.format} imatrix, {len(imx.entries)} entries, fingerprint {imx.fingerprint}, "
+          f"datasets {imx.datasets}, {imx.chunk_count} chunks")
+    from workbench.sources import open_model
+    src = open_model(a.model)
+    n = 0
+    for t in src.weights():
+        w, why = im.weights_for(imx, t.name, t.matrix_shape[1])
+        n += w is not None
+        print(f"  {t.name:60s} {'imatrix' if w is not None else why}")
+    print(f"{n} of {len(src.weights())} weight tensors of {src.model_id} have an entry; the rest are "
+          "quantized without one (as llama-quantize does)")
+    return 0
+
+
 def cmd_serve(a) -> int:
     from workbench import store as st
     env = dict(os.environ, WORKBENCH_STORE=str((a.store or st.default_store()).resolve()))
@@ -181,11 +211,12 @@ def cmd_serve(a) -> int:
 
 
 COMMANDS = {"sweep": cmd_sweep, "formats": cmd_formats, "export": cmd_export, "import": cmd_import,
-            "bench": cmd_bench, "serve": cmd_serve}
+            "bench": cmd_bench, "imatrix": cmd_imatrix, "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:
     from workbench.formats import FormatError
+    from workbench.imatrix import ImatrixError  # noqa: F401  (a ValueError: one line, exit 2)
     from workbench.sources import SourceError
     from workbench.store import StoreError
     a = build_parser().parse_args(argv)

@@ -45,7 +45,7 @@ def _row_chunks(rows: int, threads: int) -> list[tuple[int, int]]:
     return [(b[i], b[i + 1]) for i in range(n)]
 
 
-def _threaded_rows(fn, x: np.ndarray, threads: int, *args) -> np.ndarray:
+def threaded_rows(fn, x: np.ndarray, threads: int, *args) -> np.ndarray:
     """fn(x[r0:r1], *args) -> uint8[r1-r0, row_bytes] on row ranges, in a thread pool (the
     kernels release the GIL); the chunks are joined in order."""
     if threads <= 1 or x.shape[0] < 2:
@@ -89,7 +89,7 @@ class UniformCodec(Codec):
 
 
 # ------------------------------------------------------------------------ llama.cpp types
-_NO_IMATRIX = np.empty(0, np.float32)
+NO_IMPORTANCE = np.empty(0, np.float32)
 
 
 def _f16_quantize(x, qw):
@@ -140,13 +140,13 @@ class GgmlCodec(Codec):
         if check_finite(x):
             raise NonFiniteError(f"{self.spec.name}: tensor has non-finite values (NaN/Inf); "
                                  "llama.cpp's quantizers are not defined for them")
-        qw = _NO_IMATRIX
+        qw = NO_IMPORTANCE
         if importance is not None:
             qw = np.ascontiguousarray(importance, np.float32)
             if qw.shape != (x.shape[1],):
                 raise ValueError(f"importance has shape {qw.shape}, tensor rows have {x.shape[1]} columns")
         q = ggml_kernels()[self.applied(x.shape)][0]
-        return _threaded_rows(q, np.ascontiguousarray(x, np.float32), threads, qw)
+        return threaded_rows(q, np.ascontiguousarray(x, np.float32), threads, qw)
 
     def dequantize(self, packed: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         return ggml_kernels()[self.applied(shape)][1](packed, shape[1]).reshape(shape)
