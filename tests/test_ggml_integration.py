@@ -176,7 +176,8 @@ def test_sweep_with_imatrix(imatrix_store):
     assert uses.any() and (m.loc[uses, "mse_w"] != m.loc[uses, "mse_p"]).all()
     sw = st.summary(d, imatrix=fps[1]).set_index("format")
     assert sw.loc["Q4_K", "wnmse"] > 0 and np.isfinite(sw.loc["Q4s32", "wnmse"])
-    assert st.imatrices(d) == fps
+    assert st.imatrices(d) == {"": "none", fps[1]: "all-MiniLM-L6-v2.imatrix.gguf"}
+    assert (w["imatrix_file"] == "all-MiniLM-L6-v2.imatrix.gguf").all() and p["imatrix_file"].isna().all()
     # resume is keyed by the imatrix: re-running either sweep measures nothing new
     again = run(None, FORMATS, TENSORS, d, progress=False, imatrix=os.path.join(ROOT, IMATRIX))
     assert again.measured == 0 and again.already == weighted.measured
@@ -211,7 +212,8 @@ def test_schema_1_files_still_read_and_import(imatrix_store, tmp_path):
     st.export(d, out)
     t = pq.read_table(out)
     t = t.filter(pa.compute.equal(t["imatrix"], ""))     # schema 1 had no imatrix runs
-    v1 = t.drop_columns(["applied_type", "fallback_note", "imatrix", "imatrix_note", "wmse", "wnmse"])
+    v1 = t.drop_columns(["applied_type", "fallback_note", "imatrix", "imatrix_file", "imatrix_note",
+                         "wmse", "wnmse"])
     v1 = v1.set_column(v1.schema.get_field_index("schema_version"), "schema_version",
                        pa.array([1] * v1.num_rows, pa.int32()))
     old_store = tmp_path / "old"

@@ -236,3 +236,38 @@ def test_page_switches_models(small_store, tmp_path):
     assert page.model == "all-MiniLM-L6-v2" and len(page.data) == 12
     assert list(kinds_widget.options) == page.kinds and len(page.kinds) > 1
     assert kinds_widget.value == page.kinds
+
+
+def test_llama_cpp_fallbacks_are_marked_and_explained():
+    """A llama.cpp type written in its fallback type on some tensors is labelled with '*', and
+    the hover says which types were written for how many tensors."""
+    from workbench.views.pareto import _written_as, llama_cpp_labels
+    df = pd.DataFrame({
+        "format": ["Q4_K", "Q8_0", "Q4s32"], "label": ["Q4_K*", "Q8_0", "Q4s32"],
+        "family": ["ggml", "ggml", "uniform"], "bpw": [5.34, 8.5, 4.5], "nmse": [2e-3, 3e-5, 8e-3],
+        "applied_types": ["Q4_K,Q5_0", "Q8_0", None], "fallback_tensors": [34, 0, 0],
+        "tensors": [40, 40, 40]})
+    labels = llama_cpp_labels(df, "nmse")
+    assert list(labels.data["label"]) == ["Q4_K*", "Q8_0"]
+    assert _written_as(df) == ["Q4_K,Q5_0 (34 of 40 tensors by fallback)", "Q8_0", "Q4s32"]
+
+
+def test_page_offers_weighted_metrics_only_with_an_imatrix(tmp_path):
+    """The importance-matrix selector lists the runs; wmse/wnmse appear only with an imatrix."""
+    from workbench.sweep import run
+    imx = "data/imatrix/all-MiniLM-L6-v2.imatrix.gguf"
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    run(None, "Q4_K,Q4s32", r"layer\.0\.output\.dense", tmp_path, progress=False)
+    run(None, "Q4_K,Q4s32", r"layer\.0\.output\.dense", tmp_path, progress=False, imatrix=root / imx)
+    page = ParetoPage(store=tmp_path)
+    names = st.imatrices(tmp_path)
+    fps = list(names)
+    assert list(page.param.imatrix.objects) == fps and fps[0] == "" and page.imatrix == ""
+    assert list(page.param.imatrix.names)[1].startswith("all-MiniLM-L6-v2.imatrix.gguf (")
+    assert "wnmse" not in page.param.metric.objects
+    page.imatrix = fps[1]
+    assert "wnmse" in page.param.metric.objects
+    page.metric = "wnmse"
+    assert len(page.data) == 2 and (page.data["wnmse"] > 0).all()
+    page.imatrix = ""
+    assert page.metric == "nmse" and len(page.data) == 2

@@ -11,7 +11,8 @@ with the same importance matrix (``imatrix`` is the file's fingerprint, "" for n
 
 Schema history: 1 = first release; 2 adds ``applied_type``/``fallback_note`` (the llama.cpp type
 actually written for a tensor and why it differs from ``format``), ``imatrix``/``imatrix_note``
-and the importance-weighted errors ``wmse``/``wnmse``. Version-1 files import with those NULL
+(fingerprint), ``imatrix_file`` (its file name) and the importance-weighted errors
+``wmse``/``wnmse``. Version-1 files import with those NULL
 (``imatrix`` "").
 """
 from __future__ import annotations
@@ -46,7 +47,7 @@ RESULTS_SCHEMA = pa.schema([
     ("scale_dtype", pa.string()), ("super_bits", pa.int16()), ("super_block", pa.int32()),
     ("super_symmetric", pa.bool_()), ("search", pa.string()), ("normalizer", pa.bool_()),
     ("naive", pa.bool_()), ("applied_type", pa.string()), ("fallback_note", pa.string()),
-    ("imatrix", pa.string()), ("imatrix_note", pa.string()),
+    ("imatrix", pa.string()), ("imatrix_file", pa.string()), ("imatrix_note", pa.string()),
     ("bpw", pa.float64()), ("nbytes", pa.int64()), ("numel", pa.int64()), ("rows", pa.int64()),
     ("cols", pa.int64()), ("row_tail", pa.int32()),
     ("mse", pa.float64()), ("rmse", pa.float64()), ("nmse", pa.float64()), ("sqnr_db", pa.float64()),
@@ -221,11 +222,13 @@ FORMAT_COLS = ("family", "bits", "block", "symmetric", "scale_dtype", "super_bit
                "super_symmetric", "search", "normalizer", "naive")
 
 
-def imatrices(store: str | Path, model: str | None = None) -> list[str]:
-    """The imatrix fingerprints results exist for ("" = measured without one), "" first."""
+def imatrices(store: str | Path, model: str | None = None) -> dict[str, str]:
+    """{fingerprint: file name} of the imatrices results exist for; "" (measured without one,
+    named "none") first."""
     where, params = ("WHERE model = ?", [model]) if model else ("", [])
-    df = query(store, f"SELECT DISTINCT imatrix FROM results {where} ORDER BY imatrix", params)
-    return df["imatrix"].tolist()
+    df = query(store, f"""SELECT imatrix, any_value(imatrix_file) AS file FROM results {where}
+                          GROUP BY imatrix ORDER BY imatrix""", params)
+    return {fp: ("none" if fp == "" else (f or "?")) for fp, f in zip(df["imatrix"], df["file"])}
 
 
 def summary(store: str | Path, model: str | None = None, tensor_regex: str | None = None,

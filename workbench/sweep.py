@@ -137,7 +137,8 @@ def run(model: str | os.PathLike | None = None, formats: str | list[FormatSpec] 
         tasks += [(t, todo[i:i + CHUNK]) for i in range(0, len(todo), CHUNK)]
     total = sum(len(fs) for _, fs in tasks)
 
-    base = {"model": src.model_id, "model_fingerprint": src.fingerprint, "imatrix": imx_fp, **prov}
+    base = {"model": src.model_id, "model_fingerprint": src.fingerprint, "imatrix": imx_fp,
+            "imatrix_file": Path(imatrix).name if imx is not None else None, **prov}
     lock = threading.Lock()
     pending: list[dict] = []
     last_flush = [time.monotonic()]

@@ -101,8 +101,9 @@ class ParetoPage(pn.viewable.Viewer):
     def _set_imatrix_options(self, model: str):
         """Runs without an imatrix ("none") and with each imatrix file (by fingerprint); the
         importance-weighted metrics are offered only with an imatrix."""
-        fps = st.imatrices(self.store, model)
-        self.param.imatrix.objects = {("none" if fp == "" else f"imatrix {fp}"): fp for fp in fps}
+        names = st.imatrices(self.store, model)
+        fps = list(names)
+        self.param.imatrix.objects = {(n if fp == "" else f"{n} ({fp[:8]})"): fp for fp, n in names.items()}
         if self.imatrix not in fps:
             self.imatrix = fps[0]
         self._set_metric_options()
