@@ -1,0 +1,214 @@
+"""The ratio analyses (workbench.views.ratios) on hand-made summaries with known metric values,
+and once on a real small sweep."""
+from __future__ import annotations
+
+import math
+
+import holoviews as hv
+import numpy as np
+import pandas as pd
+import pytest
+
+from workbench import store as st
+from workbench.formats import parse
+from workbench.sweep import spec_columns
+from workbench.views.ratios import (double_ratio_table, error_ratio, ratio_heatmap, ratio_scatter,
+                                    single_ratio_table)
+
+
+def summary(rows: dict[str, dict]) -> pd.DataFrame:
+    """A summary-like frame: spec columns as the store writes them (``spec_columns(parse(name))``)
+    plus the given metrics; bpw defaults to the format's nominal bpw."""
+    out = []
+    for name, metrics in rows.items():
+        spec = parse(name)
+        row = spec_columns(spec) | {"bpw": spec.bpw()} | metrics
+        out.append(row)
+    df = pd.DataFrame(out)
+    df["super_bits"] = df["super_bits"].astype("Int16")
+    df["super_block"] = df["super_block"].astype("Int32")
+    df["super_symmetric"] = df["super_symmetric"].astype("boolean")
+    return df
+
+
+def pairs(table) -> list[tuple[str, str]]:
+    return list(zip(table["format_a"], table["format_b"]))
+
+
+# ------------------------------------------------------------------------------ single
+SINGLE = {
+    "Q4s16_e4m3": {"nmse": 0.002, "bpw": 4.5},
+    "Q4s32": {"nmse": 0.004, "bpw": 4.5},
+    "Q4s32_e4m3": {"nmse": 0.003},            # B/2 = 32 pairs with Q4s64 (present below)
+    "Q4s64": {"nmse": 0.012},
+    "Q4a16_e4m3": {"nmse": 0.003},
+    "Q4a32": {"nmse": 0.002},
+    "Q3s16_e4m3": {"nmse": 0.010},            # no Q3s32: absent
+    "Q5s32": {"nmse": 0.001},                 # no Q5s16_e4m3: absent
+    "Q4s16_e4m3_nonorm": {"nmse": 0.100},     # only with normalizer_a=False
+    "Q4s16_e4m3_rmse": {"nmse": 0.0001},      # not absmax: never paired
+    "Q4s16_e4m3_naive": {"nmse": 0.0002},     # naive: never paired
+    "Q4s16_bf16": {"nmse": 0.5},              # another encoding
+    "Q4_0": {"nmse": 0.9},                    # llama.cpp type: never paired
+}
+
+
+def test_single_pairs_and_exact_ratios():
+    t = single_ratio_table(summary(SINGLE), "e4m3", "f16")
+    assert pairs(t) == [("Q4s16_e4m3", "Q4s32"), ("Q4s32_e4m3", "Q4s64"), ("Q4a16_e4m3", "Q4a32")]
+    assert list(t["block"]) == [32, 64, 32]
+    assert list(t["label"]) == ["s × 32", "s × 64", "a × 32"]
+    assert t["ratio"].tolist() == pytest.approx([0.5, 0.25, 1.5], rel=1e-12)
+    assert t["log2_ratio"].tolist() == pytest.approx([-1.0, -2.0, math.log2(1.5)], rel=1e-12)
+    assert t.loc[0, "bpw_diff"] == 0.0
+    assert t.loc[0, "bpw_a"] == 4.5 and t.loc[0, "bpw_b"] == 4.5
+    s32e, s64 = parse("Q4s32_e4m3").bpw(), parse("Q4s64").bpw()
+    assert t.loc[1, "bpw_diff"] == pytest.approx(s32e - s64)
+    assert t.loc[1, "bpw_diff_pct"] == pytest.approx((s32e - s64) / s64 * 100)
+
+
+def test_single_no_pairing_across_bits_symmetry_or_normalizer():
+    df = summary({"Q4s16_e4m3": {"nmse": 1.0}, "Q5s32": {"nmse": 1.0}, "Q4a32": {"nmse": 1.0},
+                  "Q4s16_e4m3_nonorm": {"nmse": 1.0}})
+    assert single_ratio_table(df, "e4m3", "f16").empty
+    df = summary({"Q4s16_e4m3_nonorm": {"nmse": 0.2}, "Q4s16_e4m3": {"nmse": 0.1},
+                  "Q4s32": {"nmse": 0.4}, "Q4s32_e4m3": {"nmse": 0.8}})
+    # normalizer_a selects the variant on the A side only
+    assert pairs(single_ratio_table(df, "e4m3", "f16", normalizer_a=False)) == [("Q4s16_e4m3_nonorm", "Q4s32")]
+    assert single_ratio_table(df, "e4m3", "f16", normalizer_a=False)["ratio"].tolist() == [0.5]
+    assert pairs(single_ratio_table(df, "e4m3", "f16")) == [("Q4s16_e4m3", "Q4s32")]
+    # ... and on the B side: the nonorm Q4s32_e4m3 is absent, so no pair
+    assert single_ratio_table(df, "e4m3", "e4m3", normalizer_b=False).empty
+    assert pairs(single_ratio_table(df, "e4m3", "e4m3")) == [("Q4s16_e4m3", "Q4s32_e4m3")]
+
+
+def test_single_same_encoding_and_other_encodings():
+    df = summary({"Q4s16_e8m0": {"nmse": 0.3}, "Q4s32_e5m2": {"nmse": 0.6}, "Q4s16_bf16": {"nmse": 0.1},
+                  "Q4s32_bf16": {"nmse": 0.4}, "Q4s32_e8m0": {"nmse": 0.9}})
+    t = single_ratio_table(df, "e8m0", "e5m2")
+    assert pairs(t) == [("Q4s16_e8m0", "Q4s32_e5m2")] and t["ratio"].tolist() == [0.5]
+    assert single_ratio_table(df, "bf16", "bf16")["ratio"].tolist() == [0.25]
+    assert single_ratio_table(df, "bf16", "f16").empty
+
+
+def test_higher_is_better_metrics_keep_below_one_means_a_better():
+    df = summary({"Q4s16_e4m3": {"nmse": 0.001, "sqnr_db": 30.0, "cosine": 0.999},
+                  "Q4s32": {"nmse": 0.01, "sqnr_db": 20.0, "cosine": 0.99}})
+    assert single_ratio_table(df, "e4m3", "f16", "sqnr_db")["ratio"].tolist() == pytest.approx([0.1], rel=1e-12)
+    assert single_ratio_table(df, "e4m3", "f16", "cosine")["ratio"].tolist() == pytest.approx([0.1], rel=1e-9)
+    assert single_ratio_table(df, "e4m3", "f16", "nmse")["ratio"].tolist() == pytest.approx([0.1], rel=1e-12)
+    # sqnr ratio is the nmse ratio when sqnr = -10 log10 nmse
+    a, b = np.array([0.003, 0.5]), np.array([0.007, 0.25])
+    assert error_ratio(-10 * np.log10(a), -10 * np.log10(b), "sqnr_db") == pytest.approx(a / b, rel=1e-12)
+    # the metric values themselves are kept as they are
+    t = single_ratio_table(df, "e4m3", "f16", "sqnr_db")
+    assert (t.loc[0, "metric_a"], t.loc[0, "metric_b"]) == (30.0, 20.0)
+
+
+@pytest.mark.parametrize("call, needle", [
+    (lambda df: single_ratio_table(df, "fp16", "f16"), "unknown scale encoding 'fp16'"),
+    (lambda df: single_ratio_table(df, "e4m3", "nope"), "unknown scale encoding 'nope'"),
+    (lambda df: single_ratio_table(df, "f16", "f16", normalizer_a=False), "e4m3/e5m2 only, not f16"),
+    (lambda df: single_ratio_table(df, "e4m3", "e8m0", normalizer_b=False), "e4m3/e5m2 only, not e8m0"),
+    (lambda df: double_ratio_table(df, "bf16", "f16", normalizer_a=False), "e4m3/e5m2 only, not bf16"),
+    (lambda df: double_ratio_table(df, "x", "f16"), "unknown scale encoding 'x'"),
+    (lambda df: single_ratio_table(df, "e4m3", "f16", metric="quant_wps"), "unknown metric"),
+])
+def test_bad_arguments_raise_one_line(call, needle):
+    df = summary({"Q4s16_e4m3": {"nmse": 0.1}, "Q4s32": {"nmse": 0.2}})
+    with pytest.raises(ValueError) as e:
+        call(df)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+# ------------------------------------------------------------------------------ double
+DOUBLE = {
+    "Q(4s8)xQ(6s8)_e4m3": {"nmse": 0.002},
+    "Q(4s16)xQ(6s16)": {"nmse": 0.008},
+    "Q(4a8)xQ(6s8)_e4m3": {"nmse": 0.003},
+    "Q(4a16)xQ(6s16)": {"nmse": 0.002},
+    "Q(4s8)xQ(8s8)_e4m3": {"nmse": 0.001},      # super_bits 8: partner below
+    "Q(4s16)xQ(8s16)": {"nmse": 0.004},
+    "Q(4s8)xQ(6a8)_e4m3": {"nmse": 0.001},      # super asymmetric: no partner
+    "Q(5s16)xQ(6s16)": {"nmse": 0.001},         # 5 bits: no partner
+    "Q(4s8)xQ(6s16)_e4m3": {"nmse": 0.0001},    # 8 blocks of 16 is not 8×8
+    "Q(4s16)xQ(6s8)": {"nmse": 0.0001},         # nor 16 blocks of 8 16×16
+    "Q4s16_e4m3": {"nmse": 0.1}, "Q4s32": {"nmse": 0.1},   # single formats never count
+}
+
+
+def test_double_pairs_ratios_and_percent():
+    df = summary(DOUBLE)
+    t = double_ratio_table(df, "e4m3", "f16")
+    assert pairs(t) == [("Q(4s8)xQ(6s8)_e4m3", "Q(4s16)xQ(6s16)"), ("Q(4s8)xQ(8s8)_e4m3", "Q(4s16)xQ(8s16)"),
+                        ("Q(4a8)xQ(6s8)_e4m3", "Q(4a16)xQ(6s16)")]
+    assert t["ratio"].tolist() == pytest.approx([0.25, 0.25, 1.5], rel=1e-12)
+    assert list(t["label"]) == ["s × Q6s", "s × Q8s", "a × Q6s"]
+    a, b = parse("Q(4s8)xQ(6s8)_e4m3").bpw(), parse("Q(4s16)xQ(6s16)").bpw()
+    assert t.loc[0, "bpw_diff_pct"] == pytest.approx((a - b) / b * 100)
+    assert t.loc[0, "bpw_diff"] == pytest.approx(a - b)
+    assert pairs(double_ratio_table(df, "e4m3", "f16", super_bits=8)) == [("Q(4s8)xQ(8s8)_e4m3", "Q(4s16)xQ(8s16)")]
+    assert double_ratio_table(df, "e4m3", "f16", super_bits=7).empty
+    assert double_ratio_table(df, "f16", "f16").empty
+    assert double_ratio_table(df, "e4m3", "f16", normalizer_a=False).empty
+
+
+# ------------------------------------------------------------------------------ plots
+def _render(obj):
+    fig = hv.render(obj, backend="bokeh")
+    assert fig is not None
+    return fig
+
+
+def test_heatmap_dimensions_colours_and_render():
+    t = single_ratio_table(summary(SINGLE), "e4m3", "f16")
+    hm = ratio_heatmap(t, "e4m3 B/2 vs f16 B")
+    assert isinstance(hm, hv.HeatMap)
+    assert [d.name for d in hm.kdims] == ["bits", "label"]
+    assert hm.vdims[0].name == "log2_ratio"
+    assert {"ratio", "format_a", "format_b", "bpw_diff"} <= {d.name for d in hm.vdims}
+    opts = hv.Store.lookup_options("bokeh", hm, "plot").kwargs | hv.Store.lookup_options("bokeh", hm, "style").kwargs
+    lo, hi = opts["clim"]
+    assert lo == -hi and hi == pytest.approx(2.0)          # centred at 0, |log2 0.25| = 2
+    assert opts["cmap"] == "RdBu_r"
+    _render(hm)
+    # an empty table still plots
+    empty = single_ratio_table(summary({"Q4s32": {"nmse": 1.0}}), "e4m3", "f16")
+    _render(ratio_heatmap(empty, "nothing"))
+
+
+def test_scatter_dimensions_and_render():
+    t = double_ratio_table(summary(DOUBLE), "e4m3", "f16")
+    sc = ratio_scatter(t)
+    assert isinstance(sc, hv.Overlay)
+    points = sc.get(0)
+    assert isinstance(points, hv.Points)
+    assert [d.name for d in points.kdims] == ["bpw_diff", "ratio"]
+    assert len(points) == 3
+    hline = [el for el in sc if isinstance(el, hv.HLine)]
+    assert len(hline) == 1 and hline[0].data == 1.0
+    _render(sc)
+    assert [d.name for d in ratio_scatter(t, x="bpw_diff_pct").get(0).kdims] == ["bpw_diff_pct", "ratio"]
+
+
+# ------------------------------------------------------------------------------ real sweep
+def test_real_small_sweep(tmp_path):
+    from workbench.sweep import run
+    run(None, "Q4s16_e4m3,Q4s32,Q4a16_e4m3,Q4a32,Q(4s8)xQ(6s8)_e4m3,Q(4s16)xQ(6s16)",
+        r"layer\.0\.output\.dense", tmp_path, progress=False)
+    df = st.summary(tmp_path)
+    single = single_ratio_table(df, "e4m3", "f16")
+    assert pairs(single) == [("Q4s16_e4m3", "Q4s32"), ("Q4a16_e4m3", "Q4a32")]
+    assert list(single["block"]) == [32, 32] and list(single["symmetric"]) == [True, False]
+    double = double_ratio_table(df, "e4m3", "f16")
+    assert pairs(double) == [("Q(4s8)xQ(6s8)_e4m3", "Q(4s16)xQ(6s16)")]
+    for t in (single, double):
+        assert np.isfinite(t["ratio"]).all() and (t["ratio"] > 0).all()
+        assert np.isfinite(t["bpw_diff"]).all()
+    for metric in ("sqnr_db", "cosine", "bnl"):
+        assert (single_ratio_table(df, "e4m3", "f16", metric)["ratio"] > 0).all()
+    # sqnr_db is -10 log10(nmse) in the store, so its ratio is the nmse ratio
+    assert single_ratio_table(df, "e4m3", "f16", "sqnr_db")["ratio"].tolist() == pytest.approx(
+        single["ratio"].tolist(), rel=1e-9)
+    _render(ratio_heatmap(single, "real"))
+    _render(ratio_scatter(double, x="bpw_diff_pct"))
