@@ -93,7 +93,7 @@ def relative_error_table(results_df: pd.DataFrame, metric: str = "nmse",
     model and one imatrix). Repeated measurements of a key keep the first row. Ties: a format
     tied for best names itself; otherwise the lowest bpw, then the format name, wins. A zero
     best gives ratio 1.0 for a zero metric and inf otherwise; a NaN metric gives NaN ratio and
-    no best_format. Higher-is-better metrics raise ValueError.
+    a missing best_format. Higher-is-better metrics raise ValueError.
     """
     if metric not in LOWER_IS_BETTER:
         raise ValueError(f"relative error needs a lower-is-better metric ({', '.join(LOWER_IS_BETTER)}), not {metric!r}")
@@ -144,3 +144,94 @@ def _relative_group(g: pd.DataFrame, tolerance: float) -> pd.DataFrame:
     out = g.copy()
     out["best_format"], out["best_metric"], out["ratio"] = best_fmt, best_val, ratio
     return out
+
+
+# ---------------------------------------------------------------------------------- plots
+def _format_order(rel_df: pd.DataFrame) -> list[str]:
+    """Formats by (median bpw over tensors, name): one column order for every tensor."""
+    if not len(rel_df):
+        return []
+    med = rel_df.groupby("format", sort=False)["bpw"].median()
+    return sorted(med.index, key=lambda f: (float(med[f]), str(f)))
+
+
+def error_heatmap(rel_df: pd.DataFrame) -> hv.HeatMap:
+    """Tensor (y, in the table's order, first at the top) × format (x, by bpw); colour is
+    log10(ratio) on a sequential colormap, 0 (ratio 1) = best at its bpw. Hover shows tensor,
+    format, bpw, metric, best_format and ratio; the tap tool is on, so a page can follow
+    clicks (e.g. with ``hv.streams.Tap`` or ``Selection1D`` on this element).
+
+    When ``rel_df`` holds several models or imatrices, the row label is prefixed with them."""
+    metric = rel_df.attrs.get("metric", "metric")
+    data = rel_df.copy()
+    ratio = pd.to_numeric(data["ratio"], errors="coerce").to_numpy(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log = np.log10(ratio)
+    data["log10_ratio"] = np.where(np.isfinite(log), log, np.nan)
+    prefix = [k for k in _GROUP_KEYS if k in data.columns and data[k].nunique(dropna=False) > 1]
+    data["row"] = [" · ".join(str(v) for v in vals)
+                   for vals in zip(*(data[k] for k in (*prefix, "tensor")))] if len(data) else []
+    order = {f: i for i, f in enumerate(_format_order(data))}
+    data["_x"] = data["format"].map(order)
+    rows = list(dict.fromkeys(data["row"]))
+    data["_y"] = data["row"].map({r: i for i, r in enumerate(rows)})
+    data = data.sort_values(["_y", "_x"], kind="stable")
+    # HeatMap's aggregation reshapes every column; Arrow-backed strings (pandas 3) cannot be
+    data = data.astype({c: object for c in ("row", "tensor", "format", "best_format")})
+    finite = data["log10_ratio"].to_numpy(float)
+    finite = finite[np.isfinite(finite)]
+    hi = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    vdims = [hv.Dimension("log10_ratio", label=f"log10({metric} / best at same bpw)"),
+             "tensor", "bpw", "metric", "best_format", "ratio"]
+    hover = [("tensor", "@tensor"), ("format", "@format"), ("bpw", "@bpw{0.000}"),
+             (metric, "@metric{0.000e}"), ("best at this bpw", "@best_format"),
+             ("ratio", "@ratio{0.000}")]
+    n_rows = max(len(rows), 1)
+    return hv.HeatMap(data[["format", "row", "log10_ratio", "tensor", "bpw", "metric",
+                            "best_format", "ratio"]],
+                      kdims=[hv.Dimension("format", label="format (by bpw)"),
+                             hv.Dimension("row", label="tensor row")],
+                      vdims=vdims).opts(
+        cmap="viridis", clim=(0.0, hi), colorbar=True, tools=["hover", "tap"],
+        hover_tooltips=hover, xrotation=60, invert_yaxis=True, responsive=True,
+        min_height=max(320, 14 * n_rows), xlabel="format (by bpw)", ylabel="tensor",
+        title=f"{metric} relative to the best format at the same bpw")
+
+
+def _histogram(values: np.ndarray, bins: int, dim: hv.Dimension, title: str) -> hv.Histogram:
+    v = np.asarray(values, np.float64).reshape(-1)
+    v = v[np.isfinite(v)]
+    counts, edges = np.histogram(v, bins=bins) if v.size else (np.zeros(bins), np.linspace(-1, 1, bins + 1))
+    return hv.Histogram((edges, counts), kdims=[dim], vdims=[hv.Dimension("count", label="count")]).opts(
+        title=title, responsive=True, min_height=260, line_width=0, color="#1f77b4", tools=["hover"])
+
+
+def weight_histogram(x: np.ndarray, bins: int = 200) -> hv.Histogram:
+    """Histogram of a tensor's (finite) values."""
+    return _histogram(x, bins, hv.Dimension("weight", label="weight value"), "weight distribution")
+
+
+def error_histogram(x: np.ndarray, y: np.ndarray, bins: int = 200) -> hv.Histogram:
+    """Histogram of the reconstruction error y − x (``y`` the dequantized ``x``)."""
+    x, y = np.asarray(x), np.asarray(y)
+    if x.shape != y.shape:
+        raise ValueError(f"x has shape {x.shape}, y has shape {y.shape}")
+    err = y.astype(np.float64) - x.astype(np.float64)
+    return _histogram(err, bins, hv.Dimension("error", label="error  y − x"), "reconstruction error")
+
+
+# --------------------------------------------------------------------------- reconstruct
+def reconstruct(x: np.ndarray, format_name: str) -> np.ndarray:
+    """``x`` quantized to ``format_name`` and dequantized (float32, ``x``'s shape). Leading
+    axes are folded into rows, as the sweep does; ValueError if the format cannot encode it."""
+    x = np.asarray(x)
+    if x.ndim == 0 or x.size == 0:
+        raise ValueError(f"cannot quantize a tensor of shape {x.shape}")
+    m = np.ascontiguousarray(x.reshape(-1, x.shape[-1]), np.float32)
+    spec = parse(format_name)
+    why = spec.applies_to(m.shape)
+    if why is not None:
+        raise ValueError(f"{format_name}: {why}")
+    codec = codec_for(spec)
+    y = codec.dequantize(codec.quantize(m), m.shape)
+    return np.asarray(y, np.float32).reshape(x.shape)
