@@ -103,11 +103,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from workbench.kernels.ggml_common import get_half as _get_half
+from workbench.kernels.ggml_common import ggml_fp16_bits as _fp16_bits
+from workbench.kernels.ggml_common import nearest_int as _nearest_int
 from workbench.kernels.legacy import (
     _empty_f32,
     _empty_u8,
     _f16_bits_to_f32,
-    _f32_to_f16_bits,
     quantize_q4_0,
     quantize_q5_0,
 )
@@ -137,7 +139,6 @@ _F2 = np.float32(2.0)
 _F0_1 = np.float32(0.1)
 _FM32 = np.float32(-32.0)
 _FM128 = np.float32(-128.0)
-_MAGIC = np.float32(12582912.0)      # 1.5 * 2^23
 _EPS = np.float32(1e-15)             # GROUP_MAX_EPS
 _FQK_K = np.float32(QK_K)
 
@@ -146,14 +147,6 @@ _NC = 19                             # make_qx_quants grids: -nmax/max, then is 
 
 
 # ------------------------------------------------------------------------------ helpers
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _nearest_int(f):
-    """ggml's nearest_int: bits of (f + 1.5*2^23), low 23 bits minus 2^22 (exact C semantics,
-    including the garbage it returns outside |f| <= 4194303)."""
-    i = np.int64(np.float32(f + _MAGIC).view(np.int32))
-    return (i & 0x007FFFFF) - 0x00400000
-
-
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _clamp(l, lo, hi):
     """C's MAX(lo, MIN(hi, l))."""
@@ -167,22 +160,9 @@ def _i8(v):
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _fp16_bits(f):
-    """GGML_FP32_TO_FP16 (ggml_compute_fp32_to_fp16): RNE like numpy, NaN -> sign | 0x7E00."""
-    if f != f:
-        return (np.int64(np.float32(f).view(np.uint32)) >> 16) & 0x8000 | 0x7E00
-    return _f32_to_f16_bits(f)
-
-
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _put_half(buf, o, h):
     buf[o] = np.uint8(h & 0xFF)
     buf[o + 1] = np.uint8((h >> 8) & 0xFF)
-
-
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _get_half(buf, o):
-    return _f16_bits_to_f32(np.int64(buf[o]) | (np.int64(buf[o + 1]) << 8))
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")

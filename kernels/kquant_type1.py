@@ -96,7 +96,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .legacy import (_empty_f32, _empty_u8, _f16_bits_to_f32, _f32_to_f16_bits,
+from .ggml_common import get_half as _get_half
+from .ggml_common import ggml_fp16_bits as _fp16_ggml
+from .ggml_common import nearest_int as _nearest_int
+from .legacy import (_empty_f32, _empty_u8, _f16_bits_to_f32,
                      quantize_q4_1, quantize_q5_1)
 
 QK_K = 256
@@ -110,7 +113,6 @@ _F32 = np.float32(32.0)
 _F63 = np.float32(63.0)
 _F256 = np.float32(256.0)
 _F0_1 = np.float32(0.1)
-_MAGIC = np.float32(12582912.0)          # 1.5 * 2^23 (nearest_int)
 _GROUP_MAX_EPS = np.float32(1e-15)
 _RMIN_Q2 = np.float32(-0.5)
 _RMIN_Q4 = np.float32(-1.0)
@@ -135,32 +137,12 @@ _JIT_INLINE = dict(cache=True, nogil=True, error_model="numpy", inline="always")
 
 # ------------------------------------------------------------------------------ helpers
 @njit(**_JIT_INLINE)
-def _nearest_int(f):
-    """llama.cpp's nearest_int: add 1.5*2^23 in float32 and read the low mantissa bits."""
-    v = np.float32(f + _MAGIC)
-    return np.int64(v.view(np.int32) & np.int32(0x7FFFFF)) - np.int64(0x400000)
-
-
-@njit(**_JIT_INLINE)
-def _fp16_ggml(f):
-    """GGML_FP32_TO_FP16 bits: numpy's rounding, but every NaN becomes sign | 0x7E00."""
-    if f != f:
-        return ((np.int64(np.float32(f).view(np.uint32)) >> 16) & 0x8000) | 0x7E00
-    return _f32_to_f16_bits(f)
-
-
-@njit(**_JIT_INLINE)
 def _put_half(buf, o, f):
     """Store GGML_FP32_TO_FP16(f) at buf[o:o+2]; returns GGML_FP16_TO_FP32 of what was stored."""
     h = _fp16_ggml(f)
     buf[o] = np.uint8(h & 0xFF)
     buf[o + 1] = np.uint8(h >> 8)
     return _f16_bits_to_f32(h)
-
-
-@njit(**_JIT_INLINE)
-def _get_half(buf, o):
-    return _f16_bits_to_f32(np.int64(buf[o]) | (np.int64(buf[o + 1]) << 8))
 
 
 @njit(**_JIT_INLINE)

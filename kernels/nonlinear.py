@@ -81,7 +81,9 @@ from decimal import Decimal, getcontext
 import numpy as np
 from numba import njit
 
-from .legacy import _empty_f32, _empty_u8, _f16_bits_to_f32, _f32_to_f16_bits
+from .ggml_common import ggml_fp16_bits as _ggml_f16_bits
+from .ggml_common import nearest_int as _nearest_int
+from .legacy import _empty_f32, _empty_u8, _f16_bits_to_f32
 
 F32 = np.float32
 
@@ -129,7 +131,6 @@ _FP4_VAL = KVALUES_FP4.astype(np.float32)
 _FP4_POS = KVALUES_FP4[:8].astype(np.float32)              # 0 1 2 3 4 6 8 12
 
 GROUP_MAX_EPS = F32(1e-15)
-_MAGIC = F32(12582912.0)                                  # 1.5 * 2^23, for nearest_int
 
 
 def _e8m0_half_table():
@@ -186,23 +187,6 @@ _LOG2F_UP = _log2f_round_up_thresholds()
 
 
 # ------------------------------------------------------------------------------ scalar helpers
-@njit(cache=True, nogil=True, inline="always")
-def _ggml_f16_bits(f):
-    """``GGML_FP32_TO_FP16`` (ggml_compute_fp32_to_fp16): RNE like numpy, NaN -> sign|0x7E00."""
-    if f != f:
-        return ((np.int64(np.float32(f).view(np.uint32)) >> 16) & 0x8000) | 0x7E00
-    return _f32_to_f16_bits(f)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _nearest_int(f):
-    """ggml's ``nearest_int``: the low mantissa bits of f + 1.5*2^23 (RNE for |f| < 2^22;
-    the same bits as the C for any other input, NaN included)."""
-    v = f + _MAGIC
-    i = np.int64(np.float32(v).view(np.int32))
-    return (i & 0x7FFFFF) - 0x400000
-
-
 @njit(cache=True, nogil=True, inline="always")
 def _iq4_index(x):
     """``best_index_int8(16, kvalues_iq4nl, x)``: nearest level, the upper one on exact ties,
