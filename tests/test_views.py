@@ -14,7 +14,7 @@ import pytest
 from bokeh.core.validation import check_integrity
 
 from workbench import store as st
-from workbench.views.app import EMPTY_STORE, ParetoPage
+from workbench.views.pareto_page import EMPTY_STORE, ParetoPage
 from workbench.views.pareto import (LLAMA_CPP, METRICS, kind_colors, ordered_kinds, pareto_front,
                                     pareto_plot, pareto_points, plottable, selected_table, with_kind)
 

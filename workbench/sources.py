@@ -252,3 +252,63 @@ def open_model(path: str | os.PathLike | None = None, model_id: str | None = Non
     if suffix in (".npy", ".npz"):
         return open_numpy(p, model_id)
     raise SourceError(f"{p}: unknown model file type {suffix!r} (expected .safetensors, .gguf, .npy or .npz)")
+
+
+# ------------------------------------------------------------------------ names and the data folder
+# What a weight does in the network, from its name (BERT/HF and GGUF/LLaMA spellings); the
+# dashboards filter by it. Checked in this order: "attention.output.dense" is attention. The
+# output head (lm_head, GGUF "output") counts as embedding: it is the tied/untied unembedding.
+TENSOR_KINDS = ("embedding", "attention", "feed-forward", "other")
+_KIND_PATTERNS = (
+    ("embedding", re.compile(r"(^|\.)(embeddings?|embed_tokens|token_embd|wte|wpe|tok_embeddings)\b"
+                             r"|(^|\.)(lm_head|output)\.weight$")),
+    ("attention", re.compile(r"attn|attention|\.(q|k|v|o)_proj\.|self_attn")),
+    ("feed-forward", re.compile(r"ffn|mlp|intermediate|feed_forward|\.(gate|up|down)_proj\."
+                                r"|(^|\.)layer\.\d+\.output\.dense\.")),
+)
+
+
+def tensor_kind(name: str) -> str:
+    """'embedding', 'attention', 'feed-forward' or 'other' for a tensor name."""
+    for kind, pattern in _KIND_PATTERNS:
+        if pattern.search(name):
+            return kind
+    return "other"
+
+
+MODEL_SUFFIXES = (".safetensors", ".gguf", ".npy", ".npz")
+
+
+def data_dir() -> Path:
+    """The project's data folder ($WORKBENCH_DATA, else data/ in the checkout): the only place
+    the dashboard opens model files from (a browser never names an arbitrary path)."""
+    env = os.environ.get("WORKBENCH_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "data"
+
+
+def model_files(folder: str | os.PathLike | None = None) -> list[Path]:
+    """Model files under ``folder`` (default: the data folder), relative paths sorted; the
+    result store and importance matrices (imatrix/, *.imatrix.gguf) inside it are not models."""
+    root = Path(folder) if folder else data_dir()
+    if not root.is_dir():
+        return []
+    found = []
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root)
+        if p.is_file() and p.suffix.lower() in MODEL_SUFFIXES and not any(
+                part in ("store", "imatrix") or part.startswith((".", "model=")) for part in rel.parts[:-1]) \
+                and ".imatrix." not in p.name:
+            found.append(rel)
+    return found
+
+
+def find_model(model_id: str, folder: str | os.PathLike | None = None) -> ModelSource | None:
+    """The source a stored model id came from: the embedded default, or a model file under the
+    data folder whose id matches; None when it is not on this machine."""
+    if model_id == DEFAULT_MODEL_ID:
+        return open_model(None)
+    root = Path(folder) if folder else data_dir()
+    for rel in model_files(root):
+        if _model_id_from_path(root / rel) == model_id:
+            return open_model(root / rel)
+    return None

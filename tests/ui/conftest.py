@@ -5,8 +5,11 @@ Playwright's own browser download is never used (no network here): the session f
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -59,15 +62,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def server(small_store):
-    """`python -m panel serve workbench` on a free port, reading ``small_store``; its URL."""
+@contextlib.contextmanager
+def serve_store(store: Path):
+    """`python -m panel serve workbench` on a free port, reading ``store``; yields its URL and
+    the server's log lines (tests assert no ERROR/Traceback in them)."""
     port = _free_port()
     cmd = [sys.executable, "-m", "panel", "serve", "workbench", "--port", str(port),
            "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}"]
-    # WORKBENCH_SCREENSHOT_STORE: take the README screenshot from a real full sweep instead
-    store = os.environ.get("WORKBENCH_SCREENSHOT_STORE") or str(small_store)
-    env = {**os.environ, "WORKBENCH_STORE": store}
+    env = {**os.environ, "WORKBENCH_STORE": str(store)}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, bufsize=1)
     lines: queue.Queue[str] = queue.Queue()
@@ -89,7 +91,7 @@ def server(small_store):
                     break
             except queue.Empty:
                 pytest.fail(f"panel serve did not start in {SERVER_START_S} s:\n{''.join(log)}")
-        yield {"url": f"http://127.0.0.1:{port}/workbench", "log": log}
+        yield {"url": f"http://127.0.0.1:{port}/workbench", "log": log, "store": Path(store)}
     finally:
         proc.terminate()
         try:
@@ -97,3 +99,63 @@ def server(small_store):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def server(small_store):
+    """The dashboard on the shared small store (read-only tests). WORKBENCH_SCREENSHOT_STORE:
+    serve that store instead (the README screenshots come from a real full sweep)."""
+    with serve_store(Path(os.environ.get("WORKBENCH_SCREENSHOT_STORE") or small_store)) as srv:
+        yield srv
+
+
+@pytest.fixture
+def own_server(small_store, tmp_path):
+    """The dashboard on a private copy of the small store, for tests that write to it (a sweep,
+    an import): the shared store other tests count on stays as it was."""
+    store = tmp_path / "store"
+    shutil.copytree(small_store, store, ignore=shutil.ignore_patterns(".complete"))
+    with serve_store(store) as srv:
+        yield srv
+
+
+LOCAL = re.compile(r"^(https?|wss?)://127\.0\.0\.1[:/]")
+
+
+class PageWatch:
+    """Console errors, page errors and blocked requests of one page; ``check()`` asserts none
+    that matter, no traceback text on the page and no ERROR/Traceback in the server log."""
+
+    def __init__(self, page, server):
+        self.page, self.server, self.errors, self.blocked = page, server, [], []
+        # Hermetic: nothing leaves the machine (the Fast theme asks Google for a web font).
+        page.route(lambda url: not LOCAL.match(url) and not url.startswith(("data:", "blob:")),
+                   lambda route: (self.blocked.append(route.request.url), route.abort()))
+        page.on("console", lambda msg: self.errors.append(msg) if msg.type == "error" else None)
+        page.on("pageerror", lambda exc: self.errors.append(exc))
+
+    def check(self):
+        from playwright.sync_api import expect
+        expect(self.page.get_by_text("Traceback")).to_have_count(0)
+        real = [e for e in self.errors if not (getattr(e, "text", "").startswith("Failed to load resource")
+                                               and not LOCAL.match(e.location.get("url", "")))]
+        assert not real, [getattr(e, "text", str(e)) for e in real]
+        log = self.server["log"]
+        assert not [line for line in log if "ERROR" in line or "Traceback" in line], "".join(log)
+
+
+@pytest.fixture
+def watch(page, server):
+    """A PageWatch on the shared server's page; call ``watch.check()`` at the end of a test."""
+    return PageWatch(page, server)
+
+
+@pytest.fixture
+def screenshot(tmp_path):
+    """``screenshot(page, name)`` saves a full-page shot: docs/screenshot-<name>.png with
+    WORKBENCH_SCREENSHOT=1 (the README's images), else a temp file."""
+    def take(page, name: str) -> Path:
+        path = (ROOT / "docs" if os.environ.get("WORKBENCH_SCREENSHOT") == "1" else tmp_path) / f"screenshot-{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+    return take

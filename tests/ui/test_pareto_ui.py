@@ -4,32 +4,21 @@ Run with ``WORKBENCH_SCREENSHOT=1`` to refresh docs/screenshot-pareto.png (the R
 """
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.ui
 
-LOCAL = re.compile(r"^(https?|wss?)://127\.0\.0\.1[:/]")
 TIMEOUT_MS = 30_000
 # True once the plot's brushed layer (link_selections' second scatter) holds exactly n points.
 PLOT_SHOWS_SELECTION = """n => Bokeh.documents.some(doc => [...doc.all_models].some(m =>
     m.type === "ColumnDataSource" && "format" in m.data && "kind" in m.data && m.get_length() === n))"""
 
 
-def test_pareto_page_renders_and_brushing_fills_the_table(page: Page, server, tmp_path):
-    errors, blocked = [], []
-    # Hermetic: nothing leaves the machine (the Fast theme asks Google for a web font).
-    page.route(lambda url: not LOCAL.match(url) and not url.startswith(("data:", "blob:")),
-               lambda route: (blocked.append(route.request.url), route.abort()))
-    page.on("console", lambda msg: errors.append(msg) if msg.type == "error" else None)
-    page.on("pageerror", lambda exc: errors.append(exc))
-
-    page.goto(server["url"])
+def test_pareto_page_renders_and_brushing_fills_the_table(page: Page, server, watch, screenshot):
+    page.goto(server["url"] + "?page=pareto")
     plot = page.locator(".bk-events")
     expect(plot).to_have_count(1, timeout=TIMEOUT_MS)
     expect(plot).to_be_visible()
@@ -58,10 +47,7 @@ def test_pareto_page_renders_and_brushing_fills_the_table(page: Page, server, tm
     expect(rows.first).to_contain_text(re.compile(r"Q\d"))   # format names are listed
     page.wait_for_function(PLOT_SHOWS_SELECTION, arg=selected, timeout=TIMEOUT_MS)
 
-    shot = ROOT / "docs" / "screenshot-pareto.png" if os.environ.get("WORKBENCH_SCREENSHOT") == "1" \
-        else tmp_path / "screenshot-pareto.png"
-    shot.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(shot), full_page=True)
+    screenshot(page, "pareto")
 
     # Another metric redraws the plot (linear axis) and drops the brush, which meant nmse ranges.
     page.locator("select").nth(1).select_option("sqnr_db")
@@ -69,8 +55,4 @@ def test_pareto_page_renders_and_brushing_fills_the_table(page: Page, server, tm
     expect(rows).to_have_count(0)
     expect(page.locator(".bk-events")).to_have_count(1)
 
-    expect(page.get_by_text("Traceback")).to_have_count(0)
-    real = [e for e in errors if not (getattr(e, "text", "").startswith("Failed to load resource")
-                                      and not LOCAL.match(e.location.get("url", "")))]
-    assert not real, [getattr(e, "text", str(e)) for e in real]
-    assert not [line for line in server["log"] if "ERROR" in line or "Traceback" in line], server["log"]
+    watch.check()

@@ -1,7 +1,7 @@
 """The Pareto page's pure plot functions: a model-level summary DataFrame in, HoloViews out.
 
 Nothing here touches the store or Panel, so all of it is tested without a browser; the
-Panel class that wires widgets to these functions is ``workbench.views.app.ParetoPage``.
+Panel class that wires widgets to these functions is ``workbench.views.pareto_page.ParetoPage``.
 """
 from __future__ import annotations
 
