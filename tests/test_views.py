@@ -178,7 +178,7 @@ def test_page_on_an_empty_store(tmp_path):
     assert page.model is None and page.data.empty
     assert page.message.visible and EMPTY_STORE in page.message.object
     assert not page.plot.visible and not page.table.visible
-    assert page.controls[0].disabled and not page.controls[4].visible
+    assert page.controls[0].disabled and not page.controls[4].visible and not page.controls[3].visible
     pn.panel(page).get_root()      # builds the bokeh models without an exception
 
 
@@ -196,30 +196,70 @@ def test_page_on_a_real_store(small_store):
     summary = st.summary(small_store, page.model)
     assert page.model == "all-MiniLM-L6-v2"
     assert len(page.data) == len(summary) == 12
-    assert page.kinds == ordered_kinds(summary) and LLAMA_CPP in page.kinds
+    assert page.family == ["ggml", "uniform"] and page.bits == sorted(set(summary["bits"]))
     assert page.plot.visible and not page.message.visible
     assert page.table.value.empty and "none yet" in page.caption.object
     pn.panel(page).get_root()
 
-    # brushing: what the box-select tool sets, the table lists
+    # brushing: what the box-select tool sets, the table lists, with the distance to the frontier
     page.selection.selection_expr = hv.dim("bpw") < 4.4
     expected = summary[summary["bpw"] < 4.4].sort_values("bpw")["format"].tolist()
     assert page.table.value["format"].tolist() == expected and expected
     assert f"Selected formats: {len(expected)} of 12" in page.caption.object
+    gap = page.table.value.set_index("format")["vs_frontier"]
+    front = set(pareto_front(summary)["format"])
+    assert all(gap[f] == 1.0 for f in expected if f in front)
+    assert all(gap[f] > 1.0 for f in expected if f not in front)
 
-    # another metric: the axis changes, so the selection is dropped
+    # a click on a listed format: its error on each tensor of the model
+    page._clicked(type("Click", (), {"row": 0})())
+    first = expected[0]
+    assert page.focus == first and page.detail.visible
+    per_tensor = page.detail.object.data
+    assert len(per_tensor) == summary.set_index("format").loc[first, "tensors"] == 6
+    assert first in page.detail_title.object
+
+    # another metric: the axis changes, so the selection and the drill-down are dropped
     page.metric = "sqnr_db"
     assert page.selection.selection_expr is None and page.table.value.empty
+    assert not page.detail.visible and page.focus == ""
     assert "sqnr_db" in page.table.value.columns
     assert opts_of(page.plot.object[()])["logy"] is False   # a DynamicMap (link_selections)
 
-    # the family / encoding filter
-    page.kinds = [LLAMA_CPP]
+    # the format filters
+    page.family = ["ggml"]
     assert set(page.data["family"]) == {"ggml"}
-    page.kinds = []
+    page.family = []
     assert page.message.visible and not page.plot.visible
-    page.kinds = list(page.param.kinds.objects)
-    assert page.plot.visible and len(page.data) == 12
+    page.family = list(page.param.family.objects)
+    page.bits = [4]
+    assert set(page.data["bits"]) == {4} and page.plot.visible
+    page.structure = ["double"]
+    assert page.data.empty or set(page.data["super_bits"].notna()) == {True}
+
+    # the tensor filter: new model-level figures over the chosen tensors only; narrowed format
+    # filters stay narrowed
+    page.structure = list(page.param.structure.objects)
+    page.tensor_kinds = ["feed-forward"]
+    assert page._tensors == [t for t in st.tensor_names(small_store, page.model) if "dense" in t
+                             and "attention" not in t]
+    ff = st.summary(small_store, page.model, tensors=page._tensors)
+    assert page.bits == [4]
+    assert np.allclose(page.data.set_index("format")["sqnr_db"],
+                       ff.set_index("format").loc[page.data["format"], "sqnr_db"])
+    page.tensor_regex = "("
+    assert page.message.alert_type == "danger" and "invalid tensor regex" in page.message.object
+    page.tensor_regex = "no-such-tensor"
+    assert page.message.visible and "no tensor matches" in page.message.object
+    page.tensor_regex = ""
+    assert page.plot.visible
+
+    # every (tensor, format) point under the formats
+    page.show_tensors = True
+    overlay = page.plot.object
+    assert len(page.data) * 2 == len(st.tensor_results(small_store, page.model, formats=list(page.data["format"]),
+                                                       tensors=page._tensors))
+    pn.panel(page).get_root()
 
 
 def test_page_switches_models(small_store, tmp_path):
@@ -229,13 +269,24 @@ def test_page_switches_models(small_store, tmp_path):
     other = other[other["family"] == "ggml"].assign(model="tiny-ggml-only")
     st.write(store, "results", other)
     page = ParetoPage(store=store, model="tiny-ggml-only")
-    assert page.model == "tiny-ggml-only" and page.kinds == [LLAMA_CPP]
-    model_widget, kinds_widget = page.controls[0], page.controls[4]
+    assert page.model == "tiny-ggml-only" and page.family == ["ggml"]
+    model_widget = page.controls[0]
     assert list(model_widget.options) == ["all-MiniLM-L6-v2", "tiny-ggml-only"]
     model_widget.value = "all-MiniLM-L6-v2"          # as the browser would
     assert page.model == "all-MiniLM-L6-v2" and len(page.data) == 12
-    assert list(kinds_widget.options) == page.kinds and len(page.kinds) > 1
-    assert kinds_widget.value == page.kinds
+    assert page.family == ["ggml", "uniform"]   # it allowed everything, so it still does
+
+
+def test_page_reload_sees_new_results(small_store, tmp_path):
+    store = tmp_path / "store"
+    shutil.copytree(small_store, store)
+    page = ParetoPage(store=store)
+    more = st.results(store)
+    st.write(store, "results", more.assign(model="copy"))
+    assert page.param.model.objects == ["all-MiniLM-L6-v2"]
+    page.reload()
+    assert page.param.model.objects == ["all-MiniLM-L6-v2", "copy"] and page.model == "all-MiniLM-L6-v2"
+    assert len(page.data) == 12
 
 
 def test_llama_cpp_fallbacks_are_marked_and_explained():
@@ -271,3 +322,112 @@ def test_page_offers_weighted_metrics_only_with_an_imatrix(tmp_path):
     assert len(page.data) == 2 and (page.data["wnmse"] > 0).all()
     page.imatrix = ""
     assert page.metric == "nmse" and len(page.data) == 2
+
+
+# ----------------------------------------------------------------------- filters and gaps
+def described(points, **cols) -> pd.DataFrame:
+    return frame(points, family="uniform", bits=4, block=32, symmetric=True, scale_dtype="f16",
+                 super_bits=pd.NA, **cols)
+
+
+def test_filter_formats_by_each_filter():
+    from workbench.views.pareto import filter_formats, filter_values
+    df = described([(4.5, 1e-2), (4.25, 2e-2), (5.5, 5e-3), (4.5, 8e-3)])
+    df["family"] = ["uniform", "uniform", "uniform", "ggml"]
+    df["bits"] = [4, 4, 5, 4]
+    df["block"] = [32, 64, 32, 32]
+    df["symmetric"] = [True, False, True, True]
+    df["scale_dtype"] = ["f16", "e4m3", "f16", "f16"]
+    df["super_bits"] = pd.array([pd.NA, 6, pd.NA, pd.NA], dtype="Int16")
+    values = filter_values(df)
+    assert values == {"family": ["ggml", "uniform"], "structure": ["single", "double"],
+                      "scale_dtype": ["f16", "e4m3"], "bits": [4, 5], "block": [32, 64],
+                      "symmetry": ["asymmetric", "symmetric"]}
+    assert formats(filter_formats(df)) == ["f0", "f1", "f2", "f3"]                 # no filter
+    assert formats(filter_formats(df, **values)) == ["f0", "f1", "f2", "f3"]       # all allowed
+    assert formats(filter_formats(df, family=["ggml"])) == ["f3"]
+    assert formats(filter_formats(df, structure=["double"])) == ["f1"]
+    assert formats(filter_formats(df, structure=["single"], bits=[4])) == ["f0", "f3"]
+    assert formats(filter_formats(df, block=[64])) == ["f1"]
+    assert formats(filter_formats(df, symmetry=["asymmetric"])) == ["f1"]
+    assert formats(filter_formats(df, scale_dtype=["f16"], family=["uniform"])) == ["f0", "f2"]
+    assert filter_formats(df, bits=[]).empty
+    with pytest.raises(ValueError, match="unknown format filter"):
+        filter_formats(df, colour=["red"])
+    assert filter_values(df.iloc[:0]) == {k: [] for k in values}
+
+
+def test_frontier_gap_is_one_on_the_frontier_and_the_ratio_elsewhere():
+    from workbench.views.pareto import frontier_at, frontier_gap
+    df = frame([(2, 0.4), (3, 0.1), (4, 0.2), (4, 0.05), (3.5, 0.3)])
+    df["sqnr_db"] = -10 * np.log10(df["nmse"])
+    # the frontier is the step function 0.4 on [2, 3), 0.1 on [3, 4), 0.05 from 4
+    assert np.allclose(frontier_at(df, [1.9, 2, 2.9, 3, 3.99, 4, 9], "nmse"),
+                       [np.nan, 0.4, 0.4, 0.1, 0.1, 0.05, 0.05], equal_nan=True)
+    assert np.allclose(frontier_gap(df, "nmse"), [1, 1, 4, 1, 3])
+    # a linear metric: the difference towards worse, in its unit (dB of SQNR lost)
+    assert np.allclose(frontier_gap(df, "sqnr_db"), [0, 0, 10 * np.log10(4), 0, 10 * np.log10(3)])
+    assert frontier_gap(df.iloc[:0], "nmse").size == 0
+
+
+def test_tensors_matching_by_regex_and_kind():
+    from workbench.views.pareto import tensors_matching
+    names = ["embeddings.word_embeddings.weight", "encoder.layer.0.attention.self.query.weight",
+             "encoder.layer.0.attention.output.dense.weight", "encoder.layer.0.intermediate.dense.weight",
+             "encoder.layer.0.output.dense.weight", "encoder.layer.1.output.dense.weight", "pooler.dense.weight"]
+    assert tensors_matching(names) == names
+    assert tensors_matching(names, kinds=["feed-forward"]) == names[3:6]
+    assert tensors_matching(names, kinds=["attention"]) == names[1:3]
+    assert tensors_matching(names, kinds=["embedding", "other"]) == [names[0], names[6]]
+    assert tensors_matching(names, r"layer\.0\.", ["feed-forward"]) == names[3:5]
+    assert tensors_matching(names, "nothing") == []
+    with pytest.raises(ValueError, match="invalid tensor regex"):
+        tensors_matching(names, "[")
+
+
+def test_tensor_cloud_draws_points_or_a_log_binned_density():
+    from workbench.views.pareto import tensor_cloud
+    rng = np.random.default_rng(0)
+    n = 5000
+    rows = pd.DataFrame({"tensor": [f"t{i % 40}" for i in range(n)], "format": [f"f{i // 40}" for i in range(n)],
+                         "bpw": rng.uniform(2, 9, n), "nmse": 10 ** rng.uniform(-6, -1, n)})
+    points = tensor_cloud(rows, "nmse", max_points=n)
+    assert isinstance(points, hv.Points) and len(points) == n
+    dense = tensor_cloud(rows, "nmse", max_points=n - 1, bins=(50, 20))
+    assert isinstance(dense, hv.QuadMesh)
+    xs, ys, counts = (dense.dimension_values(i, flat=False) for i in range(3))
+    assert np.nansum(counts) == n                      # every point counted once
+    # cells are uniform in log10(nmse): the edges are a geometric progression
+    y_edges = np.asarray(dense.data[dense.kdims[1].name])
+    assert len(y_edges) == 21 and np.allclose(np.diff(np.log10(y_edges)), np.diff(np.log10(y_edges))[0])
+    lin = tensor_cloud(rows.assign(sqnr_db=-10 * np.log10(rows["nmse"])), "sqnr_db", max_points=10, bins=(10, 10))
+    assert np.nansum(lin.dimension_values(2)) == n
+    hv.renderer("bokeh").get_plot(dense * pareto_points(described([(4.5, 1e-3)]).pipe(with_kind)))
+
+
+def test_per_tensor_errors_lists_each_tensor_worst_first(small_store):
+    from workbench.views.pareto import per_tensor_errors
+    rows = st.tensor_results(small_store, "all-MiniLM-L6-v2", formats=["Q4_0"])
+    assert len(rows) == 6 and set(rows["format"]) == {"Q4_0"}
+    plot = per_tensor_errors(rows, "nmse")
+    assert list(plot.data["nmse"]) == sorted(rows["nmse"])      # drawn bottom-up: worst at the top
+    hv.renderer("bokeh").get_plot(plot)
+    up = per_tensor_errors(rows, "sqnr_db")
+    assert list(up.data["sqnr_db"]) == sorted(rows["sqnr_db"], reverse=True)
+
+
+def test_store_tensor_results_and_summary_over_a_tensor_subset(small_store):
+    names = st.tensor_names(small_store, "all-MiniLM-L6-v2")
+    assert len(names) == 6 and names == sorted(names)
+    rows = st.tensor_results(small_store, "all-MiniLM-L6-v2")
+    assert len(rows) == 6 * 12 and not rows.duplicated(["tensor", "format"]).any()
+    raw = st.results(small_store, "all-MiniLM-L6-v2")
+    one = rows[(rows["tensor"] == names[0]) & (rows["format"] == "Q4_0")].iloc[0]
+    ref = raw[(raw["tensor"] == names[0]) & (raw["format"] == "Q4_0")].iloc[0]
+    assert one["nmse"] == ref["nmse"] and one["bpw"] == ref["nbytes"] * 8 / ref["numel"]
+    sub = st.summary(small_store, "all-MiniLM-L6-v2", tensors=names[:2])
+    assert (sub["tensors"] == 2).all()
+    pooled = rows[rows["tensor"].isin(names[:2])].groupby("format").apply(
+        lambda g: np.average(g["nmse"], weights=g["numel"]), include_groups=False)
+    assert np.allclose(sub.set_index("format")["nmse"], pooled.loc[sub["format"]])
+    assert st.tensor_results(small_store, "all-MiniLM-L6-v2", formats=["Q4_0"], tensors=names[:1]).shape[0] == 1

@@ -69,7 +69,20 @@ SKIPS_SCHEMA = pa.schema([
     ("backend", pa.string()), ("run_id", pa.string()), ("created_at", pa.timestamp("us", tz="UTC")),
     ("workbench_version", pa.string()), ("schema_version", pa.int32()),
 ])
-TABLES = {"results": RESULTS_SCHEMA, "skips": SKIPS_SCHEMA}
+# Reference timings of `workbench bench --vs llama.cpp --store`: llama.cpp's C quantizer and our
+# Numba kernels on the same tensors, best of the benchmark's passes (quantization only). imatrix
+# is the importance matrix's fingerprint ("" without one), as in results.
+TIMINGS_SCHEMA = pa.schema([
+    ("model", pa.string()), ("format", pa.string()), ("implementation", pa.string()),
+    ("threads", pa.int32()), ("imatrix", pa.string()), ("imatrix_file", pa.string()),
+    ("tensors", pa.int32()), ("numel", pa.int64()), ("bpw", pa.float64()), ("repeat", pa.int32()),
+    ("quant_s", pa.float64()), ("quant_wps", pa.float64()), ("identical", pa.bool_()),
+    ("reference_version", pa.string()), ("host", pa.string()), ("device", pa.string()),
+    ("run_id", pa.string()), ("created_at", pa.timestamp("us", tz="UTC")),
+    ("workbench_version", pa.string()), ("git_rev", pa.string()), ("packages", pa.string()),
+    ("schema_version", pa.int32()),
+])
+TABLES = {"results": RESULTS_SCHEMA, "skips": SKIPS_SCHEMA, "timings": TIMINGS_SCHEMA}
 
 
 class StoreError(ValueError):
@@ -205,8 +218,50 @@ def results(store: str | Path, model: str | None = None) -> pd.DataFrame:
     return query(store, f"SELECT * FROM results {where} ORDER BY model, tensor, format", params)
 
 
+def timings(store: str | Path, model: str | None = None) -> pd.DataFrame:
+    """The recorded reference timings (``TIMINGS_SCHEMA``), oldest first."""
+    where, params = ("WHERE model = ?", [model]) if model else ("", [])
+    return query(store, f"""SELECT * FROM timings {where}
+                            ORDER BY created_at, format, implementation, threads""", params)
+
+
 def models(store: str | Path) -> list[str]:
     return query(store, "SELECT DISTINCT model FROM results ORDER BY model")["model"].tolist()
+
+
+def _run_filter(run_ids: list[str] | None) -> tuple[str, list]:
+    """A WHERE clause keeping ``run_ids`` (None: every run; an empty list: none)."""
+    return ("", []) if run_ids is None else ("WHERE list_contains(CAST(? AS VARCHAR[]), run_id)", [list(run_ids)])
+
+
+RUN_COLUMNS = ("run_id", "model", "created_at", "host", "backend", "device", "workbench_version",
+               "git_rev", "imatrix_file", "rows", "tensors", "formats")
+
+
+def runs(store: str | Path, run_ids: list[str] | None = None) -> pd.DataFrame:
+    """One row per run (and model: an imported file may mix them) with its provenance and what it
+    measured (rows, distinct tensors and formats), newest first. ``run_ids``: only those runs."""
+    where, params = _run_filter(run_ids)
+    prov = ", ".join(f"any_value({c}) AS {c}" for c in RUN_COLUMNS[3:9])
+    return query(store, f"""SELECT run_id, model, min(created_at) AS created_at, {prov},
+                            count(*) AS rows, count(DISTINCT tensor) AS tensors,
+                            count(DISTINCT format) AS formats
+                            FROM results {where} GROUP BY run_id, model
+                            ORDER BY created_at DESC, run_id, model""", params)
+
+
+def skips(store: str | Path, run_ids: list[str] | None = None) -> pd.DataFrame:
+    """What runs did not measure, and why: one row per (run, tensor, format); ``format`` is ""
+    for a tensor skipped whole (a bias, an integer buffer). ``run_ids``: only those runs."""
+    where, params = _run_filter(run_ids)
+    return query(store, f"""SELECT DISTINCT run_id, model, tensor, format, reason FROM skips {where}
+                            ORDER BY run_id, model, tensor, format""", params)
+
+
+def run_results(store: str | Path, run_id: str, limit: int | None = None) -> pd.DataFrame:
+    """The rows of one run stored so far, lowest nmse first (``limit``: only the first few)."""
+    return query(store, f"""SELECT * FROM results WHERE run_id = ? ORDER BY nmse, tensor, format
+                            {'LIMIT ' + str(int(limit)) if limit is not None else ''}""", [run_id])
 
 
 def done_keys(store: str | Path, model: str, backend: str, device: str, version: str,
@@ -232,13 +287,14 @@ def imatrices(store: str | Path, model: str | None = None) -> dict[str, str]:
 
 
 def summary(store: str | Path, model: str | None = None, tensor_regex: str | None = None,
-            imatrix: str = "") -> pd.DataFrame:
+            imatrix: str = "", tensors: list[str] | None = None) -> pd.DataFrame:
     """Model-level figures per (model, format): numel-weighted means over tensors (pooled sums
     would let one big tensor hide the rest); bpw = total stored bits / total weights.
     Repeated measurements of a (tensor, format) — other devices, other runs — count once.
     ``imatrix``: the runs with that importance matrix ("" = without one). ``fallback_tensors``
     counts tensors a llama.cpp type wrote in its fallback type (``applied_types`` lists the
-    types written), and ``label`` is the format name with a ``*`` when there are any."""
+    types written), and ``label`` is the format name with a ``*`` when there are any.
+    ``tensors``: only these tensor names (None: all; combines with ``tensor_regex``)."""
     conds, params = ["imatrix = ?"], [imatrix]
     if model:
         conds.append("model = ?")
@@ -246,6 +302,9 @@ def summary(store: str | Path, model: str | None = None, tensor_regex: str | Non
     if tensor_regex:
         conds.append("regexp_matches(tensor, ?)")
         params.append(tensor_regex)
+    if tensors is not None:
+        conds.append("list_contains(?, tensor)")
+        params.append(list(tensors))
     where = "WHERE " + " AND ".join(conds)
     fcols = ", ".join(f'any_value("{c}") AS "{c}"' for c in FORMAT_COLS)  # "symmetric" is a keyword
     sql = f"""
@@ -274,18 +333,55 @@ def summary(store: str | Path, model: str | None = None, tensor_regex: str | Non
     return df
 
 
+def tensor_names(store: str | Path, model: str) -> list[str]:
+    """The tensors of ``model`` that have results, sorted."""
+    return query(store, "SELECT DISTINCT tensor FROM results WHERE model = ? ORDER BY tensor",
+                 [model])["tensor"].tolist()
+
+
+def tensor_results(store: str | Path, model: str, imatrix: str = "", formats: list[str] | None = None,
+                   tensors: list[str] | None = None) -> pd.DataFrame:
+    """One row per (tensor, format) of ``model``: the format's columns, the tensor's own bpw and
+    errors (repeated measurements averaged, as ``summary`` does). ``formats``/``tensors``: only
+    those names (None: all)."""
+    conds, params = ["model = ?", "imatrix = ?"], [model, imatrix]
+    for col, names in (("format", formats), ("tensor", tensors)):
+        if names is not None:
+            conds.append(f"list_contains(?, {col})")
+            params.append(list(names))
+    fcols = ", ".join(f'any_value("{c}") AS "{c}"' for c in FORMAT_COLS)
+    df = query(store, f"""
+        SELECT model, tensor, format, {fcols}, any_value(numel) AS numel,
+               any_value(nbytes) * 8.0 / any_value(numel) AS bpw, any_value(applied_type) AS applied_type,
+               avg(mse) AS mse, avg(nmse) AS nmse, avg(bnl) AS bnl, avg(cosine) AS cosine,
+               avg(wmse) AS wmse, avg(wnmse) AS wnmse, max(max_abs_err) AS max_abs_err,
+               any_value(numel) / min(quant_s) AS quant_wps, any_value(numel) / min(dequant_s) AS dequant_wps
+        FROM results WHERE {' AND '.join(conds)} GROUP BY model, tensor, format
+        ORDER BY tensor, bpw, format""", params)
+    df["rmse"] = np.sqrt(df["mse"])
+    with np.errstate(divide="ignore"):
+        df["sqnr_db"] = -10 * np.log10(df["nmse"].astype(float))
+    return df
+
+
 # ---------------------------------------------------------------------------- share: export
 EXPORT_META = b"workbench"
 
 
 def export(store: str | Path, out: str | Path, model: str | None = None,
-           formats: str | None = None, tensors: str | None = None) -> int:
-    """Write one self-describing Parquet file (results rows + schema metadata); returns rows."""
+           formats: str | None = None, tensors: str | None = None,
+           run_ids: list[str] | None = None) -> int:
+    """Write one self-describing Parquet file (results rows + schema metadata); returns rows.
+    Filters combine: ``model``, ``formats``/``tensors`` regexes, ``run_ids`` (None: every run;
+    an empty list: no row)."""
     conds, params = [], []
     for col, val, op in (("model", model, "="), ("format", formats, "~"), ("tensor", tensors, "~")):
         if val:
             conds.append(f"{col} = ?" if op == "=" else f"regexp_matches({col}, ?)")
             params.append(val)
+    if run_ids is not None:
+        conds.append("list_contains(CAST(? AS VARCHAR[]), run_id)")
+        params.append(list(run_ids))
     where = ("WHERE " + " AND ".join(conds)) if conds else ""
     df = query(store, f"SELECT * FROM results {where} ORDER BY model, tensor, format", params)
     t = _to_table(df, RESULTS_SCHEMA)

@@ -5,6 +5,7 @@ Panel class that wires widgets to these functions is ``workbench.views.pareto_pa
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import holoviews as hv
@@ -196,10 +197,11 @@ def llama_cpp_labels(df: pd.DataFrame, metric: str = "nmse") -> hv.Labels:
 
 
 def pareto_plot(df: pd.DataFrame, metric: str = "nmse", *, selection: hv.link_selections | None = None,
-                colors: dict[str, str] | None = None) -> hv.Overlay:
+                colors: dict[str, str] | None = None, underlay: hv.Element | None = None) -> hv.Overlay:
     """bpw vs ``metric`` for every format, the Pareto frontier and llama.cpp's types labelled.
     ``selection`` (a link_selections instance) is applied to the points only, so the frontier
-    and labels stay as drawn while the points are brushed; the result is then a DynamicMap."""
+    and labels stay as drawn while the points are brushed; the result is then a DynamicMap.
+    ``underlay`` (e.g. ``tensor_cloud``) is drawn beneath everything and is not brushed."""
     m = METRICS[metric]
     data = with_kind(plottable(df, metric))
     colors = colors or kind_colors(ordered_kinds(data))
@@ -208,6 +210,8 @@ def pareto_plot(df: pd.DataFrame, metric: str = "nmse", *, selection: hv.link_se
         points = selection(points)
     title = f"{metric}: {'lower' if m.lower_is_better else 'higher'} is better"
     layers = kind_legend(data, metric, colors) * points * pareto_frontier(data, metric)
+    if underlay is not None:
+        layers = underlay * layers
     return (layers * llama_cpp_labels(data, metric)).opts(
         title=title, legend_position="right", responsive=True, min_height=480, show_grid=True,
         logy=m.log)
@@ -217,3 +221,130 @@ def selected_table(df: pd.DataFrame, metric: str = "nmse") -> pd.DataFrame:
     """The selection table's rows: a format's description and the metric, by bpw."""
     cols = [c for c in TABLE_COLUMNS if c in df.columns] + [metric]
     return df[cols].sort_values(["bpw", metric]).reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------- filters
+SINGLE, DOUBLE = "single", "double"
+FORMAT_FILTERS = ("family", "structure", "scale_dtype", "bits", "block", "symmetry")
+
+
+def structure_of(df: pd.DataFrame) -> pd.Series:
+    """'double' for a format with a quantized super-block scale (k-quant-like), else 'single'."""
+    double = df["super_bits"].notna() if "super_bits" in df.columns else pd.Series(False, index=df.index)
+    return double.map({True: DOUBLE, False: SINGLE})
+
+
+def symmetry_of(df: pd.DataFrame) -> pd.Series:
+    return df["symmetric"].map({True: "symmetric", False: "asymmetric"}).fillna("?")
+
+
+def filter_values(df: pd.DataFrame) -> dict[str, list]:
+    """The values each format filter can take in ``df`` (sorted; what the checkboxes offer)."""
+    if df.empty:
+        return {k: [] for k in FORMAT_FILTERS}
+    enc = [e for e in df["scale_dtype"].dropna().unique()]
+    return {"family": sorted(df["family"].dropna().unique()),
+            "structure": [s for s in (SINGLE, DOUBLE) if s in set(structure_of(df))],
+            "scale_dtype": sorted(enc, key=lambda e: (ENCODING_ORDER.index(e) if e in ENCODING_ORDER
+                                                      else len(ENCODING_ORDER), e)),
+            "bits": sorted(int(b) for b in df["bits"].dropna().unique()),
+            "block": sorted(int(b) for b in df["block"].dropna().unique()),
+            "symmetry": sorted(set(symmetry_of(df)))}
+
+
+def filter_formats(df: pd.DataFrame, **chosen) -> pd.DataFrame:
+    """The rows whose format matches every given filter (a list of allowed values per name in
+    FORMAT_FILTERS; a filter not given, or None, allows everything; an empty list nothing)."""
+    unknown = set(chosen) - set(FORMAT_FILTERS)
+    if unknown:
+        raise ValueError(f"unknown format filter(s): {', '.join(sorted(unknown))}")
+    keep = np.ones(len(df), bool)
+    for name, allowed in chosen.items():
+        if allowed is None:
+            continue
+        col = (structure_of(df) if name == "structure" else symmetry_of(df) if name == "symmetry"
+               else df[name])
+        keep &= col.isin(list(allowed)).to_numpy()
+    return df[keep]
+
+
+def tensors_matching(names, pattern: str = "", kinds=None) -> list[str]:
+    """The tensor names that match ``pattern`` (a Python regex, searched; "" matches all) and
+    are of one of ``kinds`` (see sources.tensor_kind; None: any). Raises ValueError with one
+    line for an invalid pattern."""
+    from workbench.sources import tensor_kind
+    try:
+        rx = re.compile(pattern) if pattern else None
+    except re.error as exc:
+        raise ValueError(f"invalid tensor regex {pattern!r}: {exc}") from None
+    return [n for n in names if (rx is None or rx.search(n))
+            and (kinds is None or tensor_kind(n) in kinds)]
+
+
+# ------------------------------------------------------------------ distance to the frontier
+def frontier_at(df: pd.DataFrame, bpw, metric: str = "nmse") -> np.ndarray:
+    """The frontier's value at each bpw: the best ``metric`` of any row of ``df`` with at most
+    that many bits per weight (NaN below the cheapest row)."""
+    m = METRICS[metric]
+    front = pareto_front(df, "bpw", metric, m.lower_is_better)
+    xs = front["bpw"].to_numpy(float)
+    ys = front[metric].to_numpy(float)
+    i = np.searchsorted(xs, np.asarray(bpw, float), side="right") - 1
+    return np.where(i >= 0, ys[np.clip(i, 0, None)] if len(ys) else np.nan, np.nan)
+
+
+def frontier_gap(df: pd.DataFrame, metric: str = "nmse") -> np.ndarray:
+    """How far each row is from the frontier at its own bpw: the ratio metric / frontier for a
+    logarithmic metric (1 on the frontier, 1.3 = 30% more error), else the difference in the
+    metric's unit towards worse (0 on the frontier; e.g. dB of SQNR lost)."""
+    m = METRICS[metric]
+    y = pd.to_numeric(df[metric], errors="coerce").to_numpy(float)
+    f = frontier_at(df, df["bpw"], metric)
+    if m.log:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return y / f if m.lower_is_better else f / y
+    return y - f if m.lower_is_better else f - y
+
+
+def gap_label(metric: str) -> str:
+    m = METRICS[metric]
+    return "× frontier" if m.log else ("worse than frontier" + (" (dB)" if metric == "sqnr_db" else ""))
+
+
+# --------------------------------------------------------------------- per-tensor views
+def per_tensor_errors(rows: pd.DataFrame, metric: str = "nmse", title: str = "") -> hv.Scatter:
+    """One format's error on each tensor, one row per tensor, worst at the top (``rows``:
+    store.tensor_results for that format). Dots, not bars: a bar on a log axis has no base."""
+    m = METRICS[metric]
+    data = plottable(rows, metric).sort_values(metric, ascending=m.lower_is_better)
+    data = data.assign(short=[t.removesuffix(".weight") for t in data["tensor"]])
+    return hv.Scatter(data, hv.Dimension("short", label="tensor"),
+                      [hv.Dimension(metric, label=m.label), "tensor", "bpw"]).opts(
+        invert_axes=True, logy=m.log, responsive=True, height=max(220, 16 * len(data) + 70),
+        tools=["hover"], color="#4c72b0", size=8, title=title, show_grid=True,
+        fontsize={"xticks": "7pt"})
+
+
+RASTERIZE_ABOVE = 20_000   # (tensor, format) points drawn one by one up to this many
+
+
+def tensor_cloud(rows: pd.DataFrame, metric: str = "nmse", max_points: int = RASTERIZE_ABOVE,
+                 bins: tuple[int, int] = (240, 120)) -> hv.Element:
+    """Every (tensor, format) point under the model-level points: small grey dots, or, above
+    ``max_points``, a density raster (counts per cell, binned uniformly in log10 of the metric on
+    a log axis so that the cells are square on screen)."""
+    m = METRICS[metric]
+    data = plottable(rows, metric)
+    kdims = [BPW, hv.Dimension(metric, label=m.label)]
+    if len(data) <= max_points:
+        return hv.Points(data[["bpw", metric, "tensor", "format"]], kdims, ["tensor", "format"]).opts(
+            color="#9a9a9a", size=3, alpha=0.35, tools=["hover"], logy=m.log, show_legend=False)
+    x = data["bpw"].to_numpy(float)
+    y = data[metric].to_numpy(float)
+    yt = np.log10(y) if m.log else y
+    xe = np.linspace(x.min(), x.max() + 1e-9, bins[0] + 1)
+    ye = np.linspace(yt.min(), yt.max() + 1e-9 * max(1.0, abs(yt.max())), bins[1] + 1)
+    counts, _, _ = np.histogram2d(x, yt, bins=(xe, ye))
+    counts = np.where(counts > 0, counts, np.nan).T   # empty cells transparent
+    return hv.QuadMesh((xe, 10 ** ye if m.log else ye, counts), kdims, hv.Dimension("points")).opts(
+        cmap="Greys", cnorm="log", alpha=0.6, logy=m.log, colorbar=False, tools=[], line_alpha=0)
