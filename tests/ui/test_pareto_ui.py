@@ -56,3 +56,58 @@ def test_pareto_page_renders_and_brushing_fills_the_table(page: Page, server, wa
     expect(page.locator(".bk-events")).to_have_count(1)
 
     watch.check()
+
+
+# True once a model-level scatter (its data has both 'format' and 'kind') holds exactly n points.
+POINTS_SHOWN = """n => Bokeh.documents.some(doc => [...doc.all_models].some(m => m.type === "ColumnDataSource"
+    && "format" in m.data && "kind" in m.data && !("tensor" in m.data) && m.get_length() === n))"""
+TOTAL = re.compile(r"\((\d+) formats of")
+CLOUD_SHOWN = """() => Bokeh.documents.some(doc => [...doc.all_models].some(m =>
+    m.type === "ColumnDataSource" && "tensor" in m.data && "format" in m.data && m.get_length() > 0))"""
+
+
+def brush(page: Page, x0=0.6, y0=0.2, x1=0.02, y1=0.98):
+    plot = page.locator(".bk-events").first
+    box = plot.bounding_box()
+    page.mouse.move(box["x"] + x0 * box["width"], box["y"] + y0 * box["height"])
+    page.mouse.down()
+    page.mouse.move(box["x"] + x1 * box["width"], box["y"] + y1 * box["height"], steps=8)
+    page.mouse.up()
+
+
+def test_pareto_filters_click_for_per_tensor_errors_and_every_point(page: Page, server, watch):
+    page.goto(server["url"] + "?page=pareto")
+    caption = page.get_by_text(re.compile(r"Selected formats:"))
+    expect(caption).to_contain_text("none yet", timeout=TIMEOUT_MS)
+    expect(caption).to_contain_text(TOTAL, timeout=TIMEOUT_MS)
+    total = int(TOTAL.search(caption.text_content()).group(1))
+    page.wait_for_function(POINTS_SHOWN, arg=total, timeout=TIMEOUT_MS)
+
+    # a filter changes the plot: only llama.cpp's types (family ggml) stay
+    uniform = page.get_by_role("button", name="uniform", exact=True)
+    uniform.click()
+    expect(caption).not_to_contain_text(f"({total} formats of", timeout=TIMEOUT_MS)
+    ggml = int(TOTAL.search(caption.text_content()).group(1))
+    assert 0 < ggml < total
+    page.wait_for_function(POINTS_SHOWN, arg=ggml, timeout=TIMEOUT_MS)
+    uniform.click()
+    expect(caption).to_contain_text(f"({total} formats of", timeout=TIMEOUT_MS)
+
+    # brush everything, click a listed format: its error on each tensor appears
+    brush(page)
+    expect(caption).to_contain_text(re.compile(r"Selected formats: \d+ of"), timeout=TIMEOUT_MS)
+    rows = page.locator(".tabulator-row")
+    first = rows.first.locator('.tabulator-cell[tabulator-field="format"]').text_content()
+    rows.first.locator('.tabulator-cell[tabulator-field="format"]').click()
+    detail = page.get_by_text(re.compile(rf"^{re.escape(first)}: nmse on each tensor \(\d+ of \d+ tensors"))
+    expect(detail).to_be_visible(timeout=TIMEOUT_MS)
+    n_tensors = int(re.search(r"\((\d+) of", detail.text_content()).group(1))
+    assert n_tensors > 0
+    expect(page.locator(".bk-events")).to_have_count(2)       # the per-tensor plot is drawn
+
+    # every (tensor, format) point under the formats
+    toggle = page.locator(".every-point input[type=checkbox]")
+    toggle.check()
+    expect(toggle).to_be_checked()
+    page.wait_for_function(CLOUD_SHOWN, timeout=TIMEOUT_MS)
+    watch.check()

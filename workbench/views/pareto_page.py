@@ -69,7 +69,7 @@ class ParetoPage(pn.viewable.Viewer):
             layout="fit_data_stretch", visible=False, selectable=1)
         self.table.on_click(self._clicked)
         self.detail_title = pn.pane.Markdown("", visible=False)
-        self.detail = pn.pane.HoloViews(None, sizing_mode="stretch_width", visible=False)
+        self.detail = pn.pane.HoloViews(None, sizing_mode="stretch_width")
         self.main = pn.Column(self.message, self.plot, self.caption, self.table, self.detail_title,
                               self.detail, sizing_mode="stretch_width")
         self.selection.param.watch(self._update_table, "selection_expr")
@@ -95,7 +95,7 @@ class ParetoPage(pn.viewable.Viewer):
             pn.widgets.Select.from_param(self.param.metric, name="Metric"),
             pn.widgets.Select.from_param(self.param.imatrix, name="Importance matrix"),
             self.tensor_filter, self.filters,
-            pn.widgets.Checkbox.from_param(self.param.show_tensors,
+            pn.widgets.Checkbox.from_param(self.param.show_tensors, css_classes=["every-point"],
                                            name="Every (tensor, format) point (density when many)"),
             pn.pane.Markdown("Drag on the plot to box-select formats (lasso in the toolbar; shift "
                              "adds to the selection); the table lists them. Click a row for that "
@@ -256,7 +256,7 @@ class ParetoPage(pn.viewable.Viewer):
             underlay = self._tensor_cloud() if self.show_tensors else None
             self.plot.object = pareto_plot(self._data, self.metric, selection=self.selection,
                                            colors=self._colors, underlay=underlay)
-            self.plot.visible = self.caption.visible = self.table.visible = True
+            self.plot.visible = self.caption.visible = self.table.visible = self.detail_title.visible = True
         self._update_table()
 
     def _tensor_cloud(self) -> hv.Element:
@@ -296,7 +296,8 @@ class ParetoPage(pn.viewable.Viewer):
             self.focus = name    # re-enters through the watcher with the same name
             return
         if not name:
-            self.detail.object, self.detail.visible, self.detail_title.visible = None, False, False
+            self.detail.object = None
+            self.detail_title.object = "#### Per-tensor errors: click a format in the table"
             return
         try:
             rows = st.tensor_results(self.store, self.model, self.imatrix, formats=[name], tensors=self._tensors)
@@ -309,9 +310,8 @@ class ParetoPage(pn.viewable.Viewer):
         self.detail_title.object = (f"#### {name}: {self.metric} on each tensor ({len(shown)} of "
                                     f"{len(rows)} tensors{note})")
         self.detail.object = per_tensor_errors(rows, self.metric, title=f"{name} per tensor")
-        self.detail.visible = self.detail_title.visible = True
 
     def _show_message(self, text: str, kind: str):
         self.message.object, self.message.alert_type, self.message.visible = text, kind, True
-        self.plot.visible = self.caption.visible = self.table.visible = False
-        self.detail.visible = self.detail_title.visible = False
+        self.plot.visible = self.caption.visible = self.table.visible = self.detail_title.visible = False
+        self.detail.object = None
