@@ -231,7 +231,9 @@ def models(store: str | Path) -> list[str]:
 
 def _run_filter(run_ids: list[str] | None) -> tuple[str, list]:
     """A WHERE clause keeping ``run_ids`` (None: every run; an empty list: none)."""
-    return ("", []) if run_ids is None else ("WHERE list_contains(CAST(? AS VARCHAR[]), run_id)", [list(run_ids)])
+    if run_ids is None:
+        return "", []
+    return "WHERE list_contains(CAST(? AS VARCHAR[]), run_id)", [list(run_ids)]   # typed: [] is valid
 
 
 RUN_COLUMNS = ("run_id", "model", "created_at", "host", "backend", "device", "workbench_version",

@@ -98,21 +98,23 @@ def _non_finite(x: np.ndarray) -> int:
 def run(model: str | os.PathLike | None = None, formats: str | list[FormatSpec] | None = None,
         tensors: str | None = None, store: str | os.PathLike | None = None, workers: int | None = None,
         resume: bool = True, progress: bool | Callable[[int, int], None] = True,
-        cancel: threading.Event | None = None, imatrix: str | os.PathLike | None = None) -> SweepReport:
+        cancel: threading.Event | None = None, imatrix: str | os.PathLike | None = None,
+        run_id: str | None = None) -> SweepReport:
     """Sweep a model; see the module docstring. ``progress`` is True (a tqdm bar), False, or a
     callback(done, total). Setting ``cancel`` stops after the tasks in flight and keeps them.
     ``imatrix``: an importance-matrix file (llama.cpp's GGUF or legacy .dat): llama.cpp types
     are quantized with it as ``llama-quantize --imatrix`` does, and every row gets the
     importance-weighted errors; rows are keyed by the file's fingerprint, so a sweep with and
     one without an imatrix live side by side. A tensor the file has no entry for is measured
-    without one, and the row says why (``imatrix_note``)."""
+    without one, and the row says why (``imatrix_note``). ``run_id``: the id the rows get (new
+    by default); a caller that watches the store while the sweep runs picks it first."""
     t_start = time.perf_counter()
     src: ModelSource = open_model(model)            # validates the whole file before any write
     imx = load_imatrix(imatrix) if imatrix is not None else None   # likewise: one-line error
     imx_fp = imx.fingerprint if imx is not None else ""
     specs = resolve(formats) if not isinstance(formats, list) else formats
     store = Path(store) if store else st.default_store()
-    run_id = st.new_run_id()
+    run_id = run_id or st.new_run_id()
     prov = st.provenance(run_id, BACKEND)
     rep = SweepReport(src.model_id, run_id)
     done = (st.done_keys(store, src.model_id, BACKEND, prov["device"], workbench.__version__, imx_fp)

@@ -1,0 +1,377 @@
+"""The Sweep page: measure a model from the dashboard and watch the results land in the store.
+
+The sweep (``workbench.sweep.run``) runs in a background thread of the server; the thread only
+writes a small state object under a lock, and a periodic callback on the page's document reads
+it (with the document lock held, as every Bokeh callback is) to move the progress bar and
+refresh the live table. Rows reach the store as immutable files while the sweep runs, so other
+pages and other processes see them as they land, and a cancelled sweep keeps what finished.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import panel as pn
+from bokeh.models.widgets.tables import NumberFormatter, ScientificFormatter
+from panel.io.callbacks import PeriodicCallback
+
+from workbench import store as st
+from workbench import sweep
+from workbench.formats import GRIDS, FormatError, FormatSpec
+from workbench.imatrix import ImatrixError
+from workbench.sources import (DEFAULT_MODEL_ID, TENSOR_KINDS, ModelSource, SourceError, data_dir,
+                               model_files, open_model, tensor_kind)
+
+EMBEDDED = f"{DEFAULT_MODEL_ID} (embedded)"
+IMATRIX_SUFFIXES = (".gguf", ".dat")
+POLL_MS = 250          # progress bar refresh
+STORE_EVERY = 4        # polls between store reads for the live table (rows land every few s)
+LIVE_ROWS = 8
+LIVE_COLUMNS = ["tensor", "format", "bpw", "nmse", "sqnr_db"]
+log = logging.getLogger(__name__)
+
+
+class PlanError(ValueError):
+    """Sweep settings that cannot run; the message is one line for the user."""
+
+
+# ------------------------------------------------------------------------------- choices
+def model_options(folder: Path | None = None) -> dict[str, str]:
+    """{label: value} for the model Select: the embedded default ("") and the model files under
+    the data folder, by relative path (the only paths the browser can choose from)."""
+    return {EMBEDDED: "", **{str(p): str(p) for p in model_files(folder)}}
+
+
+def model_path(choice: str, folder: Path | None = None) -> Path | None:
+    """The file to open for a Select value (None: the embedded default). Re-checked on the
+    server: a value that is not one of ``model_files()`` is refused, whatever the browser sent."""
+    if not choice:
+        return None
+    root = Path(folder) if folder else data_dir()
+    if Path(choice) not in model_files(root):
+        raise PlanError(f"{choice!r} is not a model file in the data folder ({root})")
+    return root / choice
+
+
+def imatrix_options(folder: Path | None = None) -> dict[str, str]:
+    """{label: value}: "none" ("") and the importance-matrix files in <data folder>/imatrix."""
+    root = (Path(folder) if folder else data_dir()) / "imatrix"
+    files = sorted(p.name for p in root.glob("*") if p.is_file() and p.suffix.lower() in IMATRIX_SUFFIXES) \
+        if root.is_dir() else []
+    return {"none": "", **{f: f for f in files}}
+
+
+def imatrix_path(choice: str, folder: Path | None = None) -> Path | None:
+    if not choice:
+        return None
+    if choice not in imatrix_options(folder).values():
+        raise PlanError(f"{choice!r} is not an importance matrix in the data folder's imatrix/")
+    return (Path(folder) if folder else data_dir()) / "imatrix" / choice
+
+
+def _compile(pattern: str, what: str) -> re.Pattern | None:
+    if not pattern.strip():
+        return None
+    try:
+        return re.compile(pattern.strip())
+    except re.error as exc:
+        raise PlanError(f"{what} regex {pattern.strip()!r}: {exc}") from None
+
+
+def choose_formats(grid: str, pattern: str = "") -> list[FormatSpec]:
+    """The formats of a named grid (formats.GRIDS) whose names match ``pattern`` (all if empty)."""
+    if grid not in GRIDS:
+        raise PlanError(f"unknown format grid {grid!r} (choose one of {', '.join(GRIDS)})")
+    rx = _compile(pattern, "format")
+    specs = [f for f in GRIDS[grid]() if rx is None or rx.search(f.name)]
+    if not specs:
+        raise PlanError(f"no format of the {grid!r} grid matches {pattern.strip()!r}")
+    return specs
+
+
+def choose_tensors(names: list[str], pattern: str = "", kinds: list[str] | tuple = ()) -> list[str]:
+    """The weight tensors matching ``pattern`` (searched, as the CLI does) and of one of ``kinds``
+    (sources.tensor_kind); either filter may be empty."""
+    rx = _compile(pattern, "tensor")
+    return [n for n in names if (rx is None or rx.search(n)) and (not kinds or tensor_kind(n) in kinds)]
+
+
+def exact_pattern(chosen: list[str], names: list[str]) -> str | None:
+    """The ``tensors`` argument of sweep.run for exactly ``chosen`` (None: every weight)."""
+    if set(chosen) >= set(names):
+        return None
+    return "^(?:" + "|".join(re.escape(n) for n in chosen) + ")$"
+
+
+@dataclass(frozen=True)
+class Plan:
+    model: Path | None          # None: the embedded default
+    model_id: str
+    formats: list[FormatSpec]
+    tensors: list[str]
+    tensor_regex: str | None
+    imatrix: Path | None
+
+    @property
+    def pairs(self) -> int:
+        return len(self.formats) * len(self.tensors)
+
+
+# ------------------------------------------------------------------------------ the job
+class SweepJob:
+    """One sweep in a background thread. The thread writes ``done``/``total``/``report``/
+    ``error`` under ``lock``; the page reads them from its document's callbacks."""
+
+    def __init__(self, plan: Plan, store: Path):
+        self.plan, self.store = plan, store
+        self.run_id = st.new_run_id()          # known before the first row lands: the live table
+        self.cancel = threading.Event()
+        self.lock = threading.Lock()
+        self.done = self.total = 0
+        self.started = False                   # the first task finished (total is known)
+        self.report: sweep.SweepReport | None = None
+        self.error: str | None = None
+        self.thread = threading.Thread(target=self._work, name=f"sweep-{self.run_id[:8]}", daemon=True)
+
+    def start(self) -> "SweepJob":
+        self.thread.start()
+        return self
+
+    @property
+    def finished(self) -> bool:
+        return not self.thread.is_alive() and (self.report is not None or self.error is not None)
+
+    def _progress(self, done: int, total: int):
+        with self.lock:
+            self.done, self.total, self.started = done, total, True
+
+    def _work(self):
+        p = self.plan
+        try:
+            rep = sweep.run(p.model, p.formats, p.tensor_regex, self.store, progress=self._progress,
+                            cancel=self.cancel, imatrix=p.imatrix, run_id=self.run_id)
+        except (SourceError, ImatrixError, FormatError, st.StoreError) as exc:
+            error = str(exc).splitlines()[0]
+        except (OSError, duckdb.Error) as exc:
+            error = f"cannot write to the store at {self.store}: {str(exc).splitlines()[0]}"
+        except Exception as exc:  # a bug: the user sees one line, the server log the traceback
+            log.exception("sweep %s failed", self.run_id)
+            error = f"the sweep failed: {exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        else:
+            with self.lock:
+                self.report = rep
+            return
+        with self.lock:
+            self.error = error
+
+
+# ------------------------------------------------------------------------------ the page
+class SweepPage(pn.viewable.Viewer):
+    """Choose a model, formats and tensors; run a sweep in the background; watch it land."""
+
+    def __init__(self, store: str | Path | None = None, notify=None, **params):
+        super().__init__(**params)
+        self.store = Path(store) if store else st.default_store()
+        self.notify = notify
+        self.job: SweepJob | None = None
+        self._shown: SweepJob | None = None     # the job whose outcome is on the page
+        self._poll: PeriodicCallback | None = None
+        self._polls = 0
+        self._stored = 0                       # rows of the running job seen in the store
+        self._sources: dict[str, ModelSource] = {}
+
+        self.model = pn.widgets.Select(label="Model", options=model_options())
+        self.grid = pn.widgets.Select(label="Format grid", options=list(GRIDS), value="small")
+        self.format_regex = pn.widgets.TextInput(label="Format names (regex, optional)", placeholder=r"e.g. ^Q4|_e4m3")
+        self.tensor_regex = pn.widgets.TextInput(label="Tensors (regex, optional)", placeholder=r"e.g. layer\.0\.")
+        self.kinds = pn.widgets.MultiChoice(label="Tensor kinds (optional)", options=list(TENSOR_KINDS))
+        self.imatrix = pn.widgets.Select(label="Importance matrix", options=imatrix_options())
+        self.choice = pn.pane.Markdown("", margin=(0, 10))
+        self.run_button = pn.widgets.Button(label="Run sweep", color="primary")
+        self.cancel_button = pn.widgets.Button(label="Cancel", color="warning", disabled=True)
+        self.inputs = [self.model, self.grid, self.format_regex, self.tensor_regex, self.kinds, self.imatrix]
+
+        self.message = pn.pane.Alert("", alert_type="info", visible=False)
+        self.progress = pn.indicators.Progress(label="Sweep progress", value=0, max=1, visible=False,
+                                               sizing_mode="stretch_width", bar_color="primary")
+        self.status = pn.pane.Markdown("", margin=(0, 10))
+        self.live_caption = pn.pane.Markdown("", visible=False)
+        self.live = pn.widgets.Tabulator(pd.DataFrame(columns=LIVE_COLUMNS), show_index=False, disabled=True,
+                                         sizing_mode="stretch_width", height=260, layout="fit_data_stretch",
+                                         visible=False,
+                                         formatters={"bpw": NumberFormatter(format="0.000"),
+                                                     "nmse": ScientificFormatter(precision=3, power_limit_low=0),
+                                                     "sqnr_db": NumberFormatter(format="0.00")})
+        self.controls = pn.Column(*self.inputs, self.choice, pn.Row(self.run_button, self.cancel_button))
+        self.main = pn.Column(self.message, self.progress, self.status, self.live_caption, self.live,
+                              sizing_mode="stretch_width")
+
+        for w in self.inputs:
+            w.param.watch(self._describe, "value")
+        self.run_button.on_click(lambda _: self.run())
+        self.cancel_button.on_click(lambda _: self.cancel())
+        doc = pn.state.curdoc
+        if doc is not None and doc.session_context is not None:
+            doc.on_session_destroyed(lambda _ctx: self.job and self.job.cancel.set())  # tab closed: stop
+        self._describe()
+
+    def __panel__(self):
+        return pn.Row(pn.Column(self.controls, width=300), self.main, sizing_mode="stretch_width")
+
+    @property
+    def running(self) -> bool:
+        return self.job is not None and not self.job.finished
+
+    def reload(self):
+        """Re-list the data folder's model and imatrix files (the store is read per run)."""
+        self._sources.clear()           # a file may have been replaced since it was opened
+        for widget, options in ((self.model, model_options()), (self.imatrix, imatrix_options())):
+            value = widget.value
+            widget.options = options
+            widget.value = value if value in options.values() else ""
+        self._describe()
+
+    # ------------------------------------------------------------------------ planning
+    def _source(self, path: Path | None) -> ModelSource:
+        key = str(path or "")
+        if key not in self._sources:    # opening validates the file's header: once per model
+            self._sources[key] = open_model(path)
+        return self._sources[key]
+
+    def plan(self) -> Plan:
+        """What Run would sweep, from the widgets; PlanError (one line) when it cannot run."""
+        path = model_path(self.model.value or "")
+        try:
+            src = self._source(path)
+        except SourceError as exc:
+            raise PlanError(str(exc).splitlines()[0]) from None
+        formats = choose_formats(self.grid.value, self.format_regex.value or "")
+        names = [t.name for t in src.weights()]
+        chosen = choose_tensors(names, self.tensor_regex.value or "", self.kinds.value)
+        if not chosen:
+            raise PlanError(f"no weight tensor of {src.model_id} matches the tensor regex and kinds")
+        return Plan(path, src.model_id, formats, chosen, exact_pattern(chosen, names),
+                    imatrix_path(self.imatrix.value or ""))
+
+    def _describe(self, *_):
+        if self.running:
+            return
+        try:
+            p = self.plan()
+        except PlanError as exc:
+            self.choice.object = ""
+            self._show(str(exc), "danger")
+            return
+        if self.message.alert_type == "danger":
+            self.message.visible = False       # the settings are valid again
+        self.choice.object = (f"**{len(p.formats)} formats** × **{len(p.tensors)} tensors** of "
+                              f"{p.model_id} = {p.pairs} pairs (pairs already stored are skipped)")
+
+    # ------------------------------------------------------------------------- running
+    def run(self) -> SweepJob | None:
+        """Start the sweep in the background (one at a time per page); None if it cannot run."""
+        if self.running:
+            return None
+        try:
+            plan = self.plan()
+        except PlanError as exc:
+            self._show(str(exc), "danger")
+            return None
+        self.job = SweepJob(plan, self.store)
+        self._polls = self._stored = 0
+        self._set_running(True)
+        self.message.visible = False
+        self.progress.param.update(visible=True, max=max(plan.pairs, 1), value=-1)   # -1: preparing
+        self.status.object = f"preparing {plan.pairs} pairs (compiling kernels, skipping stored pairs)…"
+        self.live.value = pd.DataFrame(columns=LIVE_COLUMNS)
+        self.live_caption.visible = self.live.visible = False
+        self.job.start()
+        self._poll = PeriodicCallback(callback=self.poll, period=POLL_MS, log=False, background=True)
+        self._poll.start()      # attaches to this session's document when served
+        return self.job
+
+    def cancel(self):
+        """Stop after the tasks in flight; everything finished is kept in the store."""
+        if self.running:
+            self.job.cancel.set()
+            self.cancel_button.disabled = True
+            self.status.object = "cancelling: waiting for the tasks in flight…"
+
+    def wait(self, timeout: float | None = None):
+        """Block until the job's thread ends, then show its outcome (for scripts and tests)."""
+        if self.job is not None:
+            self.job.thread.join(timeout)
+            self.poll()
+
+    def poll(self):
+        """Copy the job's state to the widgets (runs on the document's event loop when served)."""
+        job = self.job
+        if job is None or job is self._shown:
+            return
+        with job.lock:
+            done, total, started, rep, error = job.done, job.total, job.started, job.report, job.error
+        finished = job.finished
+        if started:
+            self.progress.param.update(max=max(total, 1), value=min(done, max(total, 1)))
+            self.status.object = f"{done} of {total} measured"
+        self._polls += 1
+        if finished or self._polls % STORE_EVERY == 0:
+            self._refresh_live(job)
+        if finished:
+            self._finish(job, done, total, rep, error)
+
+    def _refresh_live(self, job: SweepJob):
+        try:
+            count = int(st.runs(self.store, [job.run_id])["rows"].sum())
+            best = st.run_results(self.store, job.run_id, LIVE_ROWS) if count else None
+        except (duckdb.Error, OSError):
+            return          # a store mid-write or unreadable: the next poll tries again
+        if count == self._stored:
+            return
+        self._stored = count
+        self.live.value = best[LIVE_COLUMNS].reset_index(drop=True)
+        self.live_caption.object = f"**{count} rows** of this run stored so far; lowest nmse:"
+        self.live_caption.visible = self.live.visible = True
+        if self.notify:
+            self.notify()       # other pages re-read the store when next shown
+
+    def _finish(self, job: SweepJob, done: int, total: int, rep, error: str | None):
+        self._shown = job
+        if self._poll is not None:
+            self._poll.stop()
+            self._poll = None
+        self._set_running(False)
+        if error is not None:
+            self.progress.visible = False
+            self.status.object = ""
+            self._show(error, "danger")
+            return
+        self.progress.param.update(max=max(total, 1), value=min(done, max(total, 1)) if total else 1)
+        # whole tensors skipped (biases, norms) are listed on every run; pairs are worth a word
+        pairs_skipped = sum(1 for _, fmt, _ in rep.skipped if fmt)
+        extra = (f"; {rep.already} pairs were already stored" if rep.already else "") + \
+                (f"; {pairs_skipped} pairs do not apply (reasons on the Data page)" if pairs_skipped else "")
+        if job.cancel.is_set():
+            self.status.object = f"cancelled after {done} of {total}; {rep.measured} rows kept"
+            self._show(f"Sweep of {rep.model} cancelled after {done} of {total}; {rep.measured} rows kept "
+                       f"(run {rep.run_id[:8]}){extra}.", "warning")
+        else:
+            self.status.object = (f"{done} of {total} measured" if total else
+                                  f"nothing to measure: all {rep.already} pairs already stored")
+            self._show(f"Sweep of {rep.model} done: {rep.measured} rows measured in {rep.seconds:.1f} s "
+                       f"(run {rep.run_id[:8]}){extra}.", "success")
+        if self.notify:
+            self.notify()
+
+    def _set_running(self, running: bool):
+        for w in (*self.inputs, self.run_button):
+            w.disabled = running
+        self.cancel_button.disabled = not running
+
+    def _show(self, text: str, kind: str):
+        self.message.object, self.message.alert_type, self.message.visible = text, kind, True
