@@ -12,8 +12,10 @@ import pytest
 from workbench import store as st
 from workbench.formats import parse
 from workbench.sweep import spec_columns
-from workbench.views.ratios import (double_ratio_table, error_ratio, ratio_heatmap, ratio_scatter,
-                                    single_ratio_table)
+from workbench.views.ratios import (GAIN_STYLE, NO_PAIR_COLOR, double_ratio_table, encoding_key, encoding_label,
+                                    encodings_present, error_ratio, gain_row_styles, gain_summary,
+                                    missing_pairs, parse_encoding, ratio_heatmap, ratio_scatter,
+                                    single_ratio_table, super_bits_present)
 
 
 def summary(rows: dict[str, dict]) -> pd.DataFrame:
@@ -172,6 +174,15 @@ def test_heatmap_dimensions_colours_and_render():
     assert lo == -hi and hi == pytest.approx(2.0)          # centred at 0, |log2 0.25| = 2
     assert opts["cmap"] == "RdBu_r"
     _render(hm)
+    # 3-bit s × 32 and 4-bit a × 32 only: the two grid cells without a pair are grey, not white
+    # (white would read as ratio 1)
+    two = single_ratio_table(summary({"Q3s16_e4m3": {"nmse": 0.1}, "Q3s32": {"nmse": 0.2},
+                                      "Q4a16_e4m3": {"nmse": 0.1}, "Q4a32": {"nmse": 0.2}}), "e4m3", "f16")
+    fig = _render(ratio_heatmap(two))
+    assert fig.renderers[0].glyph.fill_color.transform.nan_color == NO_PAIR_COLOR
+    cells = fig.renderers[0].data_source.data
+    assert len(cells["format_a"]) == 4 and list(cells["format_a"]).count("-") == 2
+    assert np.isnan(np.asarray(cells["zvalues"], float)).sum() == 2
     # an empty table still plots
     empty = single_ratio_table(summary({"Q4s32": {"nmse": 1.0}}), "e4m3", "f16")
     _render(ratio_heatmap(empty, "nothing"))
@@ -189,6 +200,101 @@ def test_scatter_dimensions_and_render():
     assert len(hline) == 1 and hline[0].data == 1.0
     _render(sc)
     assert [d.name for d in ratio_scatter(t, x="bpw_diff_pct").get(0).kdims] == ["bpw_diff_pct", "ratio"]
+
+
+def test_scatter_range_keeps_the_line_at_one_and_stays_positive():
+    """One point at 0.25: a linear margin would cross zero on the log axis; the line at 1, which
+    does not widen the range itself, must stay in view."""
+    t = double_ratio_table(summary(DOUBLE), "e4m3", "f16", super_bits=8)
+    assert t["ratio"].tolist() == pytest.approx([0.25])
+    lo, hi = hv.Store.lookup_options("bokeh", ratio_scatter(t), "plot").kwargs["ylim"]
+    assert 0 < lo < 0.25 and hi > 1
+    fig = _render(ratio_scatter(t))
+    assert 0 < fig.y_range.start < 0.25 and fig.y_range.end > 1
+    lo, hi = hv.Store.lookup_options("bokeh", ratio_scatter(t.iloc[:0]), "plot").kwargs["ylim"]
+    assert 0 < lo < 1 < hi
+
+
+# ------------------------------------------------------------------- choices and captions
+def test_encoding_keys_round_trip_and_labels():
+    assert encoding_key("e4m3") == "e4m3" and encoding_key("e4m3", False) == "e4m3_nonorm"
+    assert encoding_key("f16", False) == "f16"            # no normalizer to drop: the same format
+    for key, parsed, label in (("e4m3", ("e4m3", True), "e4m3 (normalizer)"),
+                               ("e5m2_nonorm", ("e5m2", False), "e5m2 (no normalizer)"),
+                               ("bf16", ("bf16", True), "bf16"), ("e8m0", ("e8m0", True), "e8m0")):
+        assert parse_encoding(key) == parsed and encoding_label(key) == label
+        assert encoding_key(*parsed) == key
+    for bad, needle in (("fp16", "unknown scale encoding 'fp16'"), ("e4m3_rmse", "unknown scale encoding"),
+                        ("f16_nonorm", "e4m3/e5m2 only, not f16")):
+        with pytest.raises(ValueError, match=needle):
+            parse_encoding(bad)
+
+
+def test_encodings_and_super_bits_present():
+    df = summary(SINGLE | DOUBLE | {"Q4s32_e5m2_nonorm": {"nmse": 0.1}, "Q4s32_e8m0_naive": {"nmse": 0.1}})
+    # naive, rmse-search and llama.cpp rows never pair, so their encodings are not offered
+    assert encodings_present(df) == ["f16", "bf16", "e4m3", "e4m3_nonorm", "e5m2_nonorm"]
+    assert super_bits_present(df) == [6, 8]
+    assert super_bits_present(summary(SINGLE)) == []
+    one = summary({"Q4s32": {"nmse": 0.1}})
+    assert encodings_present(one) == ["f16"] and super_bits_present(one) == []
+    assert encodings_present(one.iloc[:0]) == [] and super_bits_present(one.iloc[:0]) == []
+    assert encodings_present(one.drop(columns="search")) == []
+
+
+def test_missing_pairs_names_the_missing_side():
+    df = summary(SINGLE | DOUBLE)
+    assert missing_pairs(df, "e8m0", "f16", False) == (
+        "missing: the store has no single formats with e8m0 scales")
+    assert missing_pairs(df, "e4m3", "e5m2", True) == (
+        "missing: the store has no double formats with e5m2 (normalizer) scales")
+    assert missing_pairs(df, "e4m3_nonorm", "f16", True) == (
+        "missing: the store has no double formats with e4m3 (no normalizer) scales")
+    # both sides exist, but e4m3 has no 16×16 and f16 no 8×8: the shapes present are listed
+    assert missing_pairs(df, "f16", "e4m3", True) == (
+        "missing: no 8×8 double formats with f16 scales (the store has 16×8, 16×16)")
+    msg = missing_pairs(df, "e4m3", "f16", True, super_bits=7)
+    assert msg == "missing: the store has no double formats with e4m3 (normalizer) scales with 7-bit super-scales"
+    # single: both encodings present but no (bits, symmetry) at B/2 vs B
+    two = summary({"Q3s16_e4m3": {"nmse": 0.1}, "Q5s32": {"nmse": 0.1}})
+    assert single_ratio_table(two, "e4m3", "f16").empty
+    assert missing_pairs(two, "e4m3", "f16", False) == (
+        "missing: no e4m3 (normalizer) format at block B/2 has a f16 partner at block B with the same "
+        "bits and symmetry (e4m3 (normalizer) blocks: 16; f16 blocks: 32)")
+    # double: both shapes present, never the same bits
+    three = summary({"Q(4s8)xQ(6s8)_e4m3": {"nmse": 0.1}, "Q(5s16)xQ(6s16)": {"nmse": 0.1}})
+    assert missing_pairs(three, "e4m3", "f16", True) == (
+        "missing: the 8×8 e4m3 (normalizer) and 16×16 f16 double formats never share bits and symmetry")
+    assert missing_pairs(two.iloc[:0], "e4m3", "f16", False).startswith("missing: the store has no single")
+    assert "\n" not in msg
+
+
+def test_gain_summary_counts_and_median():
+    t = single_ratio_table(summary(SINGLE), "e4m3", "f16")        # ratios 0.5, 0.25, 1.5
+    assert gain_summary(t, "e4m3", "f16", False) == (
+        "e4m3 (normalizer) at B/2 beats f16 at B in 2 of 3 pairs (median ratio 0.5)")
+    d = double_ratio_table(summary(DOUBLE), "e4m3", "f16")       # 0.25, 0.25, 1.5
+    assert gain_summary(d, "e4m3", "f16", True) == (
+        "8×8 with e4m3 (normalizer) beats 16×16 with f16 in 2 of 3 pairs (median ratio 0.25)")
+    assert gain_summary(t.iloc[:1], "e4m3", "f16", False).endswith("in 1 of 1 pairs (median ratio 0.5)")
+    assert gain_summary(t.iloc[:0], "e4m3", "f16", False).endswith("in 0 of 0 pairs (median ratio n/a)")
+    # a ratio that is not a number (0/0) is no gain and no median
+    nan = t.iloc[:2].assign(ratio=[np.nan, 2.0])
+    assert gain_summary(nan, "e4m3", "f16", False).endswith("in 0 of 2 pairs (median ratio 2)")
+
+
+def test_gain_rows_are_highlighted():
+    t = single_ratio_table(summary(SINGLE), "e4m3", "f16")
+    styles = t.apply(gain_row_styles, axis=1, result_type="expand")
+    assert styles.shape == t.shape
+    assert [set(row) for row in styles.to_numpy()] == [{GAIN_STYLE}, {GAIN_STYLE}, {""}]
+    # the pandas Styler path Tabulator takes
+    styler = t.style.apply(gain_row_styles, axis=1)
+    styler._compute()           # what Panel's Tabulator does to send cell styles
+    lit = {cell for cell, css in styler.ctx.items() if ("background-color", "#d6e9f8") in css}
+    assert lit == {(r, c) for r in (0, 1) for c in range(t.shape[1])}
+    assert gain_row_styles(pd.Series({"ratio": np.nan, "x": 1})) == ["", ""]
+    assert gain_row_styles(pd.Series({"ratio": 1.0})) == [""]
 
 
 # ------------------------------------------------------------------------------ real sweep

@@ -21,6 +21,7 @@ EXAMPLES = """examples:
   workbench import colleague.parquet
   workbench bench                                  # default grid timing + Numba vs gguf legacy
   workbench bench --vs llama.cpp                   # Numba vs llama.cpp's C quantizer, ratios
+  workbench bench --vs llama.cpp --store           # ... and record them for the Throughput page
   workbench serve                                  # the dashboard on http://localhost:5006/workbench
 """
 
@@ -75,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vs", choices=["llama.cpp"], default=None, help="llama.cpp: our Numba quantizers "
                    "against llama.cpp's C ggml_quantize_chunk (needs .[reference]), 1 thread and all cores")
     p.add_argument("--threads", type=int, default=None, help="--vs: threads for the all-cores columns")
+    p.add_argument("--store", type=Path, nargs="?", const=True, default=None, metavar="DIR",
+                   help="--vs: also record the timings in this store (no DIR: $WORKBENCH_STORE, else "
+                        "data/store), where the dashboard's Throughput page shows them")
 
     p = sub.add_parser("imatrix", help="inspect an imatrix file, or make the default model's",
                        description="With FILE: list what an importance-matrix file holds (llama.cpp's "
@@ -171,9 +175,13 @@ def cmd_import(a) -> int:
 
 
 def cmd_bench(a) -> int:
+    if a.store is not None and a.vs != "llama.cpp":
+        raise ValueError("--store records the llama.cpp reference timings: use it with --vs llama.cpp")
     if a.vs == "llama.cpp":
+        from workbench import store as st
         from workbench.bench_llamacpp import main as vs_main
-        return vs_main(quick=a.quick, out=a.out, threads=a.threads)
+        store = st.default_store() if a.store is True else a.store
+        return vs_main(quick=a.quick, out=a.out, threads=a.threads, store=store)
     from workbench.bench import main as bench_main
     return bench_main(quick=a.quick, out=a.out)
 

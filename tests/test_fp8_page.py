@@ -1,0 +1,116 @@
+"""The fp8-vs-fp16 page without a browser: a real sweep of the seed's pairs on one tensor, the
+page's choices, captions, tables and plots, and the empty and unreadable stores."""
+from __future__ import annotations
+
+import panel as pn
+import pytest
+
+from workbench import store as st
+from workbench.views.fp8_page import EMPTY_STORE, Fp8Page
+from workbench.views.ratios import double_ratio_table, gain_row_styles, single_ratio_table
+
+# The seed's pairs: e4m3 (and bf16) at B/2 against f16 at B, 8×8 e4m3 against 16×16 f16.
+FORMATS = ("Q3s16_e4m3,Q3s32,Q4s16_e4m3,Q4s32,Q4a16_e4m3,Q4a32,Q4s32_e4m3,Q4s64,Q4s16_bf16,"
+           "Q4a16_bf16,Q4s16_e4m3_nonorm,Q(4s8)xQ(6s8)_e4m3,Q(4s16)xQ(6s16),Q(4a8)xQ(6s8)_e4m3,"
+           "Q(4a16)xQ(6s16),Q(4s8)xQ(8s8)_e4m3,Q(4s16)xQ(8s16),Q4_0")
+TENSOR = r"layer\.0\.attention\.self\.query"
+
+
+@pytest.fixture(scope="module")
+def fp8_store(tmp_path_factory):
+    from workbench.sweep import run
+    path = tmp_path_factory.mktemp("fp8-store")
+    run(None, FORMATS, TENSOR, path, progress=False)
+    return path
+
+
+def test_defaults_and_both_analyses(fp8_store):
+    page = Fp8Page(store=fp8_store)
+    summary = st.summary(fp8_store, page.model)
+    assert (page.enc_a, page.enc_b, page.metric, page.super_bits) == ("e4m3", "f16", "nmse", "all")
+    assert list(page.param.enc_a.objects) == ["f16", "bf16", "e4m3", "e4m3_nonorm"]
+    assert list(page.param.enc_a.names) == ["f16", "bf16", "e4m3 (normalizer)", "e4m3 (no normalizer)"]
+    assert page.param.metric.objects == ["nmse", "sqnr_db", "bnl", "max_abs_err", "cosine"]
+    assert list(page.param.super_bits.objects) == ["all", "6", "8"]
+    assert not page.message.visible
+    pn.panel(page).get_root()
+
+    single = single_ratio_table(summary, "e4m3", "f16")
+    double = double_ratio_table(summary, "e4m3", "f16")
+    assert len(single) == 4 and len(double) == 3
+    for section, table, head in ((page.single, single, "e4m3 (normalizer) at B/2 beats f16 at B"),
+                                 (page.double, double, "8×8 with e4m3 (normalizer) beats 16×16 with f16")):
+        wins = int((table["ratio"] < 1).sum())
+        assert section.summary.object == (f"{head} in {wins} of {len(table)} pairs "
+                                          f"(median ratio {table['ratio'].median():.3g})")
+        shown = section.table.value
+        assert sorted(shown["format_a"]) == sorted(table["format_a"])
+        assert shown["ratio"].is_monotonic_increasing          # gains first
+        assert {"nmse A", "nmse B"} <= set(shown.columns)
+        assert section.heatmap.object is not None and section.figures.visible
+        assert section.heatmap.object.data["format_a"].tolist() == table["format_a"].tolist()
+
+
+def test_encoding_a_changes_everything_and_missing_sides_are_named(fp8_store):
+    page = Fp8Page(store=fp8_store)
+    page.enc_a = "bf16"
+    assert set(page.single.table.value["format_a"]) == {"Q4s16_bf16", "Q4a16_bf16"}
+    assert page.single.summary.object.startswith("bf16 at B/2 beats f16 at B in ")
+    assert "Single quantization: blocks of B/2 with bf16 scales" in page.single.heading.object
+    # no bf16 double formats: one line says so and nothing is drawn
+    assert page.double.summary.object == "missing: the store has no double formats with bf16 scales"
+    assert not page.double.figures.visible and page.double.table.value.empty
+    page.enc_a = "e4m3_nonorm"
+    assert page.single.table.value["format_a"].tolist() == ["Q4s16_e4m3_nonorm"]
+    page.enc_a, page.super_bits = "e4m3", "8"
+    assert page.double.table.value["format_a"].tolist() == ["Q(4s8)xQ(8s8)_e4m3"]
+    page.metric = "sqnr_db"
+    assert {"sqnr_db A", "sqnr_db B"} <= set(page.single.table.value.columns)
+    assert (page.single.table.value["ratio"] > 0).all()
+
+
+def test_gain_rows_are_styled_in_the_table(fp8_store):
+    page = Fp8Page(store=fp8_store)
+    shown = page.single.table.value
+    styles = page.single.table._get_style_data()["data"]     # what Tabulator sends to the browser
+    styled_rows = {r for r, cells in styles.items() if cells}
+    expected = {i for i, row in shown.iterrows() if gain_row_styles(row)[0]}
+    assert styled_rows == expected and expected
+
+
+def test_reload_picks_up_a_new_model(fp8_store, tmp_path):
+    import shutil
+    store = tmp_path / "store"
+    shutil.copytree(fp8_store, store)
+    page = Fp8Page(store=store)
+    other = st.results(store).assign(model="other-model")
+    other = other[other["format"].isin(["Q4s16_e8m0", "Q4s32", "Q4s16_e4m3"])]
+    st.write(store, "results", other)
+    page.reload()
+    assert list(page.param.model.objects) == ["all-MiniLM-L6-v2", "other-model"]
+    page.model = "other-model"
+    assert list(page.param.enc_a.objects) == ["f16", "e4m3"] and page.enc_a == "e4m3"
+    assert page.single.table.value["format_a"].tolist() == ["Q4s16_e4m3"]
+    assert page.double.summary.object == "missing: the store has no double formats with e4m3 (normalizer) scales"
+
+
+def test_empty_and_unreadable_stores(tmp_path):
+    page = Fp8Page(store=tmp_path / "nothing")
+    assert page.message.visible and EMPTY_STORE in page.message.object
+    assert not page.single.layout.visible and page.controls[0].disabled
+    pn.panel(page).get_root()
+    bad = tmp_path / "bad" / "model=x" / "table=results"
+    bad.mkdir(parents=True)
+    (bad / "garbage.parquet").write_bytes(b"not parquet")
+    page = Fp8Page(store=tmp_path / "bad")
+    assert page.message.alert_type == "danger" and "cannot read the store" in page.message.object
+    assert "\n" not in page.message.object
+
+
+def test_a_store_without_pairable_formats(tmp_path):
+    from workbench.sweep import run
+    run(None, "Q4_0,Q4s32_rmse", TENSOR, tmp_path, progress=False)
+    page = Fp8Page(store=tmp_path)
+    assert page.enc_a is None and page.message.visible and page.message.alert_type == "warning"
+    assert "no uniform formats with absmax scales" in page.message.object
+    pn.panel(page).get_root()

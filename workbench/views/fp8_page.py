@@ -1,0 +1,207 @@
+"""The fp8-vs-fp16-scales page: the seed's two ratio analyses (workbench.views.ratios) for any
+pair of scale encodings, model and metric; net gains of the A side (ratio < 1) stand out in
+the heatmap's diverging colours and in the highlighted table rows."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import panel as pn
+import param
+from bokeh.models.widgets.tables import NumberFormatter, ScientificFormatter
+
+from workbench import store as st
+from workbench.views.pareto import METRICS, WEIGHTED
+from workbench.views.ratios import (RATIO_METRICS, double_ratio_table, encoding_label, encodings_present,
+                                    gain_row_styles, gain_summary, missing_pairs, parse_encoding,
+                                    ratio_heatmap, ratio_scatter, single_ratio_table, super_bits_present)
+
+EMPTY_STORE = "no results yet: run `workbench sweep`"
+DEFAULT_A, DEFAULT_B = "e4m3", "f16"
+TABLE_HEIGHT, ROW_HEIGHT = 300, 30      # px: short tables shrink to their rows
+TABLE_COLUMNS = ("label", "bits", "format_a", "format_b", "metric_a", "metric_b", "ratio",
+                 "bpw_diff", "bpw_diff_pct")
+
+
+class RatioSection:
+    """One analysis (single or double quantization): heading, summary line, heatmap, scatter
+    and the table of pairs, gains first and highlighted."""
+
+    def __init__(self, x: str):
+        self.x = x
+        self.heading = pn.pane.Markdown("", margin=(10, 10, 0, 10))
+        self.summary = pn.pane.Markdown("", styles={"font-weight": "600"}, margin=(0, 10))
+        # unlinked: the single and double heatmaps share dimension names but not categories
+        self.heatmap = pn.pane.HoloViews(None, sizing_mode="stretch_width", min_height=340, linked_axes=False)
+        self.scatter = pn.pane.HoloViews(None, sizing_mode="stretch_width", min_height=340, linked_axes=False)
+        self.table = pn.widgets.Tabulator(pd.DataFrame(columns=list(TABLE_COLUMNS)), show_index=False,
+                                          disabled=True, sizing_mode="stretch_width", height=TABLE_HEIGHT,
+                                          layout="fit_data_stretch")
+        self.table.style.apply(gain_row_styles, axis=1)     # kept across value updates
+        self.figures = pn.Row(self.heatmap, self.scatter, sizing_mode="stretch_width")
+        self.layout = pn.Column(self.heading, self.summary, self.figures, self.table,
+                                sizing_mode="stretch_width")
+
+    def show(self, heading: str, table: pd.DataFrame, summary: str, title: str, metric: str):
+        self.heading.object = f"#### {heading}"
+        self.summary.object = summary
+        has = not table.empty
+        self.figures.visible = self.table.visible = has
+        if not has:
+            self.heatmap.object = self.scatter.object = None
+            self.table.value = pd.DataFrame(columns=list(TABLE_COLUMNS))
+            return
+        self.heatmap.object = ratio_heatmap(table, title)
+        self.scatter.object = ratio_scatter(table, x=self.x).opts(title="ratio against the bpw difference")
+        rows = table[list(TABLE_COLUMNS)].sort_values("ratio", kind="stable").reset_index(drop=True)
+        self.table.value = rows.rename(columns={"metric_a": f"{metric} A", "metric_b": f"{metric} B"})
+        value = (ScientificFormatter(precision=3, power_limit_low=0) if METRICS[metric].log
+                 else NumberFormatter(format="0.0000"))
+        self.table.formatters = {f"{metric} A": value, f"{metric} B": value,
+                                 "ratio": NumberFormatter(format="0.000"),
+                                 "bpw_diff": NumberFormatter(format="+0.0000"),   # a normalizer: ~2e-4
+                                 "bpw_diff_pct": NumberFormatter(format="+0.000")}
+        self.table.height = min(TABLE_HEIGHT, ROW_HEIGHT * (len(rows) + 1) + 12)
+
+
+class Fp8Page(pn.viewable.Viewer):
+    """Loss of encoding A at half the block (or 8×8 hyper-blocks) over encoding B at the full
+    block (16×16): ratios below 1 are net gains for A."""
+
+    model = param.Selector(default=None, objects=[], doc="Model whose results are compared")
+    metric = param.Selector(default="nmse", objects=["nmse"], doc="Error metric of the ratio")
+    enc_a = param.Selector(default=None, objects=[], doc="Scale encoding of side A (B/2, 8×8)")
+    enc_b = param.Selector(default=None, objects=[], doc="Scale encoding of side B (B, 16×16)")
+    super_bits = param.Selector(default="all", objects=["all"], doc="Super-scale bits (double)")
+
+    def __init__(self, store: str | Path | None = None, model: str | None = None, notify=None, **params):
+        super().__init__(**params)
+        self.store = Path(store) if store else st.default_store()
+        self._summaries: dict[str, pd.DataFrame] = {}
+        self._loading = False
+        self.message = pn.pane.Alert("", alert_type="info", visible=False)
+        self.single = RatioSection(x="bpw_diff")
+        self.double = RatioSection(x="bpw_diff_pct")
+        self.main = pn.Column(self.message, self.single.layout, self.double.layout, sizing_mode="stretch_width")
+        self._open(model)
+        self.controls = pn.Column(
+            pn.widgets.Select.from_param(self.param.model, name="Model"),
+            pn.widgets.Select.from_param(self.param.metric, name="Metric"),
+            pn.widgets.Select.from_param(self.param.enc_a, name="Encoding A (half block, 8×8)"),
+            pn.widgets.Select.from_param(self.param.enc_b, name="Encoding B (full block, 16×16)"),
+            pn.widgets.Select.from_param(self.param.super_bits, name="Super-scale bits (double)"),
+            pn.pane.Markdown("ratio = error(A) / error(B): below 1 (blue, highlighted rows) A is "
+                             "better. Runs without an importance matrix.", styles={"font-size": "0.9em"}),
+        )
+        if self.model is None:
+            for widget in self.controls[:5]:
+                widget.disabled = True
+
+    def __panel__(self):
+        return pn.Row(pn.Column(self.controls, width=300), self.main, sizing_mode="stretch_width")
+
+    # ---------------------------------------------------------------------------- loading
+    def _open(self, model: str | None):
+        try:
+            models = st.models(self.store)
+        except (duckdb.Error, OSError) as exc:
+            self._show_message(f"cannot read the store at {self.store}: {str(exc).splitlines()[0]}", "danger")
+            return
+        if not models:
+            self._show_message(f"{EMPTY_STORE} (store: {self.store})", "info")
+            return
+        self.param.model.objects = models
+        self.model = model if model in models else models[0]   # → _load_model
+
+    def reload(self):
+        """Re-read the store, keeping the model and the choices that are still there."""
+        self._summaries.clear()
+        model = self.model
+        self.model = None
+        self._open(model)
+        if self.model == model and model is not None:
+            self._load_model()
+
+    def summary(self) -> pd.DataFrame:
+        """The model-level summary the ratios are computed from (runs without an imatrix)."""
+        if self.model not in self._summaries:
+            self._summaries[self.model] = st.summary(self.store, self.model, imatrix="")
+        return self._summaries[self.model]
+
+    @param.depends("model", watch=True)
+    def _load_model(self):
+        if self.model is None:
+            return
+        try:
+            df = self.summary()
+        except (duckdb.Error, OSError) as exc:
+            self._show_message(f"cannot read {self.model} from {self.store}: {str(exc).splitlines()[0]}",
+                               "danger")
+            return
+        metrics = [m for m in METRICS if m in RATIO_METRICS and m not in WEIGHTED and m in df.columns
+                   and df[m].notna().any()] or ["nmse"]
+        encodings = encodings_present(df)
+        bits = super_bits_present(df)
+        self._loading = True        # one refresh for the new model, not one per parameter
+        try:
+            self.param.metric.objects = metrics
+            if self.metric not in metrics:
+                self.metric = metrics[0]
+            labels = {encoding_label(k): k for k in encodings}
+            self.param.enc_a.objects = labels
+            self.param.enc_b.objects = labels
+            if self.enc_a not in encodings:
+                self.enc_a = DEFAULT_A if DEFAULT_A in encodings else next(iter(encodings), None)
+            if self.enc_b not in encodings:
+                self.enc_b = DEFAULT_B if DEFAULT_B in encodings else next(iter(encodings), None)
+            self.param.super_bits.objects = {"all": "all", **{f"{b} bits": str(b) for b in bits}}
+            if self.super_bits not in ["all", *map(str, bits)]:
+                self.super_bits = "all"
+        finally:
+            self._loading = False
+        self._refresh()
+
+    # ---------------------------------------------------------------------------- updates
+    def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The single and double ratio tables for the current choices."""
+        df = self.summary()
+        enc_a, norm_a = parse_encoding(self.enc_a)
+        enc_b, norm_b = parse_encoding(self.enc_b)
+        return (single_ratio_table(df, enc_a, enc_b, self.metric, norm_a, norm_b),
+                double_ratio_table(df, enc_a, enc_b, self.metric, self._super_bits(), norm_a, norm_b))
+
+    def _super_bits(self) -> int | None:
+        return None if self.super_bits == "all" else int(self.super_bits)
+
+    @param.depends("metric", "enc_a", "enc_b", "super_bits", watch=True)
+    def _refresh(self):
+        if self.model is None or self._loading:
+            return
+        if self.enc_a is None or self.enc_b is None:
+            self._show_message(f"{self.model}: no uniform formats with absmax scales to compare "
+                               f"(sweep formats such as Q4s16_e4m3 and Q4s32)", "warning")
+            return
+        try:
+            single, double = self.tables()
+        except ValueError as exc:      # a metric the summary lacks: one line, nothing drawn
+            self._show_message(f"{self.model}: {exc}", "warning")
+            return
+        self.message.visible = False
+        self.single.layout.visible = self.double.layout.visible = True
+        a, b, m = encoding_label(self.enc_a), encoding_label(self.enc_b), self.metric
+
+        def caption(table, double):     # the gain count, or which side is missing
+            if len(table):
+                return gain_summary(table, self.enc_a, self.enc_b, double)
+            return missing_pairs(self.summary(), self.enc_a, self.enc_b, double,
+                                 self._super_bits() if double else None)
+
+        self.single.show(f"Single quantization: blocks of B/2 with {a} scales vs blocks of B with {b}",
+                         single, caption(single, False), f"{m}(B/2, {a}) / {m}(B, {b})", m)
+        self.double.show(f"Double quantization: 8×8 hyper-blocks with {a} super-scales vs 16×16 with {b}",
+                         double, caption(double, True), f"{m}(8×8, {a}) / {m}(16×16, {b})", m)
+
+    def _show_message(self, text: str, kind: str):
+        self.message.object, self.message.alert_type, self.message.visible = text, kind, True
+        self.single.layout.visible = self.double.layout.visible = False
