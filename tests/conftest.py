@@ -26,3 +26,15 @@ def oracle():
     if not o.available():
         pytest.skip(o.MISSING)
     return o
+
+
+@pytest.fixture(scope="session")
+def small_store(tmp_path_factory):
+    """A real store: the default model's layer-0 tensors × the 12 'small' formats, measured once
+    per session (read-only: copy it before writing)."""
+    from workbench import sweep
+    path = tmp_path_factory.getbasetemp() / "small-store"
+    if not (path / ".complete").exists():
+        sweep.run(formats="small", tensors=r"layer\.0\.", store=path, progress=False)
+        (path / ".complete").touch()
+    return path

@@ -21,17 +21,6 @@ from workbench.views.data_page import (EMPTY_STORE, SHOWN_COLUMNS, DataPage, exp
 SECOND = r"layer\.1\.output\.dense"     # a tensor the small store (layer 0 only) does not hold
 
 
-@pytest.fixture(scope="session")
-def small_store(tmp_path_factory):
-    """The default model's layer-0 tensors × the 12 'small' formats (the same folder as
-    tests/test_views.py and tests/ui build, so a session measures it once)."""
-    path = tmp_path_factory.getbasetemp() / "small-store"
-    if not (path / ".complete").exists():
-        run(formats="small", tensors=r"layer\.0\.", store=path, progress=False)
-        (path / ".complete").touch()
-    return path
-
-
 @pytest.fixture
 def store(small_store, tmp_path) -> Path:
     copy = tmp_path / "store"

@@ -23,18 +23,6 @@ IMATRIX = ROOT / "data" / "imatrix" / "all-MiniLM-L6-v2.imatrix.gguf"
 LAYER1 = r"layer\.1\."      # the small store holds layer 0 only: these pairs are all new
 
 
-@pytest.fixture(scope="session")
-def small_store(tmp_path_factory):
-    """The default model's layer-0 tensors × the 12 'small' formats (the same folder as
-    tests/test_views.py and tests/ui build, so a session measures it once)."""
-    from workbench import sweep
-    path = tmp_path_factory.getbasetemp() / "small-store"
-    if not (path / ".complete").exists():
-        sweep.run(formats="small", tensors=r"layer\.0\.", store=path, progress=False)
-        (path / ".complete").touch()
-    return path
-
-
 @pytest.fixture
 def store(small_store, tmp_path) -> Path:
     """A private copy of the small store (the pages here write to it)."""

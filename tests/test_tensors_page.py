@@ -20,19 +20,6 @@ from workbench.views.tensors_page import EMPTY_STORE, NEEDS_MODEL, NO_TENSOR, Te
 MODEL = "all-MiniLM-L6-v2"
 
 
-@pytest.fixture(scope="session")
-def small_store(tmp_path_factory):
-    """The default model's layer-0 tensors × the 12 'small' formats, measured for real (the
-    same folder as tests/ui's and tests/test_views.py's fixture: one session builds it once)."""
-    from workbench import sweep
-    path = tmp_path_factory.getbasetemp() / "small-store"
-    done = path / ".complete"
-    if not done.exists():
-        sweep.run(formats="small", tensors=r"layer\.0\.", store=path, progress=False)
-        done.touch()
-    return path
-
-
 @pytest.fixture(scope="module")
 def weights(minilm):
     return {t.name: t.load() for t in minilm.weights(r"layer\.0\.")}

@@ -1,5 +1,5 @@
 """The Pareto page without a browser: pure plot functions on hand-made frames with known
-answers, link_selections filtering, and the Panel page on an empty and a real small store."""
+answers, brushing (Selection1D positions), and the Panel page on an empty and a real small store."""
 from __future__ import annotations
 
 import gc
@@ -128,9 +128,7 @@ def test_pareto_plot_layers():
 
 
 def test_pareto_plot_renders_without_bokeh_validation_errors():
-    """A legend on the brushed points would trip bokeh's E-1006 (two data sources per item)."""
-    ls = hv.link_selections.instance()
-    fig = hv.render(pareto_plot(summary_like(), selection=ls), backend="bokeh")
+    fig = hv.render(pareto_plot(summary_like()), backend="bokeh")
     issues = check_integrity(fig.references())
     assert not issues.error, issues.error
 
@@ -144,35 +142,25 @@ def test_plottable_drops_what_a_log_axis_cannot_show():
     assert len(plottable(df, "sqnr_db")) == len(df) - 2    # inf (nmse 0) and NaN
 
 
-# --------------------------------------------------------------------------- link_selections
-def test_link_selections_filters_the_selected_formats():
+# ------------------------------------------------------------------------------- brushing
+def test_a_brush_selects_rows_of_the_points_data():
+    """Selection1D reports positions in the drawn points' data, whose order (llama.cpp last) is
+    not the frame's: the positions map back through ``points.data``."""
     df = with_kind(summary_like())
-    ls = hv.link_selections.instance()
-    ls(pareto_points(df))
-    selected = ls.selection_param(df)
-    assert len(selected.owner.data) == len(df)             # no selection yet: everything
-    ls.selection_expr = (hv.dim("bpw") <= 4.6) & (hv.dim("nmse") < 1e-2)
-    expected = ["Q4_0", "Q4s32", "Q4s16_e4m3"]
-    assert formats(ls.filter(df)) == expected
-    assert formats(selected.owner.data) == expected
-    table = selected_table(ls.filter(df))
+    points = pareto_points(df)
+    assert list(points.data["kind"]).index(LLAMA_CPP) == len(df) - 2      # drawn last
+    brush = hv.streams.Selection1D(source=points)
+    picked = [i for i, (b, y) in enumerate(zip(points.data["bpw"], points.data["nmse"])) if b <= 4.6 and y < 1e-2]
+    brush.event(index=picked)
+    assert sorted(points.data.iloc[brush.index]["format"]) == sorted(["Q4_0", "Q4s32", "Q4s16_e4m3"])
+    table = selected_table(points.data.iloc[brush.index])
     assert list(table.columns) == ["format", "family", "bits", "block", "scale_dtype", "bpw", "nmse"]
+    opts = opts_of(points, "style")
+    assert opts["nonselection_alpha"] < 0.5      # the browser fades what the brush left out
+    assert {"box_select", "lasso_select", "tap"} <= set(opts_of(points)["tools"])
 
 
 # ---------------------------------------------------------------------------------- the page
-@pytest.fixture(scope="session")
-def small_store(tmp_path_factory):
-    """The default model's layer-0 tensors × the 12 'small' formats, measured for real (the
-    same folder as tests/ui's fixture, so one session builds it once)."""
-    from workbench import sweep
-    path = tmp_path_factory.getbasetemp() / "small-store"
-    done = path / ".complete"
-    if not done.exists():
-        sweep.run(formats="small", tensors=r"layer\.0\.", store=path, progress=False)
-        done.touch()
-    return path
-
-
 def test_page_on_an_empty_store(tmp_path):
     page = ParetoPage(store=tmp_path / "nothing-here")
     assert page.model is None and page.data.empty
@@ -202,8 +190,9 @@ def test_page_on_a_real_store(small_store):
     pn.panel(page).get_root()
 
     # brushing: what the box-select tool sets, the table lists, with the distance to the frontier
-    page.selection.selection_expr = hv.dim("bpw") < 4.4
     expected = summary[summary["bpw"] < 4.4].sort_values("bpw")["format"].tolist()
+    page.select(expected)
+    assert sorted(page.points.data.iloc[page.brush.index]["format"]) == sorted(expected)
     assert page.table.value["format"].tolist() == expected and expected
     assert f"Selected formats: {len(expected)} of 12" in page.caption.object
     gap = page.table.value.set_index("format")["vs_frontier"]
@@ -219,12 +208,16 @@ def test_page_on_a_real_store(small_store):
     assert len(per_tensor) == summary.set_index("format").loc[first, "tensors"] == 6
     assert first in page.detail_title.object
 
+    # a tap on one point (a one-point selection) opens its per-tensor errors straight away
+    page.select([expected[-1]])
+    assert page.focus == expected[-1] and len(page.table.value) == 1
+
     # another metric: the axis changes, so the selection and the drill-down are dropped
     page.metric = "sqnr_db"
-    assert page.selection.selection_expr is None and page.table.value.empty
+    assert page.brush.index == [] and page.table.value.empty
     assert page.detail.object is None and page.focus == "" and "click a format" in page.detail_title.object
     assert "sqnr_db" in page.table.value.columns
-    assert opts_of(page.plot.object[()])["logy"] is False   # a DynamicMap (link_selections)
+    assert opts_of(page.plot.object)["logy"] is False
 
     # the format filters
     page.family = ["ggml"]

@@ -75,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="write the tables as Markdown here")
     p.add_argument("--vs", choices=["llama.cpp"], default=None, help="llama.cpp: our Numba quantizers "
                    "against llama.cpp's C ggml_quantize_chunk (needs .[reference]), 1 thread and all cores")
+    p.add_argument("--brush", action="store_true", help="the dashboard: brush-end to table-update latency "
+                   "on the Pareto page in headless chromium, with 100,000+ result rows in the store")
+    p.add_argument("--base", type=Path, default=None, help="--brush: a store with a full default sweep "
+                   "(default: sweep one first, ~2 min)")
+    p.add_argument("--brushes", type=int, default=15, help="--brush: brushes timed per store")
     p.add_argument("--threads", type=int, default=None, help="--vs: threads for the all-cores columns")
     p.add_argument("--store", type=Path, nargs="?", const=True, default=None, metavar="DIR",
                    help="--vs: also record the timings in this store (no DIR: $WORKBENCH_STORE, else "
@@ -175,6 +180,11 @@ def cmd_import(a) -> int:
 
 
 def cmd_bench(a) -> int:
+    if a.brush:
+        from workbench.bench_brush import main as brush_main
+        args = ["--brushes", str(a.brushes)] + (["--base", str(a.base)] if a.base else []) \
+            + (["--out", str(a.out)] if a.out else [])
+        return brush_main(args)
     if a.store is not None and a.vs != "llama.cpp":
         raise ValueError("--store records the llama.cpp reference timings: use it with --vs llama.cpp")
     if a.vs == "llama.cpp":

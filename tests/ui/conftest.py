@@ -7,31 +7,20 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
-SERVER_START_S = 90      # the first session imports panel/holoviews in the server process
+from workbench.browser import CHROMIUM, CHROMIUM_ARGS, ROOT, ServerError, serve
 
 
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args):
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"no system chromium at {CHROMIUM}")
-    return {**browser_type_launch_args, "executable_path": CHROMIUM,
-            "args": ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                     "--disable-component-update", "--no-first-run", "--disable-sync",
-                     "--disable-quic"]}
+    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_ARGS}
 
 
 @pytest.fixture(scope="session")
@@ -39,66 +28,14 @@ def browser_context_args(browser_context_args):
     return {**browser_context_args, "viewport": {"width": 1400, "height": 1000}}
 
 
-def build_small_store(tmp_path_factory) -> Path:
-    """A real store: the default model's layer-0 tensors × the 12 'small' formats. Built once
-    per session under pytest's base temp (tests/test_views.py reuses the same folder)."""
-    from workbench import sweep
-    path = tmp_path_factory.getbasetemp() / "small-store"
-    done = path / ".complete"
-    if not done.exists():
-        sweep.run(formats="small", tensors=r"layer\.0\.", store=path, progress=False)
-        done.touch()
-    return path
-
-
-@pytest.fixture(scope="session")
-def small_store(tmp_path_factory) -> Path:
-    return build_small_store(tmp_path_factory)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def serve_store(store: Path):
-    """`python -m panel serve workbench` on a free port, reading ``store``; yields its URL and
-    the server's log lines (tests assert no ERROR/Traceback in them)."""
-    port = _free_port()
-    cmd = [sys.executable, "-m", "panel", "serve", "workbench", "--port", str(port),
-           "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}"]
-    env = {**os.environ, "WORKBENCH_STORE": str(store)}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, bufsize=1)
-    lines: queue.Queue[str] = queue.Queue()
-    log: list[str] = []
-
-    def pump():   # keep draining the pipe so the server never blocks on a full buffer
-        for line in proc.stdout:
-            log.append(line)
-            lines.put(line)
-    threading.Thread(target=pump, daemon=True).start()
+    """The dashboard on ``store`` (workbench.browser.serve); a failed start fails the test."""
     try:
-        deadline = time.monotonic() + SERVER_START_S
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"panel serve exited ({proc.returncode}) or did not start in "
-                            f"{SERVER_START_S} s:\n{''.join(log)}")
-            try:
-                if "Bokeh app running at" in lines.get(timeout=max(0.1, deadline - time.monotonic())):
-                    break
-            except queue.Empty:
-                pytest.fail(f"panel serve did not start in {SERVER_START_S} s:\n{''.join(log)}")
-        yield {"url": f"http://127.0.0.1:{port}/workbench", "log": log, "store": Path(store)}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        with serve(store) as srv:
+            yield srv
+    except ServerError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="session")

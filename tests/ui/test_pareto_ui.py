@@ -12,9 +12,10 @@ from playwright.sync_api import Page, expect
 pytestmark = pytest.mark.ui
 
 TIMEOUT_MS = 30_000
-# True once the plot's brushed layer (link_selections' second scatter) holds exactly n points.
+# True once the format points' data source has exactly n points selected (bokeh's own selection).
 PLOT_SHOWS_SELECTION = """n => Bokeh.documents.some(doc => [...doc.all_models].some(m =>
-    m.type === "ColumnDataSource" && "format" in m.data && "kind" in m.data && m.get_length() === n))"""
+    m.type === "ColumnDataSource" && "format" in m.data && "kind" in m.data
+    && m.selected.indices.length === n))"""
 
 
 def test_pareto_page_renders_and_brushing_fills_the_table(page: Page, server, watch, screenshot):

@@ -137,9 +137,11 @@ def _by_kind(data: pd.DataFrame, llama_cpp_last: bool) -> pd.DataFrame:
 
 def pareto_points(df: pd.DataFrame, metric: str = "nmse", colors: dict[str, str] | None = None) -> hv.Points:
     """One point per format, coloured by kind, with box/lasso select and a hover. llama.cpp's
-    types are drawn last: they often sit exactly on a uniform format with the same bytes."""
+    types are drawn last: they often sit exactly on a uniform format with the same bytes. A
+    selection (``Selection1D`` indices are positions in ``.data``) is shown by the browser
+    itself: the rest fade, so brushing costs no redraw on the server."""
     m = METRICS[metric]
-    data = _by_kind(with_kind(df), llama_cpp_last=True)
+    data = _by_kind(with_kind(df), llama_cpp_last=True).reset_index(drop=True)
     colors = colors or kind_colors(ordered_kinds(data))
     fmt = "{0.000e}" if m.log else "{0.000}"
     data = data.assign(written_as=_written_as(data))
@@ -147,7 +149,8 @@ def pareto_points(df: pd.DataFrame, metric: str = "nmse", colors: dict[str, str]
              if c in data.columns]
     return hv.Points(data, kdims=[BPW, hv.Dimension(metric, label=m.label)], vdims=vdims).opts(
         color="kind", cmap=colors, size=9, alpha=0.85, line_color="white", logy=m.log,
-        tools=["hover", "box_select", "lasso_select"], active_tools=["box_select", "wheel_zoom"],
+        nonselection_alpha=0.12, selection_alpha=1.0, selection_line_color="#222222",
+        tools=["hover", "box_select", "lasso_select", "tap"], active_tools=["box_select", "wheel_zoom"],
         hover_tooltips=[("format", "@format"), ("kind", "@kind"), ("bpw", "@bpw{0.000}"),
                         (metric, "@{%s}%s" % (metric, fmt)), ("written as", "@written_as")],
         show_legend=False)
@@ -166,9 +169,8 @@ def _written_as(df: pd.DataFrame) -> list[str]:
 
 
 def kind_legend(df: pd.DataFrame, metric: str = "nmse", colors: dict[str, str] | None = None) -> hv.Points:
-    """The legend of kinds as its own layer of zero-size markers. link_selections draws the
-    brushed points as two layers, and bokeh refuses a legend item whose renderers have
-    different data sources (E-1006), so the brushed points carry no legend."""
+    """The legend of kinds as its own layer of zero-size markers, so the selectable points carry
+    no legend and a legend click cannot hide part of what a brush selects."""
     data = _by_kind(with_kind(df), llama_cpp_last=False)
     colors = colors or kind_colors(ordered_kinds(data))
     return hv.Points(data[["bpw", metric, "kind"]], kdims=[BPW, hv.Dimension(metric, label=METRICS[metric].label)],
@@ -196,20 +198,17 @@ def llama_cpp_labels(df: pd.DataFrame, metric: str = "nmse") -> hv.Labels:
         text_color="#222222", logy=m.log)
 
 
-def pareto_plot(df: pd.DataFrame, metric: str = "nmse", *, selection: hv.link_selections | None = None,
+def pareto_plot(df: pd.DataFrame, metric: str = "nmse", *, points: hv.Points | None = None,
                 colors: dict[str, str] | None = None, underlay: hv.Element | None = None) -> hv.Overlay:
     """bpw vs ``metric`` for every format, the Pareto frontier and llama.cpp's types labelled.
-    ``selection`` (a link_selections instance) is applied to the points only, so the frontier
-    and labels stay as drawn while the points are brushed; the result is then a DynamicMap.
-    ``underlay`` (e.g. ``tensor_cloud``) is drawn beneath everything and is not brushed."""
+    ``points``: the format layer to use (``pareto_points`` of the same rows), when the caller
+    attaches a selection stream to it. ``underlay`` (e.g. ``tensor_cloud``) is drawn beneath."""
     m = METRICS[metric]
     data = with_kind(plottable(df, metric))
     colors = colors or kind_colors(ordered_kinds(data))
-    points = pareto_points(data, metric, colors)
-    if selection is not None:
-        points = selection(points)
+    points = points if points is not None else pareto_points(data, metric, colors)
     title = f"{metric}: {'lower' if m.lower_is_better else 'higher'} is better"
-    layers = kind_legend(data, metric, colors) * points * pareto_frontier(data, metric)
+    layers = kind_legend(data, metric, colors) * pareto_frontier(data, metric) * points
     if underlay is not None:
         layers = underlay * layers
     return (layers * llama_cpp_labels(data, metric)).opts(

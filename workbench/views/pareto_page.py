@@ -19,8 +19,8 @@ from workbench import store as st
 from workbench.sources import TENSOR_KINDS, tensor_kind
 from workbench.views.pareto import (FORMAT_FILTERS, METRICS, TABLE_COLUMNS, WEIGHTED, filter_formats,
                                     filter_values, frontier_gap, gap_label, kind_colors, ordered_kinds,
-                                    pareto_plot, per_tensor_errors, plottable, selected_table,
-                                    tensor_cloud, tensors_matching, with_kind)
+                                    pareto_plot, pareto_points, per_tensor_errors, plottable,
+                                    selected_table, tensor_cloud, tensors_matching, with_kind)
 
 EMPTY_STORE = "no results yet: run `workbench sweep`"
 GAP = "vs_frontier"
@@ -50,8 +50,11 @@ class ParetoPage(pn.viewable.Viewer):
     def __init__(self, store: str | Path | None = None, model: str | None = None, notify=None, **params):
         super().__init__(**params)
         self.store = Path(store) if store else st.default_store()
-        # One link_selections per page, i.e. per session: brushing never leaks between users.
-        self.selection = hv.link_selections.instance()
+        # The brush: bokeh's own box/lasso/tap selection on the format points, reported as row
+        # positions (a Selection1D per drawn plot). The browser fades the unselected points
+        # itself, so a brush costs the server one table update and no redraw.
+        self.points: hv.Points | None = None
+        self.brush: hv.streams.Selection1D | None = None
         self._summaries: dict[tuple, pd.DataFrame] = {}
         self._summary_df = pd.DataFrame()    # this model's formats over the chosen tensors
         self._tensors: list[str] = []        # the chosen tensors
@@ -68,11 +71,11 @@ class ParetoPage(pn.viewable.Viewer):
             show_index=False, disabled=True, sizing_mode="stretch_width", height=320,
             layout="fit_data_stretch", visible=False, selectable=1)
         self.table.on_click(self._clicked)
+        self._table_metric = None
         self.detail_title = pn.pane.Markdown("", visible=False)
         self.detail = pn.pane.HoloViews(None, sizing_mode="stretch_width")
         self.main = pn.Column(self.message, self.plot, self.caption, self.table, self.detail_title,
                               self.detail, sizing_mode="stretch_width")
-        self.selection.param.watch(self._update_table, "selection_expr")
         self._open(model)
         self.controls = self._controls()
 
@@ -97,9 +100,10 @@ class ParetoPage(pn.viewable.Viewer):
             self.tensor_filter, self.filters,
             pn.widgets.Checkbox.from_param(self.param.show_tensors, css_classes=["every-point"],
                                            name="Every (tensor, format) point (density when many)"),
-            pn.pane.Markdown("Drag on the plot to box-select formats (lasso in the toolbar; shift "
-                             "adds to the selection); the table lists them. Click a row for that "
-                             "format's error on each tensor.", styles={"font-size": "0.9em"}),
+            pn.pane.Markdown("Drag on the plot to box-select formats (lasso and tap in the toolbar; "
+                             "shift adds to the selection); the table lists them with their distance "
+                             "to the frontier. Click a row, or tap a single point, for that format's "
+                             "error on each tensor.", styles={"font-size": "0.9em"}),
         )
         if self.model is None:    # nothing to choose from: an empty option list renders oddly
             for widget in controls[:3]:
@@ -143,9 +147,16 @@ class ParetoPage(pn.viewable.Viewer):
 
     def selected(self) -> pd.DataFrame:
         """The plotted rows inside the current box/lasso selection (none when nothing is selected)."""
-        if self.selection.selection_expr is None or self._data.empty:
+        if self.brush is None or not self.brush.index or self.points is None:
             return self._data.iloc[:0]
-        return self.selection.filter(self._data)
+        rows = self.points.data.iloc[[i for i in self.brush.index if 0 <= i < len(self.points.data)]]
+        return self._data.set_index("format").loc[rows["format"]].reset_index()
+
+    def select(self, formats) -> None:
+        """Select these formats as a brush would (for scripts and tests)."""
+        names = set(formats)
+        if self.brush is not None:
+            self.brush.event(index=[i for i, f in enumerate(self.points.data["format"]) if f in names])
 
     @contextlib.contextmanager
     def _batch(self):
@@ -246,18 +257,35 @@ class ParetoPage(pn.viewable.Viewer):
         chosen = {name: getattr(self, name) for name in FORMAT_FILTERS}
         data = plottable(filter_formats(df, **chosen), self.metric)
         self._data = data.assign(**{GAP: frontier_gap(data, self.metric)}) if len(data) else data
-        self.selection.selection_expr = None   # a brush on other data or another axis means nothing
         self._show_focus("")
         if self._data.empty:
+            self._new_brush(None)
             why = "no formats pass the format filters" if not df.empty else EMPTY_STORE
             self._show_message(f"{self.model}: {why} to plot for {self.metric}", "warning")
         else:
             self.message.visible = False
             underlay = self._tensor_cloud() if self.show_tensors else None
-            self.plot.object = pareto_plot(self._data, self.metric, selection=self.selection,
+            self._new_brush(pareto_points(self._data, self.metric, self._colors))
+            self.plot.object = pareto_plot(self._data, self.metric, points=self.points,
                                            colors=self._colors, underlay=underlay)
             self.plot.visible = self.caption.visible = self.table.visible = self.detail_title.visible = True
         self._update_table()
+
+    def _new_brush(self, points: hv.Points | None):
+        """A fresh selection stream on the points about to be drawn: a brush on other data or
+        another axis means nothing, so a redraw starts unselected."""
+        if self.brush is not None:
+            self.brush.source = None
+            self.brush.clear()
+        self.points = points
+        self.brush = hv.streams.Selection1D(source=points) if points is not None else None
+        if self.brush is not None:
+            self.brush.param.watch(self._brushed, "index")
+
+    def _brushed(self, event):
+        self._update_table()
+        if len(event.new) == 1:     # one point (a tap): straight to its per-tensor errors
+            self.focus = str(self.points.data["format"].iloc[event.new[0]])
 
     def _tensor_cloud(self) -> hv.Element:
         rows = st.tensor_results(self.store, self.model, self.imatrix, formats=list(self._data["format"]),
@@ -269,13 +297,15 @@ class ParetoPage(pn.viewable.Viewer):
         table = selected_table(sel, self.metric)
         if GAP in sel.columns:
             table[GAP] = sel.set_index("format").loc[table["format"], GAP].to_numpy()
+        if self._table_metric != self.metric:   # new column set-up only with a new metric: it
+            self._table_metric = self.metric      # makes the browser rebuild the whole table
+            log = METRICS[self.metric].log
+            self.table.formatters = {"bpw": NumberFormatter(format="0.000"),
+                                     self.metric: ScientificFormatter(precision=3, power_limit_low=0)
+                                     if log else NumberFormatter(format="0.0000"),
+                                     GAP: NumberFormatter(format="0.000")}
+            self.table.titles = {GAP: gap_label(self.metric)}
         self.table.value = table
-        log = METRICS[self.metric].log
-        self.table.formatters = {"bpw": NumberFormatter(format="0.000"),
-                                 self.metric: ScientificFormatter(precision=3, power_limit_low=0)
-                                 if log else NumberFormatter(format="0.0000"),
-                                 GAP: NumberFormatter(format="0.000")}
-        self.table.titles = {GAP: gap_label(self.metric)}
         n, total = len(sel), len(self._data)
         self.caption.object = (f"Selected formats: {n} of {total} — click one for its per-tensor errors" if n else
                                f"Selected formats: none yet. Box-select points in the plot "

@@ -1,0 +1,80 @@
+"""The dashboard in a real browser: `panel serve workbench` in a subprocess and Debian's chromium
+driven by playwright. Shared by the UI tests (tests/ui) and the brush-latency benchmark.
+
+Playwright's own browser download is never used (no network at run time): ``executable_path``
+points it at the system chromium.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("WORKBENCH_CHROMIUM", "/usr/bin/chromium")
+# no sandbox (root in containers), no GPU, and no background traffic to retry while offline
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
+SERVER_START_S = 90      # the first session imports panel/holoviews in the server process
+
+
+class ServerError(RuntimeError):
+    """`panel serve` exited or did not start in time; the message holds its log."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve(store: str | os.PathLike, start_s: float = SERVER_START_S, env: dict | None = None):
+    """`python -m panel serve workbench` on a free port, reading ``store``; yields a dict with its
+    ``url``, the ``log`` lines so far (a live list) and the ``store`` path."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "panel", "serve", "workbench", "--port", str(port),
+           "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {}), "WORKBENCH_STORE": str(store)},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    lines: queue.Queue[str] = queue.Queue()
+    log: list[str] = []
+
+    def pump():   # keep draining the pipe so the server never blocks on a full buffer
+        for line in proc.stdout:
+            log.append(line)
+            lines.put(line)
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        deadline = time.monotonic() + start_s
+        while True:
+            if proc.poll() is not None:
+                raise ServerError(f"panel serve exited ({proc.returncode}):\n{''.join(log)}")
+            try:
+                if "Bokeh app running at" in lines.get(timeout=max(0.1, deadline - time.monotonic())):
+                    break
+            except queue.Empty:
+                pass
+            if time.monotonic() > deadline:
+                raise ServerError(f"panel serve did not start in {start_s} s:\n{''.join(log)}")
+        yield {"url": f"http://127.0.0.1:{port}/workbench", "log": log, "store": Path(store)}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def launch_args() -> dict:
+    """Keyword arguments for playwright's ``chromium.launch`` (system chromium, headless)."""
+    if not os.path.exists(CHROMIUM):
+        raise FileNotFoundError(f"no system chromium at {CHROMIUM} (apt-get install chromium)")
+    return {"executable_path": CHROMIUM, "args": CHROMIUM_ARGS, "headless": True}
