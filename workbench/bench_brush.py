@@ -129,24 +129,24 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"store": label, "result rows": count, **stats(ms)})
             print(f"{label}: median {rows[-1]['median_ms']:.0f} ms over {len(ms)} brushes")
     df = pd.DataFrame(rows)
-    df["ratio_vs_reference"] = df["median_ms"] / df["median_ms"].iloc[0]
-    table = df.to_markdown(index=False, floatfmt=".1f") if _has_tabulate() else df.to_string(index=False)
+    df["median vs reference"] = [f"{v:.2f}" for v in df["median_ms"] / df["median_ms"].iloc[0]]
+    df["result rows"] = df["result rows"].astype(int)
+    table = _markdown(df)
     verdict = (f"target ≤ {TARGET_MS} ms: {'met' if df['median_ms'].iloc[-1] <= TARGET_MS else 'NOT met'} "
                f"(median at {n:,} rows)")
     print(table)
     print(verdict)
     if a.out:
         a.out.write_text(f"# Brush → table latency (Pareto page, headless chromium)\n\n"
-                         f"`workbench bench --brush --brushes {a.brushes}`\n\n{table}\n\n{verdict}\n")
+                         f"`workbench bench --brush --brushes {a.brushes}` on {st.device_name()}, "
+                         f"{time.strftime('%Y-%m-%d')}\n\n{table}\n\n{verdict}\n")
     return 0
 
 
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-        return True
-    except ImportError:
-        return False
+def _markdown(df: pd.DataFrame) -> str:
+    cell = lambda v: f"{v:,}" if isinstance(v, int) else f"{v:.1f}" if isinstance(v, float) else str(v)
+    rows = [list(df.columns), ["---"] * len(df.columns)] + [[cell(v) for v in r] for r in df.itertuples(index=False)]
+    return "\n".join("| " + " | ".join(r) + " |" for r in rows)
 
 
 if __name__ == "__main__":
