@@ -76,19 +76,22 @@ def spec_columns(spec: FormatSpec) -> dict:
 
 def warm_up(formats: list[FormatSpec]) -> None:
     """Run every format once on tiny tensors (a full block and a row tail) before anything is
-    timed, so no timing includes compilation or the load of Numba's cache: kernels specialise
-    per scale encoding, single/double and search, so one format per family is not enough (the
-    first sweep in a process measured several times slower quantize times that way). llama.cpp
-    types also run with an importance vector and on their fallback types' shapes."""
+    timed, so no timing includes compilation or the load of Numba's cache. Kernels specialise
+    per scale encoding, single/double and search, and Numba types a read-only array (a tensor
+    mapped from its file, as the sweep reads them) apart from a writable one: warming one format
+    per family on a writable array left the first real tensor of a sweep 5-30x slow for half
+    the formats. llama.cpp types also run with an importance vector and on their fallbacks."""
     for cols in (256, 96):
-        x = np.linspace(-1, 1, 2 * cols, dtype=np.float32).reshape(2, cols)
         w = np.linspace(0.5, 2, cols, dtype=np.float32)
-        for f in formats:
-            if f.applies_to(x.shape):
-                continue
-            measure(f, x)
-            if f.family == "ggml":
-                measure(f, x, w)
+        for writable in (False, True):
+            x = np.linspace(-1, 1, 2 * cols, dtype=np.float32).reshape(2, cols)
+            x.setflags(write=writable)
+            for f in formats:
+                if f.applies_to(x.shape):
+                    continue
+                measure(f, x)
+                if f.family == "ggml":
+                    measure(f, x, w)
 
 
 def _non_finite(x: np.ndarray) -> int:
