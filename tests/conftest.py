@@ -38,3 +38,12 @@ def small_store(tmp_path_factory):
         sweep.run(formats="small", tensors=r"layer\.0\.", store=path, progress=False)
         (path / ".complete").touch()
     return path
+
+
+@pytest.fixture
+def store(small_store, tmp_path):
+    """A private copy of the small store, for tests that write to it."""
+    import shutil
+    copy = tmp_path / "store"
+    shutil.copytree(small_store, copy, ignore=shutil.ignore_patterns(".complete"))
+    return copy

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -19,13 +18,6 @@ from workbench.views.data_page import (EMPTY_STORE, SHOWN_COLUMNS, DataPage, exp
                                        safe_name)
 
 SECOND = r"layer\.1\.output\.dense"     # a tensor the small store (layer 0 only) does not hold
-
-
-@pytest.fixture
-def store(small_store, tmp_path) -> Path:
-    copy = tmp_path / "store"
-    shutil.copytree(small_store, copy, ignore=shutil.ignore_patterns(".complete"))
-    return copy
 
 
 @pytest.fixture

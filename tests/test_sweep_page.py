@@ -24,14 +24,6 @@ LAYER1 = r"layer\.1\."      # the small store holds layer 0 only: these pairs ar
 
 
 @pytest.fixture
-def store(small_store, tmp_path) -> Path:
-    """A private copy of the small store (the pages here write to it)."""
-    copy = tmp_path / "store"
-    shutil.copytree(small_store, copy, ignore=shutil.ignore_patterns(".complete"))
-    return copy
-
-
-@pytest.fixture
 def data(tmp_path, monkeypatch) -> Path:
     """An empty data folder ($WORKBENCH_DATA), so the page lists only what a test puts there."""
     folder = tmp_path / "data"

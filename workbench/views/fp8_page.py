@@ -12,12 +12,12 @@ import param
 from bokeh.models.widgets.tables import NumberFormatter, ScientificFormatter
 
 from workbench import store as st
+from workbench.views.page import EMPTY_STORE, ModelPage  # noqa: F401  (EMPTY_STORE: re-exported)
 from workbench.views.pareto import METRICS, WEIGHTED
 from workbench.views.ratios import (RATIO_METRICS, double_ratio_table, encoding_label, encodings_present,
                                     gain_row_styles, gain_summary, missing_pairs, parse_encoding,
                                     ratio_heatmap, ratio_scatter, single_ratio_table, super_bits_present)
 
-EMPTY_STORE = "no results yet: run `workbench sweep`"
 DEFAULT_A, DEFAULT_B = "e4m3", "f16"
 TABLE_HEIGHT, ROW_HEIGHT = 300, 30      # px: short tables shrink to their rows
 TABLE_COLUMNS = ("label", "bits", "format_a", "format_b", "metric_a", "metric_b", "ratio",
@@ -65,7 +65,7 @@ class RatioSection:
         self.table.height = min(TABLE_HEIGHT, ROW_HEIGHT * (len(rows) + 1) + 12)
 
 
-class Fp8Page(pn.viewable.Viewer):
+class Fp8Page(ModelPage):
     """Loss of encoding A at half the block (or 8×8 hyper-blocks) over encoding B at the full
     block (16×16): ratios below 1 are net gains for A."""
 
@@ -76,8 +76,7 @@ class Fp8Page(pn.viewable.Viewer):
     super_bits = param.Selector(default="all", objects=["all"], doc="Super-scale bits (double)")
 
     def __init__(self, store: str | Path | None = None, model: str | None = None, notify=None, **params):
-        super().__init__(**params)
-        self.store = Path(store) if store else st.default_store()
+        super().__init__(store, **params)
         self._summaries: dict[str, pd.DataFrame] = {}
         self._loading = False
         self.message = pn.pane.Alert("", alert_type="info", visible=False)
@@ -98,30 +97,8 @@ class Fp8Page(pn.viewable.Viewer):
             for widget in self.controls[:5]:
                 widget.disabled = True
 
-    def __panel__(self):
-        return pn.Row(pn.Column(self.controls, width=300), self.main, sizing_mode="stretch_width")
-
-    # ---------------------------------------------------------------------------- loading
-    def _open(self, model: str | None):
-        try:
-            models = st.models(self.store)
-        except (duckdb.Error, OSError) as exc:
-            self._show_message(f"cannot read the store at {self.store}: {str(exc).splitlines()[0]}", "danger")
-            return
-        if not models:
-            self._show_message(f"{EMPTY_STORE} (store: {self.store})", "info")
-            return
-        self.param.model.objects = models
-        self.model = model if model in models else models[0]   # → _load_model
-
-    def reload(self):
-        """Re-read the store, keeping the model and the choices that are still there."""
+    def _forget(self):
         self._summaries.clear()
-        model = self.model
-        self.model = None
-        self._open(model)
-        if self.model == model and model is not None:
-            self._load_model()
 
     def summary(self) -> pd.DataFrame:
         """The model-level summary the ratios are computed from (runs without an imatrix)."""

@@ -16,23 +16,22 @@ import param
 from bokeh.models.widgets.tables import NumberFormatter, ScientificFormatter
 
 from workbench import store as st
+from workbench.views.page import EMPTY_STORE, ModelPage, imatrix_options
 from workbench.sources import TENSOR_KINDS, tensor_kind
 from workbench.views.pareto import (FORMAT_FILTERS, METRICS, TABLE_COLUMNS, WEIGHTED, filter_formats,
                                     filter_values, frontier_gap, gap_label, kind_colors, ordered_kinds,
                                     pareto_plot, pareto_points, per_tensor_errors, plottable,
                                     selected_table, tensor_cloud, tensors_matching, with_kind)
 
-EMPTY_STORE = "no results yet: run `workbench sweep`"
 GAP = "vs_frontier"
 FILTER_LABELS = {"family": "Family", "structure": "Single / double", "scale_dtype": "Scale encoding",
                  "bits": "Bits", "block": "Block size", "symmetry": "Symmetric / asymmetric"}
 
 
-class ParetoPage(pn.viewable.Viewer):
+class ParetoPage(ModelPage):
     """bpw vs error for every format of one model: box- or lasso-select points to list them
     below with their distance to the frontier; click a listed format for its per-tensor errors."""
 
-    model = param.Selector(default=None, objects=[], doc="Model whose results are shown")
     metric = param.Selector(default="nmse", objects=list(METRICS), doc="Error metric (y axis)")
     imatrix = param.Selector(default="", objects=[""], doc="Importance matrix of the runs shown "
                              "(none: quantized without one)")
@@ -48,8 +47,7 @@ class ParetoPage(pn.viewable.Viewer):
     focus = param.String(default="", doc="The format whose per-tensor errors are shown")
 
     def __init__(self, store: str | Path | None = None, model: str | None = None, notify=None, **params):
-        super().__init__(**params)
-        self.store = Path(store) if store else st.default_store()
+        super().__init__(store, **params)
         # The brush: bokeh's own box/lasso/tap selection on the format points, reported as row
         # positions (a Selection1D per drawn plot). The browser fades the unselected points
         # itself, so a brush costs the server one table update and no redraw.
@@ -112,31 +110,8 @@ class ParetoPage(pn.viewable.Viewer):
                 item.visible = False
         return controls
 
-    def _open(self, model: str | None):
-        try:
-            models = st.models(self.store)
-        except (duckdb.Error, OSError) as exc:
-            self._show_message(f"cannot read the store at {self.store}: {str(exc).splitlines()[0]}",
-                               "danger")
-            return
-        if not models:
-            self._show_message(f"{EMPTY_STORE} (store: {self.store})", "info")
-            return
-        self.param.model.objects = models
-        self.model = model if model in models else models[0]   # → _load_model
-
-    def reload(self):
-        """Re-read the store (a sweep or an import changed it), keeping the model if it is still there."""
+    def _forget(self):
         self._summaries.clear()
-        model = self.model
-        with self._batch():
-            self.model = None
-        self._open(model)
-        if self.model == model and model is not None:   # unchanged value: no watcher fired
-            self._load_model()
-
-    def __panel__(self):
-        return pn.Row(pn.Column(self.controls, width=300), self.main, sizing_mode="stretch_width")
 
     # ---------------------------------------------------------------------------- state
     @property
@@ -178,11 +153,10 @@ class ParetoPage(pn.viewable.Viewer):
     def _set_imatrix_options(self):
         """Runs without an imatrix ("none") and with each imatrix file (by fingerprint); the
         importance-weighted metrics are offered only with an imatrix."""
-        names = st.imatrices(self.store, self.model)
-        fps = list(names)
-        self.param.imatrix.objects = {(n if fp == "" else f"{n} ({fp[:8]})"): fp for fp, n in names.items()}
-        if self.imatrix not in fps:
-            self.imatrix = fps[0]
+        options = imatrix_options(self.store, self.model)
+        self.param.imatrix.objects = options
+        if self.imatrix not in options.values():
+            self.imatrix = next(iter(options.values()))
         self._set_metric_options()
 
     def _set_metric_options(self):

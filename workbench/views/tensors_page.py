@@ -20,6 +20,7 @@ import panel as pn
 import param
 
 from workbench import store as st
+from workbench.views.page import EMPTY_STORE, ModelPage, imatrix_options  # noqa: F401  (EMPTY_STORE: re-exported)
 from workbench.sources import TENSOR_KINDS, SourceError, data_dir, find_model, tensor_kind
 from workbench.views.pareto import WEIGHTED, ordered_kinds
 from workbench.views.tensors import (DEFAULT_BLOCK, DEFAULT_FORMAT_KINDS, LOWER_IS_BETTER, STAT_COLUMNS,
@@ -28,7 +29,6 @@ from workbench.views.tensors import (DEFAULT_BLOCK, DEFAULT_FORMAT_KINDS, LOWER_
                                      relative_error_table, stats_plot, tensor_stats,
                                      weight_histogram)
 
-EMPTY_STORE = "no results yet: run `workbench sweep`"
 NEEDS_MODEL = "statistics and histograms need the model file"
 ROW_HEIGHT = 22      # pixels per tensor row, in the heatmap and the statistics alike
 ANY_BLOCK = 0        # the block selector's "any"
@@ -60,7 +60,7 @@ def natural_key(name: str) -> tuple:
     return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
 
 
-class TensorsPage(pn.viewable.Viewer):
+class TensorsPage(ModelPage):
     """Per-tensor error relative to the best format at the same bpw, with the statistics that
     explain it; click a tensor for its weight and error histograms."""
 
@@ -76,8 +76,7 @@ class TensorsPage(pn.viewable.Viewer):
     error_format = param.Selector(default=None, objects=[None], doc="Format of the error histogram")
 
     def __init__(self, store: str | Path | None = None, model: str | None = None, notify=None, **params):
-        super().__init__(**params)    # notify: unused, this page never changes the store
-        self.store = Path(store) if store else st.default_store()
+        super().__init__(store, **params)    # notify: unused, this page never changes the store
         self._results: dict[str, pd.DataFrame] = {}
         self._relative: dict[tuple, pd.DataFrame] = {}
         self._sources: dict[str, object] = {}     # model -> ModelSource | None | error line
@@ -133,31 +132,9 @@ class TensorsPage(pn.viewable.Viewer):
                 if isinstance(w, pn.widgets.Widget):
                     w.disabled = True
 
-    def __panel__(self):
-        return pn.Row(pn.Column(self.controls, width=300), self.main, sizing_mode="stretch_width")
-
-    # ---------------------------------------------------------------------------- store
-    def _open(self, model: str | None):
-        try:
-            models = st.models(self.store)
-        except (duckdb.Error, OSError) as exc:
-            self._show_message(f"cannot read the store at {self.store}: {str(exc).splitlines()[0]}", "danger")
-            return
-        if not models:
-            self._show_message(f"{EMPTY_STORE} (store: {self.store})", "info")
-            return
-        self.param.model.objects = models
-        self.model = model if model in models else models[0]   # → _load_model
-
-    def reload(self):
-        """Re-read the store (a sweep or an import changed it), keeping the model if it is still there."""
+    def _forget(self):
         self._results.clear()
         self._relative.clear()
-        model = self.model
-        self.model = None
-        self._open(model)
-        if self.model == model and model is not None:   # unchanged value: no watcher fired
-            self._load_model()
 
     @property
     def shown(self) -> pd.DataFrame:
@@ -197,17 +174,16 @@ class TensorsPage(pn.viewable.Viewer):
             return
         try:
             df = self._results_of(self.model)
-            names = st.imatrices(self.store, self.model)
+            options = imatrix_options(self.store, self.model)
         except (duckdb.Error, OSError) as exc:
             self._show_message(f"cannot read {self.model} from {self.store}: {str(exc).splitlines()[0]}",
                                "danger")
             return
         self._loading = True        # one refresh for the new model, not one per parameter
         try:
-            self.param.imatrix.objects = ({(n if fp == "" else f"{n} ({fp[:8]})"): fp for fp, n in names.items()}
-                                          or {"none": ""})
-            if self.imatrix not in names:
-                self.imatrix = next(iter(names), "")
+            self.param.imatrix.objects = options or {"none": ""}
+            if self.imatrix not in options.values():
+                self.imatrix = next(iter(options.values()), "")
             self._set_metric_options()
             self._catalog = format_catalog(df)
             kinds = ordered_kinds(self._catalog)

@@ -12,18 +12,18 @@ import param
 from bokeh.models.widgets.tables import NumberFormatter
 
 from workbench import store as st
+from workbench.views.page import EMPTY_STORE, ModelPage, imatrix_options  # noqa: F401  (EMPTY_STORE: re-exported)
 from workbench.views.throughput import (DIRECTIONS, NO_REFERENCE, REFERENCE_ROWS, TABLE_COLUMNS,
                                         reference_rows, reference_table, table_rows, throughput_plot,
                                         throughput_table)
 
-EMPTY_STORE = "no results yet: run `workbench sweep`"
 RATE = NumberFormatter(format="0,0.00")     # M weights/s
 CAPTION = ("Sweep timings: one quantize and one dequantize call per (tensor, format) on one thread, "
            "while the other cores quantize other tensors. Reference: `workbench bench --vs llama.cpp`, "
            "the best of its passes over the same tensors for llama.cpp's C quantizer and ours.")
 
 
-class ThroughputPage(pn.viewable.Viewer):
+class ThroughputPage(ModelPage):
     """bpw vs weights per second per format, backend and device; llama.cpp reference overlaid."""
 
     model = param.Selector(default=None, objects=[], doc="Model whose timings are shown")
@@ -33,8 +33,7 @@ class ThroughputPage(pn.viewable.Viewer):
                                doc="Which rate is plotted")
 
     def __init__(self, store: str | Path | None = None, model: str | None = None, notify=None, **params):
-        super().__init__(**params)
-        self.store = Path(store) if store else st.default_store()
+        super().__init__(store, **params)
         self._cache: dict[tuple, tuple[pd.DataFrame, pd.DataFrame]] = {}
         self._loading = False
         self.message = pn.pane.Alert("", alert_type="info", visible=False)
@@ -72,30 +71,8 @@ class ThroughputPage(pn.viewable.Viewer):
             for widget in (self.controls[0], self.controls[1], self.controls[3]):
                 widget.disabled = True
 
-    def __panel__(self):
-        return pn.Row(pn.Column(self.controls, width=300), self.main, sizing_mode="stretch_width")
-
-    # ---------------------------------------------------------------------------- loading
-    def _open(self, model: str | None):
-        try:
-            models = st.models(self.store)
-        except (duckdb.Error, OSError) as exc:
-            self._show_message(f"cannot read the store at {self.store}: {str(exc).splitlines()[0]}", "danger")
-            return
-        if not models:
-            self._show_message(f"{EMPTY_STORE} (store: {self.store})", "info")
-            return
-        self.param.model.objects = models
-        self.model = model if model in models else models[0]   # → _load_model
-
-    def reload(self):
-        """Re-read the store (a sweep, an import or a benchmark changed it), keeping the model."""
+    def _forget(self):
         self._cache.clear()
-        model = self.model
-        self.model = None
-        self._open(model)
-        if self.model == model and model is not None:
-            self._load_model()
 
     def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(per-format throughput, reference timings) of the chosen model and imatrix."""
@@ -112,10 +89,10 @@ class ThroughputPage(pn.viewable.Viewer):
             return
         self._loading = True
         try:
-            names = st.imatrices(self.store, self.model)
-            self.param.imatrix.objects = {(n if fp == "" else f"{n} ({fp[:8]})"): fp for fp, n in names.items()}
-            if self.imatrix not in names:
-                self.imatrix = next(iter(names), "")
+            options = imatrix_options(self.store, self.model)
+            self.param.imatrix.objects = options
+            if self.imatrix not in options.values():
+                self.imatrix = next(iter(options.values()), "")
         except (duckdb.Error, OSError) as exc:
             self._show_message(f"cannot read {self.model} from {self.store}: {str(exc).splitlines()[0]}",
                                "danger")
