@@ -15,7 +15,7 @@ from workbench import store as st
 from workbench.formats import GRIDS
 from workbench.sources import TENSOR_KINDS, open_model, tensor_kind
 from workbench.views.sweep_page import (EMBEDDED, LIVE_ROWS, PlanError, SweepPage, choose_formats,
-                                        choose_tensors, exact_pattern, imatrix_options, imatrix_path,
+                                        choose_tensors, exact_pattern, imatrix_file_options, imatrix_path,
                                         model_options, model_path)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +61,7 @@ def test_model_options_list_only_model_files_of_the_data_folder(data):
     assert model_options() == {EMBEDDED: "", "models/tiny.npy": "models/tiny.npy"}
     assert model_path("") is None
     assert model_path("models/tiny.npy") == data / "models" / "tiny.npy"
-    assert imatrix_options() == {"none": "", "m.imatrix.gguf": "m.imatrix.gguf", "old.dat": "old.dat"}
+    assert imatrix_file_options() == {"none": "", "m.imatrix.gguf": "m.imatrix.gguf", "old.dat": "old.dat"}
     assert imatrix_path("old.dat") == data / "imatrix" / "old.dat" and imatrix_path("") is None
 
 

@@ -275,7 +275,7 @@ def tensors_matching(names, pattern: str = "", kinds=None) -> list[str]:
     try:
         rx = re.compile(pattern) if pattern else None
     except re.error as exc:
-        raise ValueError(f"invalid tensor regex {pattern!r}: {exc}") from None
+        raise ValueError(f"tensor regex {pattern!r}: {exc}") from None
     return [n for n in names if (rx is None or rx.search(n))
             and (kinds is None or tensor_kind(n) in kinds)]
 

@@ -25,7 +25,8 @@ from workbench import sweep
 from workbench.formats import GRIDS, FormatError, FormatSpec
 from workbench.imatrix import ImatrixError
 from workbench.sources import (DEFAULT_MODEL_ID, TENSOR_KINDS, ModelSource, SourceError, data_dir,
-                               model_files, open_model, tensor_kind)
+                               model_files, open_model)
+from workbench.views.pareto import tensors_matching
 
 EMBEDDED = f"{DEFAULT_MODEL_ID} (embedded)"
 IMATRIX_SUFFIXES = (".gguf", ".dat")
@@ -58,7 +59,7 @@ def model_path(choice: str, folder: Path | None = None) -> Path | None:
     return root / choice
 
 
-def imatrix_options(folder: Path | None = None) -> dict[str, str]:
+def imatrix_file_options(folder: Path | None = None) -> dict[str, str]:
     """{label: value}: "none" ("") and the importance-matrix files in <data folder>/imatrix."""
     root = (Path(folder) if folder else data_dir()) / "imatrix"
     files = sorted(p.name for p in root.glob("*") if p.is_file() and p.suffix.lower() in IMATRIX_SUFFIXES) \
@@ -69,7 +70,7 @@ def imatrix_options(folder: Path | None = None) -> dict[str, str]:
 def imatrix_path(choice: str, folder: Path | None = None) -> Path | None:
     if not choice:
         return None
-    if choice not in imatrix_options(folder).values():
+    if choice not in imatrix_file_options(folder).values():
         raise PlanError(f"{choice!r} is not an importance matrix in the data folder's imatrix/")
     return (Path(folder) if folder else data_dir()) / "imatrix" / choice
 
@@ -96,9 +97,11 @@ def choose_formats(grid: str, pattern: str = "") -> list[FormatSpec]:
 
 def choose_tensors(names: list[str], pattern: str = "", kinds: list[str] | tuple = ()) -> list[str]:
     """The weight tensors matching ``pattern`` (searched, as the CLI does) and of one of ``kinds``
-    (sources.tensor_kind); either filter may be empty."""
-    rx = _compile(pattern, "tensor")
-    return [n for n in names if (rx is None or rx.search(n)) and (not kinds or tensor_kind(n) in kinds)]
+    (sources.tensor_kind); either filter may be empty. The Pareto page's rule, as a PlanError."""
+    try:
+        return tensors_matching(names, pattern.strip(), list(kinds) or None)
+    except ValueError as exc:
+        raise PlanError(str(exc)) from None
 
 
 def exact_pattern(chosen: list[str], names: list[str]) -> str | None:
@@ -190,7 +193,7 @@ class SweepPage(pn.viewable.Viewer):
         self.format_regex = pn.widgets.TextInput(label="Format names (regex, optional)", placeholder=r"e.g. ^Q4|_e4m3")
         self.tensor_regex = pn.widgets.TextInput(label="Tensors (regex, optional)", placeholder=r"e.g. layer\.0\.")
         self.kinds = pn.widgets.MultiChoice(label="Tensor kinds (optional)", options=list(TENSOR_KINDS))
-        self.imatrix = pn.widgets.Select(label="Importance matrix", options=imatrix_options())
+        self.imatrix = pn.widgets.Select(label="Importance matrix", options=imatrix_file_options())
         self.choice = pn.pane.Markdown("", margin=(0, 10))
         self.run_button = pn.widgets.Button(label="Run sweep", color="primary")
         self.cancel_button = pn.widgets.Button(label="Cancel", color="warning", disabled=True)
@@ -230,7 +233,7 @@ class SweepPage(pn.viewable.Viewer):
     def reload(self):
         """Re-list the data folder's model and imatrix files (the store is read per run)."""
         self._sources.clear()           # a file may have been replaced since it was opened
-        for widget, options in ((self.model, model_options()), (self.imatrix, imatrix_options())):
+        for widget, options in ((self.model, model_options()), (self.imatrix, imatrix_file_options())):
             value = widget.value
             widget.options = options
             widget.value = value if value in options.values() else ""
