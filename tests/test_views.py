@@ -21,7 +21,7 @@ from workbench.views.pareto import (LLAMA_CPP, METRICS, kind_colors, ordered_kin
 
 @pytest.fixture(autouse=True, scope="module")
 def _collect_streams():
-    """Free link_selections' streams while Python is alive (their __del__ fails at exit)."""
+    """Free HoloViews' streams while Python is alive (their __del__ fails at exit)."""
     yield
     gc.collect()
 

@@ -78,3 +78,15 @@ def launch_args() -> dict:
     if not os.path.exists(CHROMIUM):
         raise FileNotFoundError(f"no system chromium at {CHROMIUM} (apt-get install chromium)")
     return {"executable_path": CHROMIUM, "args": CHROMIUM_ARGS, "headless": True}
+
+
+# The bokeh figures on screen (rendered views only: a replaced figure's model can linger in the
+# document): model id, title, y factors and the data frame's box in page coordinates (the
+# canvas also holds the axes, the legend and the toolbar). For page.evaluate().
+FIGURES_JS = """() => { const seen = [];
+    const visit = v => { if (!v || seen.includes(v)) return; seen.push(v); (v.child_views ?? []).forEach(visit); };
+    Object.values(Bokeh.index).forEach(visit);
+    return seen.filter(v => v.frame && v.model.title && v.el.isConnected).map(v => {
+        const r = v.el.getBoundingClientRect(), f = v.frame.bbox;
+        return {id: v.model.id, title: String(v.model.title.text), rows: v.model.y_range.factors ? [...v.model.y_range.factors] : null,
+                x: r.x + f.x0, y: r.y + f.y0, w: f.x1 - f.x0, h: f.y1 - f.y0}; }); }"""

@@ -1,4 +1,5 @@
-"""The Pareto page in a real headless chromium: it renders, box-select brushing fills the table.
+"""The Pareto page in a real headless chromium: box and lasso brushing fill the table, a filter
+changes the plot, a click opens a format's per-tensor errors, every (tensor, format) point.
 
 Run with ``WORKBENCH_SCREENSHOT=1`` to refresh docs/screenshot-pareto.png (the README shows it).
 """
@@ -8,6 +9,8 @@ import re
 
 import pytest
 from playwright.sync_api import Page, expect
+
+from workbench.browser import FIGURES_JS
 
 pytestmark = pytest.mark.ui
 
@@ -105,6 +108,21 @@ def test_pareto_filters_click_for_per_tensor_errors_and_every_point(page: Page, 
     n_tensors = int(re.search(r"\((\d+) of", detail.text_content()).group(1))
     assert n_tensors > 0
     expect(page.locator(".bk-events")).to_have_count(2)       # the per-tensor plot is drawn
+
+    # lasso (bokeh's own tool, from the toolbar): a triangle over the left part of the plot
+    page.locator(".bk-tool-icon-lasso-select").first.click()
+    before = caption.text_content()
+    frame = next(f for f in page.evaluate(FIGURES_JS) if "is better" in f["title"])   # the data frame
+    path = [(0.01, 0.01), (0.45, 0.01), (0.01, 0.6), (0.01, 0.01)]   # the top left: few bits, big errors
+    page.mouse.move(frame["x"] + path[0][0] * frame["w"], frame["y"] + path[0][1] * frame["h"])
+    page.mouse.down()
+    for x, y in path[1:]:
+        page.mouse.move(frame["x"] + x * frame["w"], frame["y"] + y * frame["h"], steps=6)
+    page.mouse.up()
+    expect(caption).not_to_have_text(before, timeout=TIMEOUT_MS)
+    lassoed = int(re.search(r"Selected formats: (\d+) of", caption.text_content()).group(1))
+    assert 0 < lassoed < total
+    page.wait_for_function(PLOT_SHOWS_SELECTION, arg=lassoed, timeout=TIMEOUT_MS)
 
     # every (tensor, format) point under the formats
     toggle = page.locator(".every-point input[type=checkbox]")

@@ -9,21 +9,14 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from workbench import store as st
+from workbench.browser import FIGURES_JS
 from workbench.sources import tensor_kind
 
 pytestmark = pytest.mark.ui
 
 TIMEOUT_MS = 60_000     # the first click reconstructs a tensor in the server (numba may compile)
 HEATMAP = "relative to the best format at the same bpw"
-# The figures on screen (rendered views: a replaced figure's model can linger in the document):
-# title, rows (y factors) and frame in page coordinates (the canvas also holds axes, colorbar).
-PLOTS = """() => { const seen = [];
-    const visit = v => { if (!v || seen.includes(v)) return; seen.push(v); (v.child_views ?? []).forEach(visit); };
-    Object.values(Bokeh.index).forEach(visit);
-    return seen.filter(v => v.frame && v.model.title && v.el.isConnected).map(v => {
-        const r = v.el.getBoundingClientRect(), f = v.frame.bbox;
-        return {id: v.model.id, title: String(v.model.title.text), rows: v.model.y_range.factors ? [...v.model.y_range.factors] : null,
-                x: r.x + f.x0, y: r.y + f.y0, w: f.x1 - f.x0, h: f.y1 - f.y0}; }); }"""
+PLOTS = FIGURES_JS
 
 
 def plot_when(page: Page, title: str, predicate=lambda plot: True) -> dict:
