@@ -115,14 +115,14 @@ def test_pareto_plot_layers():
     assert isinstance(plot, hv.Overlay)
     points = [el for el in plot if isinstance(el, hv.Points) and opts_of(el, "style").get("size") != 0]
     (curve,) = [el for el in plot if isinstance(el, hv.Curve)]
-    (labels,) = [el for el in plot if isinstance(el, hv.Labels)]
+    labels = [el for el in plot if isinstance(el, hv.Labels)]
     assert len(points) == 1 and len(points[0]) == len(df)
     assert opts_of(points[0], "style")["color"] == "kind"
     assert {"format", "kind"} <= {d.name for d in points[0].vdims}
     assert ("format", "@format") in opts_of(points[0])["hover_tooltips"]
     assert opts_of(curve)["interpolation"] == "steps-post"
     assert curve.dimension_values("bpw").tolist() == pareto_front(df)["bpw"].tolist()
-    assert sorted(labels.dimension_values("format")) == ["Q4_0", "Q8_0"]
+    assert sorted(v for el in labels for v in el.dimension_values("format")) == ["Q4_0", "Q8_0"]
     assert opts_of(plot)["logy"] is True
     assert opts_of(pareto_plot(df, "sqnr_db"))["logy"] is False
 
@@ -291,8 +291,8 @@ def test_llama_cpp_fallbacks_are_marked_and_explained():
         "family": ["ggml", "ggml", "uniform"], "bpw": [5.34, 8.5, 4.5], "nmse": [2e-3, 3e-5, 8e-3],
         "applied_types": ["Q4_K,Q5_0", "Q8_0", None], "fallback_tensors": [34, 0, 0],
         "tensors": [40, 40, 40]})
-    labels = llama_cpp_labels(df, "nmse")
-    assert list(labels.data["label"]) == ["Q4_K*", "Q8_0"]
+    above, below = llama_cpp_labels(df, "nmse")     # neighbours in bpw alternate sides
+    assert list(above.data["label"]) == ["Q4_K*"] and list(below.data["label"]) == ["Q8_0"]
     assert _written_as(df) == ["Q4_K,Q5_0 (34 of 40 tensors by fallback)", "Q8_0", "Q4s32"]
 
 

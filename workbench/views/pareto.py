@@ -187,15 +187,21 @@ def pareto_frontier(df: pd.DataFrame, metric: str = "nmse") -> hv.Curve:
         interpolation="steps-post", color="#555555", line_width=2, alpha=0.9, logy=m.log)
 
 
-def llama_cpp_labels(df: pd.DataFrame, metric: str = "nmse") -> hv.Labels:
+def llama_cpp_labels(df: pd.DataFrame, metric: str = "nmse") -> hv.Overlay:
     """The names of llama.cpp's own types (family 'ggml') next to their points; a ``*`` marks a
-    type that some tensors were written in llama.cpp's fallback type for (hover tells which)."""
+    type that some tensors were written in llama.cpp's fallback type for (hover tells which).
+    Many types sit within a few tenths of a bit of each other (4.25-4.5 bpw), so neighbours in
+    bpw order alternate between a label above-right and one below-left of the point."""
     m = METRICS[metric]
     col = "label" if "label" in df.columns else "format"
-    ggml = df[df["family"] == "ggml"][["bpw", metric, col]]
-    return hv.Labels(ggml, [BPW, hv.Dimension(metric, label=m.label)], col).opts(
-        text_font_size="8pt", text_align="left", text_baseline="bottom", xoffset=0.04,
-        text_color="#222222", logy=m.log)
+    ggml = df[df["family"] == "ggml"][["bpw", metric, col]].sort_values(["bpw", metric])
+    dims = [BPW, hv.Dimension(metric, label=m.label)]
+    common = dict(text_font_size="8pt", text_color="#222222", logy=m.log)
+    above = hv.Labels(ggml.iloc[0::2], dims, col).opts(
+        text_align="left", text_baseline="bottom", xoffset=0.04, **common)
+    below = hv.Labels(ggml.iloc[1::2], dims, col).opts(
+        text_align="right", text_baseline="top", xoffset=-0.04, **common)
+    return above * below
 
 
 def pareto_plot(df: pd.DataFrame, metric: str = "nmse", *, points: hv.Points | None = None,
