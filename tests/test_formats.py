@@ -6,8 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from workbench.codecs import codec_for
-from workbench.formats import (GGML_TYPES, FormatError, FormatSpec, default_grid, parse, resolve,
-                               small_grid)
+from workbench.formats import GGML_TYPES, FormatError, FormatSpec, default_grid, parse, resolve
 from workbench.kernels.scales import ENCODINGS
 
 uniform_specs = st.builds(
@@ -67,7 +66,7 @@ def test_closed_form_bpw_equals_packed_bytes_for_every_grid_format(shape):
     """bpw from the layout formula == bpw from the bytes the kernel really writes (pad included)."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal(shape).astype(np.float32) * 0.02
-    for spec in default_grid() + small_grid():
+    for spec in resolve("default,scales,small"):
         if spec.applies_to(shape):
             continue
         packed = codec_for(spec).quantize(x)
@@ -75,3 +74,20 @@ def test_closed_form_bpw_equals_packed_bytes_for_every_grid_format(shape):
         assert packed.size * 8 / x.size == pytest.approx(spec.bpw(shape), rel=0, abs=1e-12)
         if spec.row_tail(shape[1]) == 0 and not spec.uses_normalizer:
             assert spec.bpw(shape) == spec.bpw()
+
+
+def test_scales_grid_has_every_encoding_on_the_default_shapes():
+    """The fp8 page's grid: every scale encoding (fp8 with and without the normalizer) on the
+    default grid's single and double shapes, names canonical, the default's uniform formats in it."""
+    from workbench.formats import ALL_SCALES, GRIDS, default_grid, parse, resolve, scales_grid
+    grid = scales_grid()
+    names = [f.name for f in grid]
+    assert len(names) == len(set(names)) == 7 * 5 * 2 * 7 + 7 * 2 * 2 * 3 * 7 == 1078
+    assert all(parse(n) == f for n, f in zip(names, grid))
+    assert {f.name for f in default_grid() if f.family == "uniform"} <= set(names)
+    for enc, norm in ALL_SCALES:
+        single = [f for f in grid if not f.double and f.scale == enc and f.normalizer == norm]
+        double = [f for f in grid if f.double and f.scale == enc and f.normalizer == norm]
+        assert len(single) == 70 and len(double) == 84, (enc, norm)
+    assert sum(n.endswith("_nonorm") for n in names) == 2 * (70 + 84)
+    assert [f.name for f in resolve("scales")] == names and GRIDS["scales"] is scales_grid

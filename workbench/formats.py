@@ -348,7 +348,27 @@ def small_grid() -> list[FormatSpec]:
     return [parse(n) for n in names]
 
 
-GRIDS = {"default": default_grid, "small": small_grid,
+# every scale encoding the kernels have, fp8 with and without the per-tensor normalizer
+ALL_SCALES = (("f16", True), ("bf16", True), ("e4m3", True), ("e4m3", False), ("e5m2", True),
+              ("e5m2", False), ("e8m0", True))
+
+
+def scales_grid() -> list[FormatSpec]:
+    """Every scale encoding for the seed's two comparisons (the dashboard's fp8 page), on the
+    default grid's shapes: single bits 2–8 × blocks 16–256 × s/a (490) and double 8×8/16×16 ×
+    super bits 4/6/8 (symmetric) × s/a (588), each with f16, bf16, e4m3 and e5m2 with and
+    without the normalizer, and e8m0. It includes the default grid's uniform formats, which a
+    sweep on top of the default one skips (already stored)."""
+    out = [FormatSpec("uniform", b, blk, sym, enc, normalizer=norm)
+           for b in GRID_BITS for blk in GRID_BLOCKS for sym in (True, False) for enc, norm in ALL_SCALES]
+    out += [FormatSpec("uniform", b, blk, sym, enc, super_bits=b2, super_symmetric=True, super_block=sb,
+                       normalizer=norm)
+            for b in GRID_BITS for sym in (True, False) for blk, sb in GRID_DOUBLE
+            for b2 in GRID_SUPER_BITS for enc, norm in ALL_SCALES]
+    return out
+
+
+GRIDS = {"default": default_grid, "small": small_grid, "scales": scales_grid,
          "ggml": lambda: [parse(n) for n in GGML_TYPES]}
 
 
