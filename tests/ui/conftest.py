@@ -105,6 +105,24 @@ def watch(page, server):
 
 
 @pytest.fixture
+def own_watch(page, own_server):
+    """A PageWatch on the test's private server (``own_server``)."""
+    return PageWatch(page, own_server)
+
+
+@pytest.fixture
+def watch_for(page):
+    """``watch_for(server)``: a PageWatch on the test's page for a server a test started itself."""
+    return lambda server: PageWatch(page, server)
+
+
+@pytest.fixture(scope="session")
+def store_server():
+    """``with store_server(path) as srv``: the dashboard on a store a fixture built itself."""
+    return serve_store
+
+
+@pytest.fixture
 def screenshot(tmp_path):
     """``screenshot(page, name)`` saves a full-page shot: docs/screenshot-<name>.png with
     WORKBENCH_SCREENSHOT=1 (the README's images), else a temp file."""

@@ -23,12 +23,6 @@ TIMEOUT_MS = 30_000
 
 
 @pytest.fixture
-def own_watch(request, page, own_server):
-    """tests/ui/conftest.py's PageWatch, on this test's private server."""
-    return type(request.getfixturevalue("watch"))(page, own_server)
-
-
-@pytest.fixture
 def collaborator(tmp_path_factory):
     """Another small store (layer 1's value matrix × the 'small' grid: rows the shared small
     store, layer 0 only, does not hold), exported as a collaborator would share it."""

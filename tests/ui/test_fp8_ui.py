@@ -39,15 +39,8 @@ PLOTTED_PAIRS = """() => { const out = [], seen = new Set();
 GAIN_BACKGROUND = "rgb(214, 233, 248)"     # ratios.GAIN_STYLE's #d6e9f8
 
 
-def ui_conftest(request):
-    """tests/ui/conftest.py as loaded by pytest (it is not importable as a module)."""
-    mod = request.config.pluginmanager.get_plugin(str(Path(__file__).with_name("conftest.py")))
-    assert mod is not None, "tests/ui/conftest.py not loaded"
-    return mod
-
-
 @pytest.fixture(scope="module")
-def fp8_server(request, tmp_path_factory):
+def fp8_server(store_server, tmp_path_factory):
     """The seed's pairs on one tensor; WORKBENCH_SCREENSHOT_STORE: that store instead (the
     README screenshot comes from a full sweep)."""
     store = os.environ.get("WORKBENCH_SCREENSHOT_STORE")
@@ -55,7 +48,7 @@ def fp8_server(request, tmp_path_factory):
         from workbench.sweep import run
         store = tmp_path_factory.mktemp("fp8-ui-store")
         run(None, FORMATS, TENSOR, store, progress=False)
-    with ui_conftest(request).serve_store(Path(store)) as srv:
+    with store_server(Path(store)) as srv:
         yield srv
 
 
@@ -75,11 +68,11 @@ def highlighted(rows) -> list[bool]:
         getComputedStyle(c).backgroundColor === "{GAIN_BACKGROUND}"))""")
 
 
-def test_fp8_page_renders_and_encoding_a_changes_the_pairs(page: Page, fp8_server, request, screenshot):
+def test_fp8_page_renders_and_encoding_a_changes_the_pairs(page: Page, fp8_server, watch_for, screenshot):
     single, double = expected(fp8_server["store"], "e4m3")
     single_bf16, double_bf16 = expected(fp8_server["store"], "bf16")
     assert len(single) and len(double) and len(single_bf16) and double_bf16.empty   # what the test needs
-    watch = ui_conftest(request).PageWatch(page, fp8_server)
+    watch = watch_for(fp8_server)
     page.goto(fp8_server["url"] + "?page=fp8")
     expect(page.get_by_text("Do fp8 scales on half-size blocks beat fp16 scales")).to_be_visible(timeout=TIMEOUT_MS)
     wins = int((single["ratio"] < 1).sum())

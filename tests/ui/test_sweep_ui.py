@@ -26,12 +26,6 @@ PAIRS_PER_LAYER = 6 * len(GRIDS["default"]())
 BAR = "e => ({value: e.hasAttribute('value') ? e.value : null, max: e.max})"
 
 
-@pytest.fixture
-def own_watch(request, page, own_server):
-    """tests/ui/conftest.py's PageWatch, on this test's private server."""
-    return type(request.getfixturevalue("watch"))(page, own_server)
-
-
 def choose(page: Page, tensors: str, pairs: int):
     """The default grid on ``tensors``; waits until the sidebar shows the pair count."""
     page.locator("select").filter(has=page.locator("option", has_text="ggml")).select_option("default")

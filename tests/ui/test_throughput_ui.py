@@ -29,13 +29,6 @@ RATES = """kind => { const out = [], seen = new Set();
     return out.sort((a, b) => a - b); }"""
 
 
-def ui_conftest(request):
-    """tests/ui/conftest.py as loaded by pytest (it is not importable as a module)."""
-    mod = request.config.pluginmanager.get_plugin(str(Path(__file__).with_name("conftest.py")))
-    assert mod is not None, "tests/ui/conftest.py not loaded"
-    return mod
-
-
 # True once the plotted rates of that kind are the expected ones (same count, equal to 1e-9).
 SHOWS_RATES = f"""([kind, expected]) => {{ const got = ({RATES})(kind);
     return got.length === expected.length &&
@@ -78,7 +71,7 @@ def test_throughput_page_renders_and_toggles(page: Page, server, watch, screensh
     watch.check()
 
 
-def test_recorded_reference_is_overlaid(page: Page, own_server, request, oracle, minilm_tensors):
+def test_recorded_reference_is_overlaid(page: Page, own_server, own_watch, oracle, minilm_tensors):
     """A real (tiny) benchmark recorded into the served store before the page opens: its rates
     are drawn in quantize mode and dropped in dequantize mode, which llama.cpp is not timed for."""
     from workbench.bench_llamacpp import measure_vs_llamacpp, record
@@ -89,7 +82,7 @@ def test_recorded_reference_is_overlaid(page: Page, own_server, request, oracle,
                        .loc[lambda t: t["imatrix"] == "", "quant_wps"].tolist())
     assert len(reference) == 2 * 2 * 2          # 2 types × 2 implementations × 1 and 2 threads
 
-    watch = ui_conftest(request).PageWatch(page, own_server)
+    watch = own_watch
     page.goto(own_server["url"] + "?page=throughput")
     expect(page.get_by_text("llama.cpp reference: 2 types measured on")).to_be_visible(timeout=TIMEOUT_MS)
     expect(page.get_by_text(NO_REFERENCE.replace("`", ""))).to_have_count(0)
