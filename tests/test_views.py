@@ -176,7 +176,7 @@ def test_page_on_an_unreadable_store(tmp_path):
     (bad / "garbage.parquet").write_bytes(b"not parquet at all")
     page = ParetoPage(store=tmp_path)
     assert page.message.visible and page.message.alert_type == "danger"
-    assert "cannot read" in page.message.object
+    assert "cannot be read: model=x/table=results/garbage.parquet" in page.message.object
 
 
 def test_page_on_a_real_store(small_store):

@@ -1,6 +1,6 @@
-"""The ``workbench`` command: sweep | formats | export | import | bench | imatrix | serve.
+"""The ``workbench`` command: sweep | formats | export | import | store | bench | imatrix | warm | serve.
 
-Errors are one line on stderr and a non-zero exit, never a traceback.
+Errors are one line on stderr and a non-zero exit, never a traceback (``EXIT_CODES``).
 """
 from __future__ import annotations
 
@@ -9,6 +9,16 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+# Exit codes (public: scripts test them). Documented in the README and in `workbench --help`.
+EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_STORE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_CODES = {
+    EXIT_OK: "success",
+    EXIT_INTERNAL: "internal error (a bug: one line; WORKBENCH_DEBUG=1 prints the traceback)",
+    EXIT_INPUT: "bad input: arguments, model file, format name, regex, imatrix or import file refused",
+    EXIT_STORE: "the store is damaged or unusable (`workbench store check` found problems)",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C/SIGTERM); rows finished so far are kept, a re-run resumes",
+}
 
 EXAMPLES = """examples:
   workbench sweep                                  # default model, default grid, default store
@@ -22,8 +32,13 @@ EXAMPLES = """examples:
   workbench bench                                  # default grid timing + Numba vs gguf legacy
   workbench bench --vs llama.cpp                   # Numba vs llama.cpp's C quantizer, ratios
   workbench bench --vs llama.cpp --store           # ... and record them for the Throughput page
+  workbench store check                            # unreadable, foreign or duplicate files
+  workbench store check --repair                   # ... moved aside into <store>/quarantine/
+  workbench warm                                   # compile every kernel once (setup does it)
   workbench serve                                  # the dashboard on http://localhost:5006/workbench
-"""
+
+exit codes:
+""" + "\n".join(f"  {code:3d}  {what}" for code, what in EXIT_CODES.items()) + "\n"
 
 
 def _store_arg(p):
@@ -94,6 +109,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="model whose tensors to match (default: the embedded one)")
     p.add_argument("--make-default", action="store_true", help="regenerate the default model's imatrix")
 
+    p = sub.add_parser("store", help="check the store's files; --repair moves bad ones aside",
+                       description="Read every file of the store and report unreadable files, foreign "
+                                   "files (not a workbench table, or in the wrong place), unfinished "
+                                   "writes and natural keys stored twice. Exit 0 when the store is "
+                                   "sound, 3 when it is not. --repair moves every such file into "
+                                   "<store>/quarantine/<time>/ (never deletes); a file holding some "
+                                   "duplicate rows is moved aside and its other rows written again.")
+    p.add_argument("action", choices=["check"], help="check (the only action)")
+    p.add_argument("--repair", action="store_true", help="quarantine what the check finds")
+    _store_arg(p)
+
+    p = sub.add_parser("warm", help="compile (or load from Numba's cache) every kernel of the grids",
+                       description="Run every format of the given grids once on tiny tensors, so the "
+                                   "first sweep does not wait for Numba to compile; scripts/setup.sh "
+                                   "runs it. The compiled kernels are cached next to the installed "
+                                   "package (__pycache__).")
+    p.add_argument("grid", nargs="?", default="default,ggml,scales,small",
+                   help="grids/formats to warm (default: default,ggml,scales,small)")
+
     p = sub.add_parser("serve", help="serve the dashboard (panel serve workbench)")
     p.add_argument("--port", type=int, default=5006)
     p.add_argument("--address", default="localhost")
@@ -127,11 +161,10 @@ def cmd_formats(a) -> int:
     specs = resolve(a.grid)
     shape = None
     if a.shape:
-        try:
-            shape = tuple(int(v) for v in a.shape.lower().split("x"))
-            assert len(shape) == 2
-        except (ValueError, AssertionError):
-            raise ValueError(f"--shape must look like 384x1536, got {a.shape!r}") from None
+        parts = a.shape.lower().split("x")
+        if len(parts) != 2 or not all(p.isdigit() and 0 < int(p) < 2**40 for p in parts):
+            raise ValueError(f"--shape must be ROWSxCOLS with positive sizes, like 384x1536; got {a.shape!r}")
+        shape = (int(parts[0]), int(parts[1]))
     shapes = None
     if a.model:
         from workbench.sources import open_model
@@ -217,6 +250,42 @@ def cmd_imatrix(a) -> int:
     return 0
 
 
+def cmd_store(a) -> int:
+    from workbench import store as st
+    from workbench.store_check import check, repair
+    store = a.store or st.default_store()
+    if not store.is_dir():
+        raise ValueError(f"{store}: no such store folder")
+    problems = check(store)
+    for p in problems:
+        print(f"  {p.kind:12s} {p.path.relative_to(store)}: {p.detail}")
+    if not problems:
+        print(f"{store}: sound (every file readable, no foreign file, no key stored twice)")
+        return EXIT_OK
+    if not a.repair:
+        print(f"{store}: {len(problems)} problems; `workbench store check --repair` moves them aside")
+        return EXIT_STORE
+    moved, rewritten, where = repair(store, problems)
+    print(f"{store}: moved {moved} files into {where.relative_to(store)}; wrote {rewritten} rows again "
+          "(the non-duplicate rows of partly duplicate files)")
+    left = check(store)
+    if left:
+        print(f"{store}: {len(left)} problems remain", file=sys.stderr)
+        return EXIT_STORE
+    return EXIT_OK
+
+
+def cmd_warm(a) -> int:
+    import time
+    from workbench.formats import resolve
+    from workbench.sweep import warm_up
+    specs = resolve(a.grid)
+    t0 = time.perf_counter()
+    warm_up(specs, progress=True)
+    print(f"warmed {len(specs)} formats in {time.perf_counter() - t0:.1f} s (Numba's cache is now filled)")
+    return EXIT_OK
+
+
 def cmd_serve(a) -> int:
     from workbench import store as st
     env = dict(os.environ, WORKBENCH_STORE=str((a.store or st.default_store()).resolve()))
@@ -229,7 +298,32 @@ def cmd_serve(a) -> int:
 
 
 COMMANDS = {"sweep": cmd_sweep, "formats": cmd_formats, "export": cmd_export, "import": cmd_import,
-            "bench": cmd_bench, "imatrix": cmd_imatrix, "serve": cmd_serve}
+            "bench": cmd_bench, "imatrix": cmd_imatrix, "store": cmd_store, "warm": cmd_warm,
+            "serve": cmd_serve}
+
+
+def _one_line(exc: BaseException) -> str:
+    msg = " ".join(str(exc).split())   # library messages span lines: one line for the user
+    return (msg or exc.__class__.__name__)[:400]
+
+
+def _library_errors() -> tuple[type, ...]:
+    """Exceptions of the libraries under the workbench that mean bad input or a damaged file."""
+    import re
+    import struct
+    import zipfile
+    errs: list[type] = [re.error, zipfile.BadZipFile, struct.error, UnicodeError, EOFError]
+    try:
+        import duckdb
+        errs.append(duckdb.Error)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import pyarrow as pa
+        errs.append(pa.ArrowException)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(errs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -237,15 +331,46 @@ def main(argv: list[str] | None = None) -> int:
     from workbench.imatrix import ImatrixError  # noqa: F401  (a ValueError: one line, exit 2)
     from workbench.sources import SourceError
     from workbench.store import StoreError
+    import signal
     a = build_parser().parse_args(argv)
+
+    def _term(_sig, _frame):   # SIGTERM as Ctrl-C: finished rows are flushed, exit 130
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, _term) if a.cmd != "serve" else None
     try:
-        return COMMANDS[a.cmd](a)
-    except (FormatError, SourceError, StoreError, ValueError, OSError) as exc:
-        print(f"workbench {a.cmd}: error: {exc}", file=sys.stderr)
-        return 2
+        code = COMMANDS[a.cmd](a)
+        _warn_skipped_files(a)
+        return code
+    except StoreError as exc:
+        print(f"workbench {a.cmd}: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_STORE if getattr(exc, "damaged", False) else EXIT_INPUT
+    except (FormatError, SourceError, ValueError, OSError, MemoryError, OverflowError,
+            RecursionError) + _library_errors() as exc:
+        print(f"workbench {a.cmd}: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_INPUT
     except KeyboardInterrupt:
         print(f"workbench {a.cmd}: interrupted; everything finished so far is kept", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - a bug: still one line, the traceback on request
+        if os.environ.get("WORKBENCH_DEBUG"):
+            raise
+        print(f"workbench {a.cmd}: internal error: {exc.__class__.__name__}: {_one_line(exc)} "
+              "(WORKBENCH_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _warn_skipped_files(a) -> None:
+    """Name every store file the command's queries left out (unreadable or foreign)."""
+    store = getattr(a, "store", None)
+    if a.cmd not in ("sweep", "export", "import") or store is True:
+        return
+    from workbench import store as st
+    for path, why in st.skipped_files(store or st.default_store()):
+        print(f"workbench {a.cmd}: warning: skipped store file {path}: {why} "
+              "(workbench store check --repair moves it aside)", file=sys.stderr)
 
 
 if __name__ == "__main__":

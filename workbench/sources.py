@@ -12,10 +12,13 @@ import json
 import os
 import re
 import struct
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+import ml_dtypes
 import numpy as np
 
 
@@ -68,7 +71,7 @@ class ModelSource:
     tensors: list[TensorInfo]
 
     def weights(self, pattern: str | None = None) -> list[TensorInfo]:
-        rx = re.compile(pattern) if pattern else None
+        rx = compile_regex(pattern, "--tensors") if pattern else None
         return [t for t in self.tensors if t.skip_reason is None and (rx is None or rx.search(t.name))]
 
     def skipped(self) -> list[TensorInfo]:
@@ -77,6 +80,14 @@ class ModelSource:
     def iter_weights(self, pattern: str | None = None) -> Iterator[tuple[TensorInfo, np.ndarray]]:
         for t in self.weights(pattern):
             yield t, t.load()
+
+
+def compile_regex(pattern: str, what: str = "regular expression") -> re.Pattern:
+    """re.compile with one line for the user on a bad pattern (a SourceError)."""
+    try:
+        return re.compile(pattern)
+    except (re.error, RecursionError, OverflowError) as exc:
+        raise SourceError(f"{what}: invalid regular expression {pattern!r} ({exc})") from None
 
 
 def _classify(name: str, shape: tuple[int, ...], is_float: bool) -> str | None:
@@ -97,14 +108,82 @@ def _model_id_from_path(path: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------- safetensors
-_ST_DTYPES = {"F32": (np.float32, 4), "F16": (np.float16, 2), "BF16": (np.uint16, 2),
-              "F64": (np.float64, 8)}
-_ST_INT = {"I8": 1, "I16": 2, "I32": 4, "I64": 8, "U8": 1, "U16": 2, "U32": 4, "U64": 8, "BOOL": 1,
-           "F8_E4M3": 1, "F8_E5M2": 1}
+# dtype label -> (numpy dtype the bytes are viewed as, bytes per element); every label the
+# safetensors format defines is known here, so a new label is refused rather than misread.
+_ST_FLOAT = {"F64": (np.float64, 8), "F32": (np.float32, 4), "F16": (np.float16, 2),
+             "BF16": (np.uint16, 2), "F8_E4M3": (ml_dtypes.float8_e4m3fn, 1),
+             "F8_E5M2": (ml_dtypes.float8_e5m2, 1)}
+_ST_INT = {"I8": 1, "I16": 2, "I32": 4, "I64": 8, "U8": 1, "U16": 2, "U32": 4, "U64": 8, "BOOL": 1}
+# scale-only float types of the format: not weights (a block scale or a packed sub-byte code)
+_ST_OTHER = {"F8_E8M0": (1, "power-of-two scale tensor (F8_E8M0), not a weight"),
+             "C64": (8, "complex tensor (C64), not a real weight")}
+MAX_HEADER = 100_000_000   # as the safetensors library: a bigger header is a damaged file
 
 
 def _bf16_to_f32(u16: np.ndarray) -> np.ndarray:
     return (u16.astype(np.uint32) << 16).view(np.float32)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _parse_safetensors_header(path: Path, header, data_size: int) -> list[tuple]:
+    """Check every field of a safetensors header before anything is read; one line on the first
+    fault. Returns (name, dtype, shape, start, end) per tensor, offsets relative to the data."""
+    if not isinstance(header, dict):
+        raise SourceError(f"{path}: safetensors header is JSON but not an object "
+                          f"(a {type(header).__name__})")
+    meta = header.get("__metadata__")
+    if meta is not None and not (isinstance(meta, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in meta.items())):
+        raise SourceError(f"{path}: safetensors __metadata__ must map strings to strings")
+    entries = []
+    for name, m in header.items():
+        if name == "__metadata__":
+            continue
+        where = f"{path}: tensor {name!r}"
+        if not isinstance(m, dict) or not {"dtype", "shape", "data_offsets"} <= set(m):
+            raise SourceError(f"{where}: header entry needs dtype, shape and data_offsets")
+        dtype, shape, offs = m["dtype"], m["shape"], m["data_offsets"]
+        if not isinstance(dtype, str):
+            raise SourceError(f"{where}: dtype must be a string, got {dtype!r}")
+        if dtype in _ST_FLOAT:
+            itemsize = _ST_FLOAT[dtype][1]
+        elif dtype in _ST_INT:
+            itemsize = _ST_INT[dtype]
+        elif dtype in _ST_OTHER:
+            itemsize = _ST_OTHER[dtype][0]
+        else:
+            raise SourceError(f"{where}: unknown dtype {dtype!r}")
+        if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+            raise SourceError(f"{where}: shape must be a list of non-negative integers, got {shape!r}")
+        if not (isinstance(offs, list) and len(offs) == 2 and all(_is_int(o) for o in offs)):
+            raise SourceError(f"{where}: data_offsets must be two integers, got {offs!r}")
+        start, end = offs
+        if not 0 <= start <= end:
+            raise SourceError(f"{where}: data_offsets {offs} are not 0 <= begin <= end")
+        if end > data_size:
+            raise SourceError(f"{path}: truncated: tensor {name!r} needs data bytes up to {end}, "
+                              f"the file holds {data_size}")
+        numel = 1
+        for d in shape:          # Python ints: a 2^32 x 2^32 shape does not wrap around
+            numel *= d
+        if end - start != numel * itemsize:
+            raise SourceError(f"{where}: byte range {offs} ({end - start} bytes) does not match "
+                              f"shape {shape} x {dtype} ({numel * itemsize} bytes)")
+        entries.append((name, dtype, tuple(shape), start, end))
+    # the format's rule: the data buffer is covered by the tensors exactly, no overlap, no hole
+    pos, prev = 0, None
+    for name, _d, _s, start, end in sorted(entries, key=lambda e: (e[3], e[4])):
+        if start < pos:
+            raise SourceError(f"{path}: tensors {prev!r} and {name!r} overlap in the data buffer")
+        if start > pos:
+            raise SourceError(f"{path}: data bytes {pos}..{start} belong to no tensor (before {name!r})")
+        pos, prev = end, name
+    if pos != data_size:
+        raise SourceError(f"{path}: data buffer holds {data_size} bytes, the tensors cover {pos}")
+    return entries
 
 
 def open_safetensors(path: Path, model_id: str | None = None) -> ModelSource:
@@ -114,38 +193,30 @@ def open_safetensors(path: Path, model_id: str | None = None) -> ModelSource:
         if len(head) < 8:
             raise SourceError(f"{path}: not a safetensors file (only {size} bytes)")
         (n,) = struct.unpack("<Q", head)
-        if n > 100_000_000 or 8 + n > size:
+        if n > MAX_HEADER or 8 + n > size:
             raise SourceError(f"{path}: truncated or not a safetensors file (header of {n} bytes, file of {size})")
         raw = fh.read(n)
     try:
         header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise SourceError(f"{path}: safetensors header is not valid JSON ({exc.__class__.__name__})") from None
     base = 8 + n
-    mm = None
+    entries = _parse_safetensors_header(path, header, size - base)
+    mm = np.memmap(path, dtype=np.uint8, mode="r") if size > base else None
     tensors: list[TensorInfo] = []
-    for name, meta in header.items():
-        if name == "__metadata__":
+    for name, dtype, shape, start, end in entries:
+        if dtype in _ST_OTHER:
+            tensors.append(TensorInfo(name, shape, dtype, False, _ST_OTHER[dtype][1]))
             continue
-        try:
-            dtype, shape, (start, end) = meta["dtype"], tuple(int(s) for s in meta["shape"]), meta["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise SourceError(f"{path}: malformed entry for tensor {name!r} in the safetensors header") from None
-        if base + end > size:
-            raise SourceError(f"{path}: truncated: tensor {name!r} needs bytes up to {base + end}, file has {size}")
-        is_float = dtype in _ST_DTYPES
-        itemsize = _ST_DTYPES[dtype][1] if is_float else _ST_INT.get(dtype)
-        if itemsize is None:
-            raise SourceError(f"{path}: tensor {name!r} has unsupported dtype {dtype}")
-        if (end - start) != int(np.prod(shape)) * itemsize:
-            raise SourceError(f"{path}: tensor {name!r} byte range does not match shape {list(shape)} × {dtype}")
-        if mm is None:
-            mm = np.memmap(path, dtype=np.uint8, mode="r")
+        is_float = dtype in _ST_FLOAT
 
         def load(start=base + start, end=base + end, dtype=dtype, shape=shape, mm=mm):
-            np_dtype = _ST_DTYPES[dtype][0]
-            arr = mm[start:end].view(np_dtype).reshape(shape)
-            return _bf16_to_f32(arr) if dtype == "BF16" else arr
+            if end == start:
+                return np.zeros(shape, np.float32)
+            arr = mm[start:end].view(_ST_FLOAT[dtype][0]).reshape(shape)
+            if dtype == "BF16":
+                return _bf16_to_f32(arr)
+            return arr.astype(np.float32) if dtype.startswith("F8") else arr
 
         tensors.append(TensorInfo(name, shape, dtype, False, _classify(name, shape, is_float), load))
     digest = hashlib.sha256(raw + str(size).encode()).hexdigest()[:16]
@@ -183,12 +254,31 @@ def open_gguf(path: Path, model_id: str | None = None) -> ModelSource:
                 return np.asarray(data).reshape(shape)
             return dequantize(np.asarray(data), qtype).reshape(shape)
 
+        expect = getattr(t, "n_bytes", None)
+        if expect is not None and int(np.asarray(t.data).nbytes) != int(expect):
+            raise SourceError(f"{path}: truncated: tensor {t.name!r} needs {int(expect)} bytes, "
+                              f"the file holds {int(np.asarray(t.data).nbytes)}")
         tensors.append(TensorInfo(t.name, shape, qtype.name, qtype not in plain and is_float,
                                   _classify(t.name, shape, is_float), load))
     return ModelSource(model_id or _model_id_from_path(path), path, h.hexdigest()[:16], tensors)
 
 
 # ---------------------------------------------------------------------------------- .npy / .npz
+def _check_npy_extent(path: Path, name: str, shape, dtype, nbytes: int) -> None:
+    """A .npz member's header must describe exactly the bytes that follow it."""
+    if not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise SourceError(f"{path}: member {name!r} has an invalid shape {shape!r}")
+    dt = np.dtype(dtype)
+    if dt.hasobject:
+        return  # pickled objects have no fixed size; such a member is listed as unsupported
+    need = dt.itemsize
+    for d in shape:
+        need *= d
+    if need != nbytes:
+        raise SourceError(f"{path}: member {name!r} header says {list(shape)} x {dt} ({need} bytes), "
+                          f"the member holds {nbytes}")
+
+
 def open_numpy(path: Path, model_id: str | None = None) -> ModelSource:
     try:
         if path.suffix == ".npy":
@@ -196,20 +286,35 @@ def open_numpy(path: Path, model_id: str | None = None) -> ModelSource:
             arrays = {path.stem: (lambda arr=arr: arr, arr.shape, arr.dtype)}
         else:
             npz = np.load(path)  # members are read one at a time, on access
+            bad = npz.zip.testzip()   # every member's CRC, before anything is measured
+            if bad is not None:
+                raise SourceError(f"{path}: member {bad!r} is damaged (bad CRC)")
             arrays = {}
             for k in npz.files:
                 # the shape/dtype live in each member's .npy header; reading it is cheap
-                with npz.zip.open(k + ".npy") as fh:
+                member = k + ".npy"
+                with npz.zip.open(member) as fh:
                     major, _ = np.lib.format.read_magic(fh)
                     read = (np.lib.format.read_array_header_1_0 if major == 1
                             else np.lib.format.read_array_header_2_0)
                     shape, _, dtype = read(fh)
+                    header_end = fh.tell()
+                _check_npy_extent(path, k, shape, dtype, npz.zip.getinfo(member).file_size - header_end)
                 arrays[k] = (lambda k=k: npz[k], shape, dtype)
-    except (ValueError, OSError, EOFError) as exc:
-        raise SourceError(f"{path}: cannot read numpy file ({str(exc).splitlines()[0][:120]})") from None
-    tensors = [TensorInfo(k, tuple(shape), str(np.dtype(dt)), False,
-                          _classify(k, tuple(shape), np.issubdtype(dt, np.floating)), fn)
-               for k, (fn, shape, dt) in arrays.items()]
+    except SourceError:
+        raise
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error,
+            NotImplementedError, SyntaxError) as exc:   # a damaged zip or .npy header
+        msg = (str(exc).splitlines() or [exc.__class__.__name__])[0][:120]
+        raise SourceError(f"{path}: cannot read numpy file ({msg})") from None
+    tensors = []
+    for k, (fn, shape, dt) in arrays.items():
+        dt = np.dtype(dt)
+        if dt.kind in "biu" or np.issubdtype(dt, np.floating):
+            reason = _classify(k, tuple(shape), np.issubdtype(dt, np.floating))
+        else:  # complex, object, strings, records: not a real weight matrix
+            reason = f"unsupported dtype {dt}, not a real-valued weight"
+        tensors.append(TensorInfo(k, tuple(shape), str(dt), False, reason, fn))
     h = hashlib.sha256(str(path.stat().st_size).encode() + json.dumps(
         [(t.name, t.shape, t.dtype) for t in tensors]).encode())
     return ModelSource(model_id or _model_id_from_path(path), path, h.hexdigest()[:16], tensors)
@@ -241,6 +346,13 @@ def open_model(path: str | os.PathLike | None = None, model_id: str | None = Non
         if not shards:
             raise SourceError(f"{p}: directory holds no *.safetensors file")
         parts = [open_safetensors(s) for s in shards]
+        owner: dict[str, Path] = {}
+        for part in parts:
+            for t in part.tensors:
+                if t.name in owner:
+                    raise SourceError(f"{p}: tensor {t.name!r} is in two shards: {owner[t.name].name} "
+                                      f"and {part.path.name}")
+                owner[t.name] = part.path
         tensors = [t for part in parts for t in part.tensors]
         digest = hashlib.sha256("".join(x.fingerprint for x in parts).encode()).hexdigest()[:16]
         return ModelSource(model_id or _model_id_from_path(p), p, digest, tensors)

@@ -17,7 +17,9 @@ actually written for a tensor and why it differs from ``format``), ``imatrix``/`
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import fcntl
 import functools
 import json
 import os
@@ -146,24 +148,122 @@ def _to_table(rows: list[dict] | pd.DataFrame, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_pandas(df[[f.name for f in schema]], schema=schema, preserve_index=False)
 
 
+LOCK_NAME = ".lock"
+
+
+@contextlib.contextmanager
+def store_lock(store: str | Path):
+    """The store-wide writer lock (flock on ``<store>/.lock``): every writer — sweeps, imports,
+    repairs, in any process — checks natural keys and publishes files while holding it, so no
+    key is ever stored twice. Readers never take it."""
+    Path(store).mkdir(parents=True, exist_ok=True)
+    fd = os.open(Path(store) / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _publish(store: str | Path, table: str, part: pa.Table, model: str) -> Path:
+    folder = Path(store) / f"model={model}" / f"table={table}"
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"{uuid.uuid4().hex}.parquet"
+    tmp = final.with_suffix(".parquet.tmp")
+    pq.write_table(part, tmp, compression="zstd")
+    os.replace(tmp, final)  # atomic publish: the glob never sees a partial file
+    return final
+
+
+KEY_FIXED = ("model", "backend", "device", "workbench_version", "imatrix")  # a writer's constants
+_KEY_INDEX: dict[tuple, tuple[set[str], set[tuple[str, str]]]] = {}      # -> (files read, keys)
+
+
+def _stored_pairs(store: str | Path, fixed: tuple) -> set[tuple[str, str]]:
+    """(tensor, format) pairs stored under the natural-key constants ``fixed`` (KEY_FIXED order).
+    Files are immutable, so each is read once per process (key columns only); call it with the
+    store lock held so no file appears between this read and the caller's write."""
+    folder = Path(store) / f"model={fixed[0]}" / "table=results"
+    entry = _KEY_INDEX.setdefault((str(Path(store).resolve()), fixed), (set(), set()))
+    seen, pairs = entry
+    files = {p.name for p in folder.glob("*.parquet")}
+    if seen - files:              # a file was moved aside (store repair): read everything again
+        seen.clear()
+        pairs.clear()
+    for name in sorted(files - seen):
+        keys = None if file_fault(folder / name, "results") else _file_keys(folder / name)
+        if keys is not None:      # a file queries skip holds no row they see
+            m = np.ones(len(keys), bool)
+            for col, val in zip(KEY_FIXED, fixed):
+                m &= keys[col].to_numpy() == val
+            pairs.update(zip(keys["tensor"][m], keys["format"][m]))
+        seen.add(name)
+    return pairs
+
+
+def _file_keys(path: Path) -> pd.DataFrame | None:
+    try:
+        names = pq.read_schema(path).names
+        t = pq.read_table(path, columns=[c for c in NATURAL_KEY if c in names])
+    except Exception:  # noqa: BLE001 - a damaged file: `workbench store check` reports it
+        return None
+    df = t.to_pandas()
+    if "model" not in df:          # written without it: the folder names the model
+        df["model"] = path.parent.parent.name[len("model="):]
+    for c in NATURAL_KEY:
+        if c not in df:
+            df[c] = "" if c in MAY_BE_EMPTY else None
+    df["imatrix"] = df["imatrix"].fillna("")
+    return df
+
+
+def write_new(store: str | Path, rows: list[dict] | pd.DataFrame) -> tuple[list[Path], int]:
+    """Append results rows whose natural key is not stored yet (nor repeated earlier in
+    ``rows``), checked under the store lock at write time; returns (files, rows dropped)."""
+    df = pd.DataFrame(rows) if not isinstance(rows, pd.DataFrame) else rows
+    if len(df) == 0:
+        return [], 0
+    df = df.copy()
+    df["imatrix"] = df["imatrix"].fillna("") if "imatrix" in df else ""
+    before = len(df)
+    df = df.drop_duplicates(list(NATURAL_KEY), keep="first")
+    paths: list[Path] = []
+    with store_lock(store):
+        keep = []
+        for fixed, group in df.groupby(list(KEY_FIXED), sort=True, dropna=False):
+            have = _stored_pairs(store, tuple(fixed))
+            pair = list(zip(group["tensor"], group["format"]))
+            mask = np.fromiter((p not in have for p in pair), bool, len(pair))
+            keep.append(group[mask])
+        df = pd.concat(keep) if keep else df.iloc[:0]
+        paths = _write_unlocked(store, "results", df)
+        for fixed, group in df.groupby(list(KEY_FIXED), sort=True, dropna=False):
+            entry = _KEY_INDEX.get((str(Path(store).resolve()), tuple(fixed)))
+            if entry is not None:   # our own files: their keys are known without reading them
+                entry[0].update(p.name for p in paths if f"model={fixed[0]}" in p.parts)
+                entry[1].update(zip(group["tensor"], group["format"]))
+    return paths, before - len(df)
+
+
 def write(store: str | Path, table: str, rows: list[dict] | pd.DataFrame) -> list[Path]:
-    """Append rows as new immutable files, one per model partition; returns the files."""
+    """Append rows as new immutable files, one per model partition; returns the files. Results
+    rows go through ``write_new``: a natural key already stored is never written again."""
+    if table == "results":
+        return write_new(store, rows)[0]
+    with store_lock(store):
+        return _write_unlocked(store, table, rows)
+
+
+def _write_unlocked(store: str | Path, table: str, rows: list[dict] | pd.DataFrame) -> list[Path]:
     t = _to_table(rows, TABLES[table])
     if t.num_rows == 0:
         return []
-    paths = []
-    for model in sorted(set(t.column("model").to_pylist())):
+    models = sorted(set(t.column("model").to_pylist()), key=str)
+    for model in models:   # every partition name is checked before the first file is written
         if not isinstance(model, str) or not MODEL_ID.match(model):
             raise StoreError(f"invalid model id {model!r} (letters, digits, '.', '_', '-')")
-        part = t.filter(pa.compute.equal(t.column("model"), model))
-        folder = Path(store) / f"model={model}" / f"table={table}"
-        folder.mkdir(parents=True, exist_ok=True)
-        final = folder / f"{uuid.uuid4().hex}.parquet"
-        tmp = final.with_suffix(".parquet.tmp")
-        pq.write_table(part, tmp, compression="zstd")
-        os.replace(tmp, final)  # atomic publish: the glob never sees a partial file
-        paths.append(final)
-    return paths
+    return [_publish(store, table, t.filter(pa.compute.equal(t.column("model"), m)), m) for m in models]
 
 
 # ------------------------------------------------------------------------------------- read
@@ -176,17 +276,110 @@ def has_files(store: str | Path, table: str = "results") -> bool:
 
 
 _SQL_TYPES = {"bool": "BOOLEAN", "int16": "SMALLINT", "int32": "INTEGER", "int64": "BIGINT",
-              "double": "DOUBLE", "timestamp[us, tz=UTC]": "TIMESTAMPTZ"}
+              "double": "DOUBLE", "timestamp[us, tz=UTC]": "TIMESTAMPTZ", "string": "VARCHAR"}
+
+
+def sql_type(t: pa.DataType) -> str:
+    return "VARCHAR" if pa.types.is_string(t) else _SQL_TYPES.get(str(t), "DOUBLE")
+
+
+def _kind(t: pa.DataType) -> str:
+    """A column type's kind, for telling a compatible file (int32 for int16) from a foreign one."""
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t) and \
+            pa.types.is_string(t.value_type):
+        return "string"
+    if pa.types.is_boolean(t):
+        return "bool"
+    if pa.types.is_integer(t):
+        return "int"
+    if pa.types.is_floating(t):
+        return "float"
+    if pa.types.is_timestamp(t):
+        return "timestamp"
+    if pa.types.is_null(t):
+        return "null"
+    return str(t)
+
+
+def schema_fault(file_schema: pa.Schema, table: str, in_store: bool = False) -> str | None:
+    """Why a Parquet schema is not one of ``table``'s (None: it is, maybe an older minor one).
+    ``in_store``: a file inside the store, whose model may come from its ``model=`` folder."""
+    want = TABLES[table]
+    need = REQUIRED if table == "results" else ("model", "run_id")
+    missing = [c for c in need if c not in file_schema.names and not (in_store and c == "model")]
+    if missing:
+        return f"not a workbench {table} file (missing columns: {', '.join(missing)})"
+    for f in want:
+        if f.name not in file_schema.names:
+            continue
+        got, exp = _kind(file_schema.field(f.name).type), _kind(f.type)
+        if got != exp and got != "null" and not (exp == "float" and got == "int"):
+            return f"column {f.name!r} has type {file_schema.field(f.name).type}, expected {f.type}"
+    return None
+
+
+# (path, size, mtime_ns) -> None (usable) or why a store file is skipped by every query
+_FILE_FAULTS: dict[tuple[str, int, int], str | None] = {}
+
+
+def file_fault(path: Path, table: str) -> str | None:
+    """Why a store file cannot be queried (footer, schema), cached while the file is unchanged."""
+    try:
+        st_ = path.stat()
+    except OSError as exc:
+        return f"cannot stat ({exc.strerror})"
+    key = (str(path), st_.st_size, st_.st_mtime_ns)
+    if key not in _FILE_FAULTS:
+        try:
+            fault = schema_fault(pq.read_schema(path), table, in_store=True)
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types on a damaged file
+            fault = f"unreadable Parquet ({exc.__class__.__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''})"
+        _FILE_FAULTS[key] = fault
+    return _FILE_FAULTS[key]
+
+
+def store_files(store: str | Path, table: str) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The table's files every query reads, and the ones it skips with the reason."""
+    good, bad = [], []
+    for path in sorted(Path(store).glob(f"model=*/table={table}/*.parquet")):
+        fault = file_fault(path, table)
+        (bad.append((path, fault)) if fault else good.append(path))
+    return good, bad
+
+
+def skipped_files(store: str | Path) -> list[tuple[Path, str]]:
+    """Store files that queries leave out (unreadable or foreign), with the reason: the CLI and
+    the dashboard name them; `workbench store check --repair` moves them aside."""
+    return [b for table in TABLES for b in store_files(store, table)[1]]
+
+
+def skipped_note(store: str | Path) -> str:
+    """One line naming the store files queries leave out ("" when there are none)."""
+    bad = skipped_files(store)
+    if not bad:
+        return ""
+    names = "; ".join(f"{Path(p).relative_to(store)} ({why})" for p, why in bad[:3])
+    more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+    return (f"skipped {len(bad)} store file(s) that cannot be read: {names}{more}; "
+            "`workbench store check --repair` moves them aside")
+
+
+def _sql_list(paths: list[Path]) -> str:
+    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
 
 
 def connect(store: str | Path) -> duckdb.DuckDBPyConnection:
-    """A fresh in-memory DuckDB connection (one per query/thread) with views over the store."""
+    """A fresh in-memory DuckDB connection (one per query/thread) with views over the store.
+    Files that cannot be read are left out (``skipped_files`` names them). A natural key stored
+    more than once (by a version before the store lock) reads as one row: the first stored
+    wins (earliest ``created_at``, then file name, then position in the file)."""
     con = duckdb.connect()
     for table, schema in TABLES.items():
-        if has_files(store, table):
+        files = store_files(store, table)[0]
+        if files:
             con.execute(f"""CREATE VIEW {table}_files AS SELECT * EXCLUDE ("table") FROM read_parquet(
-                '{_glob(store, table)}', hive_partitioning=true, union_by_name=true,
-                hive_types={{'model': VARCHAR, 'table': VARCHAR}})""")
+                {_sql_list(files)}, hive_partitioning=true, union_by_name=true, filename=true,
+                file_row_number=true, hive_types={{'model': VARCHAR, 'table': VARCHAR}})""")
             # files of an older schema lack newer columns: present them as NULL ("" for a
             # natural-key column), so every query sees the current schema
             have = {r[0] for r in con.execute(f"DESCRIBE {table}_files").fetchall()}
@@ -194,12 +387,16 @@ def connect(store: str | Path) -> duckdb.DuckDBPyConnection:
             for f in schema:
                 if f.name in have:
                     cols.append(f"coalesce(\"{f.name}\", '') AS \"{f.name}\"" if f.name in MAY_BE_EMPTY
-                                else f'"{f.name}"')
+                                else f'CAST("{f.name}" AS {sql_type(f.type)}) AS "{f.name}"')
                 else:
-                    sqltype = "VARCHAR" if pa.types.is_string(f.type) else _SQL_TYPES.get(str(f.type), "DOUBLE")
                     default = "''" if f.name in MAY_BE_EMPTY else "NULL"
-                    cols.append(f'CAST({default} AS {sqltype}) AS "{f.name}"')
-            con.execute(f"CREATE VIEW {table} AS SELECT {', '.join(cols)} FROM {table}_files")
+                    cols.append(f'CAST({default} AS {sql_type(f.type)}) AS "{f.name}"')
+            dedupe = ""
+            if table == "results":
+                key = ", ".join(f"coalesce(\"{c}\", '')" if c in MAY_BE_EMPTY else f'"{c}"' for c in NATURAL_KEY)
+                dedupe = (f"QUALIFY row_number() OVER (PARTITION BY {key} "
+                          "ORDER BY created_at, filename, file_row_number) = 1")
+            con.execute(f"CREATE VIEW {table} AS SELECT {', '.join(cols)} FROM {table}_files {dedupe}")
         else:  # an empty store still answers queries, with the right columns
             con.from_arrow(schema.empty_table()).create_view(table)
     return con
@@ -401,64 +598,13 @@ def export(store: str | Path, out: str | Path, model: str | None = None,
 
 
 # ---------------------------------------------------------------------------- share: import
-def validate_import(path: str | Path) -> pa.Table:
-    """Read and check a collaborator's file; raise StoreError with one line if it is unusable."""
-    from workbench.formats import FormatError, parse
-    path = Path(path)
-    try:
-        t = pq.read_table(path)
-    except FileNotFoundError:
-        raise StoreError(f"{path}: no such file") from None
-    except Exception as exc:  # pyarrow raises several types for garbage
-        raise StoreError(f"{path}: not a readable Parquet file ({exc.__class__.__name__})") from None
-    missing = [c for c in REQUIRED if c not in t.column_names]
-    if missing:
-        raise StoreError(f"{path}: not a workbench results file (missing columns: {', '.join(missing)})")
-    versions = set(t.column("schema_version").to_pylist())
-    if any(v is None or v > SCHEMA_VERSION for v in versions):
-        raise StoreError(f"{path}: schema version {sorted(map(str, versions))} is newer than this "
-                         f"workbench's ({SCHEMA_VERSION}); upgrade to import it")
-    extra = [c for c in t.column_names if c not in RESULTS_SCHEMA.names]
-    if extra:
-        t = t.drop_columns(extra)
-    try:
-        t = _to_table(t.to_pandas(), RESULTS_SCHEMA)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, TypeError) as exc:
-        raise StoreError(f"{path}: column types do not match the results schema ({str(exc).splitlines()[0][:100]})") from None
-    df = t.to_pandas()
-    if df["imatrix"].isna().any():  # schema 1 had no imatrix: those rows were measured without
-        df["imatrix"] = df["imatrix"].fillna("")
-        t = _to_table(df, RESULTS_SCHEMA)
-    for c in NATURAL_KEY + ("run_id",):
-        if c in MAY_BE_EMPTY:
-            continue
-        if df[c].isna().any() or (df[c].astype(str) == "").any():
-            raise StoreError(f"{path}: column {c!r} has empty values")
-    bad = [m for m in df["model"].unique() if not MODEL_ID.match(m)]
-    if bad:
-        raise StoreError(f"{path}: invalid model id {bad[0]!r}")
-    for name in df["format"].unique():
-        try:
-            if parse(name).name != name:
-                raise FormatError(f"{name!r} is not a canonical format name")
-        except FormatError as exc:
-            raise StoreError(f"{path}: {exc}") from None
-    if not (df["numel"] > 0).all() or not (df["bpw"] > 0).all() or not (df["nmse"] >= 0).all():
-        raise StoreError(f"{path}: impossible values (numel, bpw must be > 0 and nmse >= 0)")
-    return t
+def validate_import(path: str | Path):
+    """Check a collaborator's file (``workbench.store_import``); StoreError if it is unusable."""
+    from workbench.store_import import validate_import as _validate
+    return _validate(path)
 
 
 def import_file(path: str | Path, store: str | Path) -> tuple[int, int]:
-    """Merge a collaborator's results file; existing rows are never changed. Rows whose natural
-    key is already stored (or repeated in the file) are skipped. Returns (added, skipped)."""
-    t = validate_import(path)
-    df = t.to_pandas()
-    key = list(NATURAL_KEY)
-    before = len(df)
-    df = df.drop_duplicates(key, keep="first")
-    have = query(store, f"SELECT DISTINCT {', '.join(key)} FROM results")
-    if len(have):
-        df = df.merge(have.astype({c: str for c in key}), on=key, how="left", indicator=True)
-        df = df[df["_merge"] == "left_only"].drop(columns="_merge")
-    write(store, "results", df)
-    return len(df), before - len(df)
+    """Merge a collaborator's results file (``workbench.store_import``); returns (added, skipped)."""
+    from workbench.store_import import import_file as _import
+    return _import(path, store)

@@ -9,6 +9,7 @@ natural key (same backend, device and workbench version) and does only what is m
 from __future__ import annotations
 
 import concurrent.futures as cf
+import math
 import os
 import threading
 import time
@@ -58,6 +59,10 @@ def measure(spec: FormatSpec, x: np.ndarray, importance: np.ndarray | None = Non
     y = codec.dequantize(packed, x.shape)
     t2 = time.perf_counter()
     m = tensor_metrics(x, y)
+    if not (math.isfinite(m["mse"]) and math.isfinite(m["cosine"])):   # x is finite: y is not
+        raise Unrepresentable(f"{spec.name} cannot represent this tensor (absmax "
+                              f"{float(np.abs(x).max()):.3g}): its reconstruction holds Inf/NaN, a scale "
+                              f"overflows its {spec.scale} encoding")
     if importance is not None:
         m.update(weighted_metrics(x, y, importance))
     return {**m, "bpw": packed.size * 8 / x.size, "nbytes": int(packed.size), "rows": rows, "cols": cols,
@@ -67,6 +72,10 @@ def measure(spec: FormatSpec, x: np.ndarray, importance: np.ndarray | None = Non
             "quant_s": t1 - t0, "dequant_s": t2 - t1}
 
 
+class Unrepresentable(ValueError):
+    """A format whose reconstruction of a finite tensor is not finite (a scale overflows)."""
+
+
 def spec_columns(spec: FormatSpec) -> dict:
     return {"format": spec.name, "family": spec.family, "bits": spec.bits, "block": spec.block,
             "symmetric": spec.symmetric, "scale_dtype": spec.scale, "super_bits": spec.super_bits,
@@ -74,24 +83,39 @@ def spec_columns(spec: FormatSpec) -> dict:
             "search": spec.search, "normalizer": spec.uses_normalizer, "naive": spec.naive}
 
 
-def warm_up(formats: list[FormatSpec]) -> None:
+def warm_up(formats: list[FormatSpec], progress: bool | Callable[[int, int], None] = False) -> None:
     """Run every format once on tiny tensors (a full block and a row tail) before anything is
     timed, so no timing includes compilation or the load of Numba's cache. Kernels specialise
-    per scale encoding, single/double and search, and Numba types a read-only array (a tensor
-    mapped from its file, as the sweep reads them) apart from a writable one: warming one format
-    per family on a writable array left the first real tensor of a sweep 5-30x slow for half
-    the formats. llama.cpp types also run with an importance vector and on their fallbacks."""
-    for cols in (256, 96):
-        w = np.linspace(0.5, 2, cols, dtype=np.float32)
-        for writable in (False, True):
+    per scale encoding, single/double and search; llama.cpp types also run with an importance
+    vector and on their fallbacks. The sweep hands kernels writable arrays only (``as_kernel_input``),
+    so one array kind is compiled: Numba types a read-only array apart from a writable one.
+    ``progress``: True shows a bar (the first run compiles; later runs load Numba's cache)."""
+    todo = [f for f in formats]
+    bar = None
+    if progress is True:
+        from tqdm import tqdm
+        bar = tqdm(total=len(todo), unit="fmt", desc="kernels (compiled on the first run, then cached)",
+                   dynamic_ncols=True)
+    for i, f in enumerate(todo):
+        for cols in (256, 96):
             x = np.linspace(-1, 1, 2 * cols, dtype=np.float32).reshape(2, cols)
-            x.setflags(write=writable)
-            for f in formats:
-                if f.applies_to(x.shape):
-                    continue
-                measure(f, x)
-                if f.family == "ggml":
-                    measure(f, x, w)
+            if f.applies_to(x.shape):
+                continue
+            measure(f, x)
+            if f.family == "ggml":
+                measure(f, x, np.linspace(0.5, 2, cols, dtype=np.float32))
+        if bar is not None:
+            bar.update(1)
+        elif callable(progress):
+            progress(i + 1, len(todo))
+    if bar is not None:
+        bar.close()
+
+
+def as_kernel_input(x: np.ndarray) -> np.ndarray:
+    """A writable float32 C array (a tensor mapped from its file is read-only: copy it), so the
+    kernels see one array type and compile once."""
+    return x if x.flags.writeable else x.copy()
 
 
 def _non_finite(x: np.ndarray) -> int:
@@ -156,32 +180,44 @@ def run(model: str | os.PathLike | None = None, formats: str | list[FormatSpec] 
             batch = pending[:]
             pending.clear()
             last_flush[0] = time.monotonic()
-        rep.files += st.write(store, "results", batch)
+        files, dropped = st.write_new(store, batch)   # keys checked again under the store lock
+        rep.files += files
+        rep.measured -= dropped     # another writer stored them since this sweep started
+        rep.already += dropped
 
     bar = None
-    if progress is True:
-        from tqdm import tqdm
-        bar = tqdm(total=total, unit="fmt", desc=f"sweep {src.model_id}", dynamic_ncols=True)
     count = [0]
 
     def task(t: TensorInfo, fs: list[FormatSpec]):
         if cancel is not None and cancel.is_set():
             return [], []
-        x = t.load()
+        try:
+            x = as_kernel_input(t.load())
+        except Exception as exc:  # noqa: BLE001 - damage found only when the bytes are read
+            why = (str(exc).splitlines() or [exc.__class__.__name__])[0][:160]
+            return [], [(t.name, f.name, f"tensor cannot be read ({why})") for f in fs]
         bad = _non_finite(x)
         if bad:
             return [], [(t.name, f.name, f"tensor has {bad} non-finite values (NaN/Inf)") for f in fs]
         w, why = (None, None) if imx is None else weights_for(imx, t.name, x.shape[1])
-        out = []
+        out, sk = [], []
         for f in fs:
+            try:
+                m = measure(f, x, w)
+            except Unrepresentable as exc:
+                sk.append((t.name, f.name, str(exc)))
+                continue
             row = {**base, "tensor": t.name, "source_dtype": t.dtype,
-                   "source_quantized": t.source_quantized, **spec_columns(f), **measure(f, x, w)}
+                   "source_quantized": t.source_quantized, **spec_columns(f), **m}
             if why:
                 row["imatrix_note"] = why
             out.append(row)
-        return out, []
+        return out, sk
 
-    warm_up(specs)
+    warm_up(specs, progress=progress is True)   # its own bar: the sweep's ETA starts after it
+    if progress is True:
+        from tqdm import tqdm
+        bar = tqdm(total=total, unit="fmt", desc=f"sweep {src.model_id}", dynamic_ncols=True)
     workers = workers or os.cpu_count() or 1
     pool = cf.ThreadPoolExecutor(max_workers=workers)
     try:

@@ -101,7 +101,10 @@ class DataPage(pn.viewable.Viewer):
             self._runs = pd.DataFrame(columns=list(st.RUN_COLUMNS))
             self._show(f"cannot read the store at {self.store}: {str(exc).splitlines()[0]}", "danger")
         else:
-            if self._runs.empty:
+            note = st.skipped_note(self.store)
+            if note:            # queries go on over the other files; say which were left out
+                self._show(note, "danger" if self._runs.empty else "warning")
+            elif self._runs.empty:
                 self._show(f"{EMPTY_STORE} (store: {self.store})", "info")
             elif self.message.object.startswith(EMPTY_STORE):
                 self.message.visible = False

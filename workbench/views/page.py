@@ -43,7 +43,9 @@ class ModelPage(pn.viewable.Viewer):
             self._show_message(f"cannot read the store at {self.store}: {str(exc).splitlines()[0]}", "danger")
             return
         if not models:
-            self._show_message(f"{EMPTY_STORE} (store: {self.store})", "info")
+            note = st.skipped_note(self.store)   # a store whose only files are damaged
+            self._show_message(f"{EMPTY_STORE} (store: {self.store})" + (f"; {note}" if note else ""),
+                               "danger" if note else "info")
             return
         self.param.model.objects = models
         self.model = model if model in models else models[0]

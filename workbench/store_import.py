@@ -1,0 +1,240 @@
+"""Import a collaborator's results file into the store: validate everything first, then merge
+the rows whose natural key is new, under the store lock. Nothing stored is ever changed.
+
+The file is never loaded whole: DuckDB reads it in a streaming scan for every check (each a
+single aggregate), and the merge is one ``COPY`` per model partition, so a file of millions of
+rows imports in bounded memory (``MEMORY_LIMIT``).
+"""
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+
+from workbench import store as st
+
+MEMORY_LIMIT = os.environ.get("WORKBENCH_IMPORT_MEMORY", "160MB")
+KNOWN_VERSIONS = tuple(range(1, st.SCHEMA_VERSION + 1))
+COSINE_SLACK = 1e-9   # a float64 cosine of identical tensors may round to 1 + 2^-52
+
+
+@dataclass(frozen=True)
+class ImportPlan:
+    """A validated file: what it holds and the columns it lacks (older minor schema → NULL)."""
+    path: Path
+    num_rows: int
+    columns: tuple[str, ...]
+    models: tuple[str, ...]
+
+
+def _con() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
+    con.execute("SET preserve_insertion_order = false")
+    con.execute("SET threads = 2")
+    return con
+
+
+def _lit(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def _fail(path: Path, msg: str):
+    raise st.StoreError(f"{path}: {msg}")
+
+
+def _value_checks(cols: set[str]) -> list[tuple[str, str]]:
+    """(SQL condition that is true for a bad row, what it means), for the columns present."""
+    fin = "isfinite({c})"
+    checks = [("numel IS NULL OR numel <= 0", "numel must be > 0"),
+              ("bpw IS NULL OR NOT isfinite(bpw) OR bpw <= 0", "bpw must be finite and > 0"),
+              (f"mse IS NULL OR NOT {fin.format(c='mse')} OR mse < 0", "mse must be finite and >= 0"),
+              (f"nmse IS NULL OR NOT {fin.format(c='nmse')} OR nmse < 0", "nmse must be finite and >= 0")]
+    optional = {
+        "rmse": "rmse IS NOT NULL AND (NOT isfinite(rmse) OR rmse < 0)",
+        "max_abs_err": "max_abs_err IS NOT NULL AND (NOT isfinite(max_abs_err) OR max_abs_err < 0)",
+        "bnl": "bnl IS NOT NULL AND (NOT isfinite(bnl) OR bnl < 0)",
+        "wmse": "wmse IS NOT NULL AND (NOT isfinite(wmse) OR wmse < 0)",
+        "wnmse": "wnmse IS NOT NULL AND (NOT isfinite(wnmse) OR wnmse < 0)",
+        "cosine": f"cosine IS NOT NULL AND (isnan(cosine) OR abs(cosine) > 1 + {COSINE_SLACK})",
+        "quant_s": "quant_s IS NOT NULL AND (NOT isfinite(quant_s) OR quant_s < 0)",
+        "dequant_s": "dequant_s IS NOT NULL AND (NOT isfinite(dequant_s) OR dequant_s < 0)",
+        "nbytes": "nbytes IS NOT NULL AND nbytes <= 0",
+        "sqnr_db": "sqnr_db IS NOT NULL AND (isnan(sqnr_db) OR (NOT isfinite(sqnr_db) AND nmse <> 0))",
+    }
+    checks += [(cond, f"{c} out of range") for c, cond in optional.items() if c in cols]
+    if {"rows", "cols"} <= cols:
+        checks.append(("rows IS NOT NULL AND cols IS NOT NULL AND (rows <= 0 OR cols <= 0 OR rows * cols <> numel)",
+                       "rows × cols must equal numel"))
+    if {"rmse", "mse"} <= cols:
+        checks.append(("rmse IS NOT NULL AND abs(rmse - sqrt(mse)) > 1e-9 * (1 + sqrt(mse))", "rmse must be √mse"))
+    return checks
+
+
+def _check_formats(con, src: str, path: Path, cols: set[str]) -> None:
+    """Every distinct (format, layout columns, shape) agrees with what the name implies: family,
+    bits, block, symmetry, scale encoding, the type llama.cpp writes, and bpw recomputed from the
+    name and the tensor's shape (the store's bpw comes from the real packed bytes, which equal
+    the closed form)."""
+    from workbench.formats import FormatError, parse
+    from workbench.sweep import spec_columns
+    fmt_cols = [c for c in st.FORMAT_COLS if c in cols]
+    shape_cols = [c for c in ("rows", "cols", "nbytes", "applied_type") if c in cols]
+    sel = ", ".join(f'"{c}"' for c in ["format", *fmt_cols, *shape_cols, "numel", "bpw"])
+    cur = con.execute(f"SELECT DISTINCT {sel} FROM {src}")
+    names = ["format", *fmt_cols, *shape_cols, "numel", "bpw"]
+    specs: dict[str, object] = {}
+    while batch := cur.fetchmany(5000):
+        for values in batch:
+            r = dict(zip(names, values))
+            name = r["format"]
+            if name not in specs:
+                try:
+                    spec = parse(name)
+                except FormatError as exc:
+                    _fail(path, str(exc))
+                if spec.name != name:
+                    _fail(path, f"{name!r} is not a canonical format name (it reads as {spec.name!r})")
+                specs[name] = spec
+            spec = specs[name]
+            want = spec_columns(spec)
+            for c in fmt_cols:
+                if r[c] is not None and r[c] != want[c]:
+                    _fail(path, f"format {name}: column {c} is {r[c]!r}, the name implies {want[c]!r}")
+            shape = (r.get("rows"), r.get("cols"))
+            if None in shape:
+                continue   # a schema without the shape: bpw is checked for range only
+            applied, note = spec.plan(shape)
+            if applied is None:
+                _fail(path, f"format {name} cannot encode a {shape[0]}x{shape[1]} tensor ({note})")
+            if "applied_type" in r and r["applied_type"] is not None and spec.family == "ggml" \
+                    and r["applied_type"] != applied:
+                _fail(path, f"format {name} on a {shape[0]}x{shape[1]} tensor writes {applied}, "
+                            f"the file says {r['applied_type']}")
+            nbytes = spec.nbytes(shape)
+            if r.get("nbytes") is not None and r["nbytes"] != nbytes:
+                _fail(path, f"format {name} on a {shape[0]}x{shape[1]} tensor takes {nbytes} bytes, "
+                            f"the file says {r['nbytes']}")
+            bpw = nbytes * 8 / r["numel"]
+            if not math.isclose(r["bpw"], bpw, rel_tol=1e-9):
+                _fail(path, f"format {name} on a {shape[0]}x{shape[1]} tensor has {bpw:.6g} bpw, "
+                            f"the file says {r['bpw']!r}")
+
+
+def validate_import(path: str | Path) -> ImportPlan:
+    """Check a collaborator's file without loading it whole; StoreError (one line) if unusable."""
+    path = Path(path)
+    if not path.is_file():
+        _fail(path, "no such file")
+    try:
+        schema = pq.read_schema(path)
+        num_rows = pq.read_metadata(path).num_rows
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for garbage
+        _fail(path, f"not a readable Parquet file ({exc.__class__.__name__})")
+    fault = st.schema_fault(schema, "results")
+    if fault:
+        _fail(path, fault)
+    cols = {c for c in schema.names if c in st.RESULTS_SCHEMA.names}
+    src = f"read_parquet({_lit(path)})"
+    con = _con()
+    try:
+        versions = [v for (v,) in con.execute(f"SELECT DISTINCT schema_version FROM {src}").fetchall()]
+        bad_v = [v for v in versions if v not in KNOWN_VERSIONS]
+        if bad_v:
+            newer = [v for v in bad_v if v is not None and v > st.SCHEMA_VERSION]
+            if newer:
+                _fail(path, f"schema version {max(newer)} is newer than this workbench's "
+                            f"({st.SCHEMA_VERSION}); upgrade to import it")
+            _fail(path, f"schema_version {bad_v[0]!r} is not a known version "
+                        f"({', '.join(map(str, KNOWN_VERSIONS))})")
+        for c in st.NATURAL_KEY + ("run_id",):
+            if c in st.MAY_BE_EMPTY or c not in cols:
+                continue
+            (n,) = con.execute(f"SELECT count(*) FROM {src} WHERE \"{c}\" IS NULL OR \"{c}\" = ''").fetchone()
+            if n:
+                _fail(path, f"column {c!r} has {n} empty values")
+        (n,) = con.execute(f"SELECT count(*) FROM {src} WHERE created_at IS NULL").fetchone()
+        if n:
+            _fail(path, f"column 'created_at' has {n} empty values")
+        models = [m for (m,) in con.execute(f"SELECT DISTINCT model FROM {src} ORDER BY model").fetchall()]
+        bad = [m for m in models if not st.MODEL_ID.match(m)]
+        if bad:
+            _fail(path, f"invalid model id {bad[0]!r}")
+        for cond, what in _value_checks(cols):
+            (n,) = con.execute(f"SELECT count(*) FROM {src} WHERE {cond}").fetchone()
+            if n:
+                _fail(path, f"impossible values: {what} ({n} rows)")
+        _check_formats(con, src, path, cols)
+    except duckdb.Error as exc:
+        _fail(path, f"cannot be read ({exc.__class__.__name__}: {str(exc).splitlines()[0][:100]})")
+    finally:
+        con.close()
+    return ImportPlan(path, num_rows, tuple(sorted(cols)), tuple(models))
+
+
+def _select(plan: ImportPlan) -> str:
+    """The file's rows in the store's schema (missing columns NULL, "" for imatrix)."""
+    out = []
+    for f in st.RESULTS_SCHEMA:
+        t = st.sql_type(f.type)
+        if f.name in plan.columns:
+            expr = f"coalesce(i.\"{f.name}\", '')" if f.name in st.MAY_BE_EMPTY else f"i.\"{f.name}\""
+        else:
+            expr = "''" if f.name in st.MAY_BE_EMPTY else "NULL"
+        out.append(f"CAST({expr} AS {t}) AS \"{f.name}\"")
+    return ", ".join(out)
+
+
+def import_file(path: str | Path, store: str | Path) -> tuple[int, int]:
+    """Merge a collaborator's results file; existing rows are never changed. Rows whose natural
+    key is already stored (or repeated in the file: the first stored, by created_at, wins) are
+    skipped. Returns (added, skipped)."""
+    plan = validate_import(path)
+    store = Path(store)
+    key = [f'"{c}"' for c in st.NATURAL_KEY]
+    ikey = " AND ".join(f"s.{k} = n.{k}" for k in key)
+    added, staged = 0, []
+    with st.store_lock(store):      # keys are checked and files published under one lock
+        con = _con()
+        try:
+            stored = st.store_files(store, "results")[0]
+            for model in plan.models:
+                new = (f"SELECT * EXCLUDE (_row) FROM (SELECT {_select(plan)}, i.file_row_number AS _row "
+                       f"FROM read_parquet({_lit(plan.path)}, file_row_number=true) i WHERE i.model = ?) "
+                       f"QUALIFY row_number() OVER (PARTITION BY {', '.join(key)} ORDER BY created_at, _row) = 1")
+                mine = [p for p in stored if p.parent.parent.name == f"model={model}"]
+                if mine:
+                    con.execute(f"CREATE OR REPLACE VIEW have_raw AS SELECT * FROM read_parquet("
+                                f"{st._sql_list(mine)}, union_by_name=true)")
+                    present = {r[0] for r in con.execute("DESCRIBE have_raw").fetchall()}
+                    hk = ", ".join((f"coalesce({k}, '') AS {k}" if k.strip('"') in present else f"'' AS {k}")
+                                   if k.strip('"') in st.MAY_BE_EMPTY else k for k in key)
+                    new = (f"SELECT n.* FROM ({new}) n WHERE NOT EXISTS "
+                           f"(SELECT 1 FROM (SELECT {hk} FROM have_raw) s WHERE {ikey})")
+                folder = store / f"model={model}" / "table=results"
+                folder.mkdir(parents=True, exist_ok=True)
+                final = folder / f"{uuid.uuid4().hex}.parquet"
+                tmp = final.with_suffix(".parquet.tmp")
+                staged.append((tmp, final))
+                con.execute(f"COPY ({new} ORDER BY tensor, format) TO {_lit(tmp)} "
+                            "(FORMAT parquet, COMPRESSION zstd)", [model])
+        except duckdb.Error as exc:
+            for tmp, _final in staged:
+                tmp.unlink(missing_ok=True)
+            raise st.StoreError(f"{path}: import failed ({exc.__class__.__name__}: "
+                                f"{str(exc).splitlines()[0][:100]}); nothing was stored") from None
+        finally:
+            con.close()
+        for tmp, final in staged:     # every partition staged: publish them all
+            n = pq.read_metadata(tmp).num_rows
+            if n:
+                os.replace(tmp, final)
+                added += n
+            else:
+                tmp.unlink()
+    return added, plan.num_rows - added
