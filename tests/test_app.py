@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from workbench import store as st
-from workbench.views.app import BY_SLUG, PAGES, Workbench, page_class
+from workbench.views.app import BY_SLUG, PAGES, LocalFast, Workbench, page_class
 
 
 def test_every_registered_page_imports_and_has_the_protocol():
@@ -17,10 +17,10 @@ def test_every_registered_page_imports_and_has_the_protocol():
 
 def test_pages_are_built_lazily_and_reloaded_after_a_change(small_store, tmp_path, monkeypatch):
     wb = Workbench(store=small_store)
-    assert list(wb.pages) == ["pareto"] and wb.main.objects[1] is wb.pages["pareto"].main
+    assert list(wb.pages) == ["pareto"] and wb.main.objects[-1] is wb.pages["pareto"].main
     assert wb.controls.objects == [wb.pages["pareto"].controls]
     wb.nav.value = "fp8"
-    assert list(wb.pages) == ["pareto", "fp8"] and wb.main.objects[1] is wb.pages["fp8"].main
+    assert list(wb.pages) == ["pareto", "fp8"] and wb.main.objects[-1] is wb.pages["fp8"].main
     assert BY_SLUG["fp8"].question in wb.heading.object
 
     reloaded = []
@@ -36,8 +36,34 @@ def test_pages_are_built_lazily_and_reloaded_after_a_change(small_store, tmp_pat
     assert reloaded == ["pareto"]
 
 
-def test_an_unknown_page_falls_back_to_pareto(small_store):
-    assert Workbench(store=small_store, page="nope").nav.value == "pareto"
+@pytest.mark.parametrize("page", ["nope", "", None])
+def test_an_unknown_page_falls_back_to_pareto(small_store, page):
+    wb = Workbench(store=small_store, page=page)
+    assert wb.nav.value == "pareto" and list(wb.pages) == ["pareto"]
+    assert wb.main.objects[-1] is wb.pages["pareto"].main
+
+
+@pytest.mark.parametrize("value", ["bogus", "", None])
+def test_an_unknown_page_from_the_url_shows_pareto(small_store, value):
+    """?page=bogus sets the page selector's value (pn.state.location.sync); the widget itself
+    sets a value that is not one of its options to None when it renders: either shows Pareto."""
+    wb = Workbench(store=small_store, page="fp8")
+    wb.nav.value = value
+    assert wb.nav.value == "pareto"
+    assert wb.main.objects[-1] is wb.pages["pareto"].main
+    assert wb.controls.objects == [wb.pages["pareto"].controls]
+    assert BY_SLUG["pareto"].question in wb.heading.object
+
+
+def test_the_template_asks_no_other_machine_for_anything(small_store):
+    """Offline: the template's resources (as `panel serve` serves them) are all the app's own;
+    Panel's Fast design would add Open Sans from fonts.googleapis.com on every page."""
+    template = Workbench(store=small_store).template()
+    assert template.design is LocalFast and not LocalFast._resources.get("font")
+    resources = template.resolve_resources(cdn=False)
+    urls = [url for kind in ("js", "js_modules", "css") for url in resources[kind].values()]
+    assert urls and all("//" not in url for url in urls), urls
+    assert not any("googleapis" in css or "@import" in css for css in resources["raw_css"])
 
 
 @pytest.mark.parametrize("slug", [p.slug for p in PAGES])
@@ -46,3 +72,18 @@ def test_each_page_builds_on_an_empty_store(slug, tmp_path):
     page = wb.pages[slug]
     assert st.models(tmp_path / "empty") == []
     page.reload()                           # and re-reads it without an error
+
+
+def test_a_damaged_store_file_is_named_above_every_page(small_store, tmp_path):
+    """Queries go on over the readable files; the shell says which file they left out."""
+    import shutil
+    store = tmp_path / "store"
+    shutil.copytree(small_store, store, ignore=shutil.ignore_patterns(".complete"))
+    wb = Workbench(store=store)
+    assert not wb.damaged.visible
+    bad = next(store.glob("model=*/table=results")) / "broken.parquet"
+    bad.write_bytes(b"PAR1 truncated")
+    wb.nav.value = "data"
+    assert wb.damaged.visible and "broken.parquet" in wb.damaged.object
+    assert wb.main.objects[0] is wb.damaged
+    assert len(wb.pages["data"].runs.value) == len(st.runs(small_store))   # the rest still reads

@@ -7,6 +7,7 @@ points it at the system chromium.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import queue
 import socket
@@ -15,6 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("WORKBENCH_CHROMIUM", "/usr/bin/chromium")
@@ -22,6 +24,20 @@ CHROMIUM = os.environ.get("WORKBENCH_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
 SERVER_START_S = 90      # the first session imports panel/holoviews in the server process
+
+
+def is_local(url: str) -> bool:
+    """True for a request that stays on this machine: a loopback host (127.0.0.0/8, ::1,
+    localhost) on any port, or a data:/blob:/about: URL. The dashboard must work offline."""
+    if url.startswith(("data:", "blob:", "about:")):
+        return True
+    host = urlsplit(url).hostname
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
 
 
 class ServerError(RuntimeError):

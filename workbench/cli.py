@@ -95,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", type=Path, default=None, help="--brush: a store with a full default sweep "
                    "(default: sweep one first, ~2 min)")
     p.add_argument("--brushes", type=int, default=15, help="--brush: brushes timed per store")
+    p.add_argument("--import", dest="import_", action="store_true", help="peak memory and time of "
+                   "`workbench import` on a file of --rows rows (streams: target <= 300 MB for 1e6)")
+    p.add_argument("--rows", type=int, default=1_000_000, help="--import: rows in the file")
+    p.add_argument("--cold", action="store_true", help="the README's main job from a cold Numba cache: "
+                   "`workbench sweep` of the default grid with compilation, then again warm")
     p.add_argument("--threads", type=int, default=None, help="--vs: threads for the all-cores columns")
     p.add_argument("--store", type=Path, nargs="?", const=True, default=None, metavar="DIR",
                    help="--vs: also record the timings in this store (no DIR: $WORKBENCH_STORE, else "
@@ -213,6 +218,12 @@ def cmd_import(a) -> int:
 
 
 def cmd_bench(a) -> int:
+    if a.import_:
+        from workbench.bench_import import main as import_main
+        return import_main(rows=a.rows, out=a.out)
+    if a.cold:
+        from workbench.bench_cold import main as cold_main
+        return cold_main(out=a.out)
     if a.brush:
         from workbench.bench_brush import main as brush_main
         args = ["--brushes", str(a.brushes)] + (["--base", str(a.base)] if a.base else []) \

@@ -93,7 +93,8 @@ NO_IMPORTANCE = np.empty(0, np.float32)
 
 
 def _f16_quantize(x, qw):
-    return np.ascontiguousarray(x, np.float32).astype(np.float16).view(np.uint8)
+    with np.errstate(over="ignore"):    # |x| > 65504 becomes inf, as in ggml: the sweep lists it
+        return np.ascontiguousarray(x, np.float32).astype(np.float16).view(np.uint8)
 
 
 def _f16_dequantize(packed, cols):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from workbench import store as st
 
 MEMORY_LIMIT = os.environ.get("WORKBENCH_IMPORT_MEMORY", "160MB")
 KNOWN_VERSIONS = tuple(range(1, st.SCHEMA_VERSION + 1))
+PARTITION_ROWS = 2_000_000  # rows of the file de-duplicated per pass: bounds the digest table
 COSINE_SLACK = 1e-9   # a float64 cosine of identical tensors may round to 1 + 2^-52
 
 
@@ -32,11 +34,21 @@ class ImportPlan:
     models: tuple[str, ...]
 
 
-def _con() -> duckdb.DuckDBPyConnection:
+def _digest(columns: tuple[str, ...], alias: str) -> str:
+    """SQL for a 128-bit digest of a row's natural key ("" for a missing imatrix)."""
+    parts = []
+    for c in st.NATURAL_KEY:
+        parts.append(f"coalesce(CAST({alias}.\"{c}\" AS VARCHAR), '')" if c in columns else "''")
+    return f"md5_number(concat_ws(chr(0), {', '.join(parts)}))"
+
+
+def _con(spill: str | None = None) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
+    if spill:
+        con.execute(f"SET temp_directory = {_lit(Path(spill))}")
     con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
     con.execute("SET preserve_insertion_order = false")
-    con.execute("SET threads = 2")
+    con.execute("SET threads = 1")          # one writer's buffers: the file streams through
     return con
 
 
@@ -165,8 +177,10 @@ def validate_import(path: str | Path) -> ImportPlan:
         bad = [m for m in models if not st.MODEL_ID.match(m)]
         if bad:
             _fail(path, f"invalid model id {bad[0]!r}")
-        for cond, what in _value_checks(cols):
-            (n,) = con.execute(f"SELECT count(*) FROM {src} WHERE {cond}").fetchone()
+        checks = _value_checks(cols)      # one scan of the file for every range check
+        counts = con.execute("SELECT " + ", ".join(f"count(*) FILTER (WHERE {cond})" for cond, _ in checks)
+                             + f" FROM {src}").fetchone()
+        for (_cond, what), n in zip(checks, counts):
             if n:
                 _fail(path, f"impossible values: {what} ({n} rows)")
         _check_formats(con, src, path, cols)
@@ -196,33 +210,39 @@ def import_file(path: str | Path, store: str | Path) -> tuple[int, int]:
     skipped. Returns (added, skipped)."""
     plan = validate_import(path)
     store = Path(store)
-    key = [f'"{c}"' for c in st.NATURAL_KEY]
-    ikey = " AND ".join(f"s.{k} = n.{k}" for k in key)
     added, staged = 0, []
-    with st.store_lock(store):      # keys are checked and files published under one lock
-        con = _con()
+    with st.store_lock(store), tempfile.TemporaryDirectory(prefix="workbench-import-") as spill:
+        con = _con(spill)
         try:
             stored = st.store_files(store, "results")[0]
-            for model in plan.models:
-                new = (f"SELECT * EXCLUDE (_row) FROM (SELECT {_select(plan)}, i.file_row_number AS _row "
-                       f"FROM read_parquet({_lit(plan.path)}, file_row_number=true) i WHERE i.model = ?) "
-                       f"QUALIFY row_number() OVER (PARTITION BY {', '.join(key)} ORDER BY created_at, _row) = 1")
+            src = f"read_parquet({_lit(plan.path)}, file_row_number=true)"
+            parts = max(1, math.ceil(plan.num_rows / PARTITION_ROWS))
+            for model, part in ((m, p) for m in plan.models for p in range(parts)):
+                # rows to keep, by a 128-bit digest of the natural key, a hash partition at a
+                # time (bounded memory for millions of rows): the first of each key in the file
+                # (created_at, then row) ...
+                con.execute(f"""CREATE OR REPLACE TEMP TABLE keep AS
+                    SELECT k, arg_min(file_row_number, (created_at, file_row_number)) AS r FROM (
+                        SELECT {_digest(plan.columns, 'i')} AS k, created_at, file_row_number
+                        FROM {src} i WHERE model = ?) WHERE k % {parts} = {part} GROUP BY k""", [model])
+                # ... that no stored row has
                 mine = [p for p in stored if p.parent.parent.name == f"model={model}"]
                 if mine:
                     con.execute(f"CREATE OR REPLACE VIEW have_raw AS SELECT * FROM read_parquet("
-                                f"{st._sql_list(mine)}, union_by_name=true)")
-                    present = {r[0] for r in con.execute("DESCRIBE have_raw").fetchall()}
-                    hk = ", ".join((f"coalesce({k}, '') AS {k}" if k.strip('"') in present else f"'' AS {k}")
-                                   if k.strip('"') in st.MAY_BE_EMPTY else k for k in key)
-                    new = (f"SELECT n.* FROM ({new}) n WHERE NOT EXISTS "
-                           f"(SELECT 1 FROM (SELECT {hk} FROM have_raw) s WHERE {ikey})")
+                                f"{st._sql_list(mine)}, union_by_name=true, hive_partitioning=true, "
+                                "hive_types={'model': VARCHAR, 'table': VARCHAR})")
+                    present = tuple(r[0] for r in con.execute("DESCRIBE have_raw").fetchall())
+                    con.execute(f"DELETE FROM keep WHERE k IN (SELECT {_digest(present, 'h')} FROM have_raw h)")
+                if not con.execute("SELECT count(*) FROM keep").fetchone()[0]:
+                    continue
                 folder = store / f"model={model}" / "table=results"
                 folder.mkdir(parents=True, exist_ok=True)
                 final = folder / f"{uuid.uuid4().hex}.parquet"
                 tmp = final.with_suffix(".parquet.tmp")
                 staged.append((tmp, final))
-                con.execute(f"COPY ({new} ORDER BY tensor, format) TO {_lit(tmp)} "
-                            "(FORMAT parquet, COMPRESSION zstd)", [model])
+                con.execute(f"""COPY (SELECT {_select(plan)} FROM {src} i
+                                      WHERE i.file_row_number IN (SELECT r FROM keep))
+                                TO {_lit(tmp)} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 65536)""")
         except duckdb.Error as exc:
             for tmp, _final in staged:
                 tmp.unlink(missing_ok=True)

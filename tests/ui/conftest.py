@@ -1,7 +1,10 @@
 """UI fixtures: a small real store, `panel serve workbench` on it, and Debian's chromium.
 
 Playwright's own browser download is never used (no network here): the session fixture
-`browser_type_launch_args` points pytest-playwright at /usr/bin/chromium instead.
+`browser_type_launch_args` points pytest-playwright at /usr/bin/chromium instead. A UI test
+(marked ``ui``) never skips quietly for a missing chromium: it fails at setup, before any
+fixture, with one line saying what to install, unless the UI tests were switched off with
+WORKBENCH_NO_UI=1 (then it skips, saying so).
 """
 from __future__ import annotations
 
@@ -13,13 +16,30 @@ from pathlib import Path
 
 import pytest
 
-from workbench.browser import CHROMIUM, CHROMIUM_ARGS, ROOT, ServerError, serve
+from workbench.browser import CHROMIUM, CHROMIUM_ARGS, ROOT, ServerError, is_local, serve
+
+NO_UI = "WORKBENCH_NO_UI"
+
+
+def require_chromium():
+    """Skip when the UI tests are switched off (WORKBENCH_NO_UI=1); fail when chromium is missing."""
+    if os.environ.get(NO_UI) == "1":
+        pytest.skip(f"{NO_UI}=1: the UI tests are switched off")
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"no chromium at {CHROMIUM}: install Debian's chromium (apt-get install chromium) "
+                    f"or set {NO_UI}=1 to switch the UI tests off", pytrace=False)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Before any fixture (the small store takes a while): every ``ui`` test needs chromium."""
+    if item.get_closest_marker("ui"):
+        require_chromium()
 
 
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args):
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"no system chromium at {CHROMIUM}")
+    require_chromium()
     return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_ARGS}
 
 
@@ -56,27 +76,43 @@ def own_server(small_store, tmp_path):
         yield srv
 
 
-LOCAL = re.compile(r"^(https?|wss?)://127\.0\.0\.1[:/]")
-
-
 class PageWatch:
-    """Console errors, page errors and blocked requests of one page; ``check()`` asserts none
-    that matter, no traceback text on the page and no ERROR/Traceback in the server log."""
+    """Everything that went wrong on one page; ``check()`` asserts there was nothing.
+
+    * ``blocked``: requests for another machine (a web font, a CDN), aborted: the dashboard
+      works offline, so any such request fails the test (also a websocket to another host);
+    * ``errors``: console messages of type error (including chromium's "Failed to load
+      resource"), uncaught page errors, failed requests (``requestfailed``) and HTTP responses
+      with status >= 400;
+    * ``requests``: every URL the page asked for, in order;
+    and at ``check()`` no traceback text on the page and no ERROR/Traceback in the server log.
+    """
 
     def __init__(self, page, server):
-        self.page, self.server, self.errors, self.blocked = page, server, [], []
-        # Hermetic: nothing leaves the machine (the Fast theme asks Google for a web font).
-        page.route(lambda url: not LOCAL.match(url) and not url.startswith(("data:", "blob:")),
-                   lambda route: (self.blocked.append(route.request.url), route.abort()))
-        page.on("console", lambda msg: self.errors.append(msg) if msg.type == "error" else None)
-        page.on("pageerror", lambda exc: self.errors.append(exc))
+        self.page, self.server = page, server
+        self.errors: list[str] = []
+        self.blocked: list[str] = []
+        self.requests: list[str] = []
+        page.on("request", lambda req: self.requests.append(req.url))
+        page.route(lambda url: not is_local(url), self._block)
+        page.on("websocket", lambda ws: None if is_local(ws.url) else self.blocked.append(ws.url))
+        page.on("console", lambda msg: self.errors.append(
+            f"console error: {msg.text} (at {msg.location.get('url') or '?'})") if msg.type == "error" else None)
+        page.on("pageerror", lambda exc: self.errors.append(f"page error: {exc}"))
+        page.on("requestfailed", lambda req: self.errors.append(f"request failed: {req.url} ({req.failure})"))
+        page.on("response", lambda resp: self.errors.append(
+            f"HTTP {resp.status} for {resp.url}") if resp.status >= 400 else None)
+
+    def _block(self, route):
+        self.blocked.append(route.request.url)
+        route.abort()
 
     def check(self):
         from playwright.sync_api import expect
-        expect(self.page.get_by_text("Traceback")).to_have_count(0)
-        real = [e for e in self.errors if not (getattr(e, "text", "").startswith("Failed to load resource")
-                                               and not LOCAL.match(e.location.get("url", "")))]
-        assert not real, [getattr(e, "text", str(e)) for e in real]
+        if not self.page.is_closed():
+            expect(self.page.get_by_text("Traceback")).to_have_count(0)
+        assert not self.blocked, f"requests that would leave the machine: {self.blocked}"
+        assert not self.errors, "\n".join(self.errors)
         bad = [r for r in log_records(self.server["log"]) if ("ERROR" in r or "Traceback" in r)
                and not CLOSED_SOCKET.search(r)]
         assert not bad, "".join(bad)
@@ -114,6 +150,24 @@ def own_watch(page, own_server):
 def watch_for(page):
     """``watch_for(server)``: a PageWatch on the test's page for a server a test started itself."""
     return lambda server: PageWatch(page, server)
+
+
+@pytest.fixture
+def watch_opened_pages(monkeypatch):
+    """``watch_opened_pages(server)``: a list that gets a PageWatch for each page the code under
+    test opens itself with playwright's ``Browser.new_page`` during the test (the brush
+    benchmark's ``measure()`` launches its own browser); call ``check()`` on each."""
+    from playwright.sync_api import Browser
+    new_page, watches = Browser.new_page, []
+
+    def start(server):
+        def watched(self, *args, **kwargs):
+            page = new_page(self, *args, **kwargs)
+            watches.append(PageWatch(page, server))
+            return page
+        monkeypatch.setattr(Browser, "new_page", watched)
+        return watches
+    return start
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """The brush-latency benchmark's own plumbing (not its figures: speed is for benchmarks, not
-tests): the padded store answers like the sweep it copies, and a measured brush is a real one."""
+tests): the padded store answers like the sweep it copies, and a measured brush is a real one.
+Only the second test needs chromium (marked ``ui``: it fails without one unless WORKBENCH_NO_UI=1)."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +9,6 @@ import pytest
 from workbench import store as st
 from workbench.bench_brush import build_store, measure, stats
 from workbench.browser import serve
-
-pytestmark = pytest.mark.ui
 
 
 def test_padded_store_has_the_rows_and_the_same_model_level_figures(small_store, tmp_path):
@@ -23,8 +22,12 @@ def test_padded_store_has_the_rows_and_the_same_model_level_figures(small_store,
     assert np.allclose(a["nmse"], b["nmse"], rtol=1e-12) and (a["tensors"] == b["tensors"]).all()
 
 
-def test_measure_times_real_brushes(small_store):
+@pytest.mark.ui
+def test_measure_times_real_brushes(small_store, watch_opened_pages):
     with serve(small_store) as srv:
+        watches = watch_opened_pages(srv)   # measure() opens its own browser and page
         ms = measure(srv["url"], brushes=2)
     assert len(ms) == 2 and all(0 < m < 60_000 for m in ms)
     assert stats(ms)["brushes"] == 2
+    assert len(watches) == 1
+    watches[0].check()                  # no console error, failed or off-machine request

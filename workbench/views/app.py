@@ -5,7 +5,13 @@ A page is a ``pn.viewable.Viewer`` built as ``Page(store=..., notify=...)`` with
 built the first time they are shown (a session that only looks at the Pareto page never pays
 for the others). A page that changes the store (the sweep, an import) calls ``notify()``; the
 shell then reloads every other built page when it is next shown. The page is in the URL
-(``?page=tensors``), so a view can be bookmarked and shared.
+(``?page=tensors``), so a view can be bookmarked and shared; an unknown or empty ``?page=``
+opens the Pareto page.
+
+Offline: every resource comes from the app's own server (`panel serve` serves Panel's and
+Bokeh's bundled files). Panel's Fast design also asks fonts.googleapis.com for Open Sans on
+every page, which an air-gapped lab refuses; ``LocalFast`` is that design without the web font
+(the pages use Open Sans where it is installed, else the system's sans-serif).
 """
 from __future__ import annotations
 
@@ -14,10 +20,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import panel as pn
+from panel.io.resources import CDN_DIST
+from panel.theme.fast import Fast
 
 from workbench import store as st
 
 TITLE = "Hyper-Quantization Workbench"
+DEFAULT_PAGE = "pareto"
+
+
+class LocalFast(Fast):
+    """Panel's Fast design less its web font (``Fast._resources["font"]``, Open Sans from
+    fonts.googleapis.com), so a page makes no request that leaves the machine."""
+
+    _resources = {
+        **{kind: res for kind, res in Fast._resources.items() if kind != "font"},
+        # Fast names its own module relative to the class ("fast/js/..."); spelled out so the
+        # subclass resolves to the same bundled file that panel serves.
+        "js_modules": {**Fast._resources["js_modules"],
+                       "fast-design": f"{CDN_DIST}bundled/fast/js/fast_design.js"},
+    }
 
 
 @dataclass(frozen=True)
@@ -58,11 +80,12 @@ class Workbench:
         self.pages: dict[str, pn.viewable.Viewer] = {}
         self._stale: set[str] = set()
         self.nav = pn.widgets.RadioBoxGroup(options={p.title: p.slug for p in PAGES},
-                                            value=page if page in BY_SLUG else "pareto",
+                                            value=page if page in BY_SLUG else DEFAULT_PAGE,
                                             inline=False, name="Page")
         self.heading = pn.pane.Markdown("", margin=(0, 10))
         self.controls = pn.Column(sizing_mode="stretch_width")
         self.main = pn.Column(sizing_mode="stretch_width")
+        self.damaged = pn.pane.Alert("", alert_type="warning", visible=False, sizing_mode="stretch_width")
         self.nav.param.watch(self._show, "value")
         self._show()
 
@@ -80,17 +103,25 @@ class Workbench:
         self._stale |= set(self.pages) - {source}
 
     def _show(self, *_):
+        if self.nav.value not in BY_SLUG:
+            # ?page=bogus, ?page= (the URL sets the value; the widget would then drop a value
+            # that is not one of its options to None): show the default page instead.
+            self.nav.value = DEFAULT_PAGE   # (this watcher runs again, for the default page)
+            return
         entry = BY_SLUG[self.nav.value]
         page = self.page(entry.slug)
         self.heading.object = f"### {entry.question}"
         self.controls.objects = [page.controls]
-        self.main.objects = [self.heading, page.main]
+        note = st.skipped_note(self.store)   # queries go on over the rest: say what they left out
+        self.damaged.object = note
+        self.damaged.visible = bool(note)
+        self.main.objects = [self.damaged, self.heading, page.main]
 
     def template(self) -> pn.template.FastListTemplate:
         if pn.state.location is not None:   # served: the page is part of the URL
             pn.state.location.sync(self.nav, {"value": "page"})
         return pn.template.FastListTemplate(
-            title=TITLE,
+            title=TITLE, design=LocalFast, font_url="",
             sidebar=[pn.pane.Markdown("**Page**", margin=(0, 10)), self.nav, pn.layout.Divider(), self.controls],
             main=[self.main],
         )
