@@ -1,15 +1,23 @@
 """Block-scale encodings (f32, f16, bf16, e4m3, e5m2, e8m0) for use inside Numba kernels.
 
 Numba has no float16 scalar type, so every conversion is integer work on the float32 bit
-pattern, rounding to nearest even. Bit-exact against numpy float16 / ml_dtypes on all 2^32
-float32 inputs (tests/test_scales.py), except for these deliberate differences:
+pattern, rounding to nearest even. Bit-exact on all 2^32 float32 inputs against independent
+definitions (tests/test_scales.py: float rounding by frexp/ldexp/rint, no bit manipulation), and
+cross-checked against numpy float16 / pyarrow / ml_dtypes, except for these deliberate differences:
 
 * e4m3, e5m2 saturate: finite overflow and +-inf encode to +-max (ml_dtypes gives NaN / inf),
   because a clipped scale costs a little error while a NaN/inf scale destroys the block.
 * e8m0 encodes |x| (a scale is a magnitude; ml_dtypes gives NaN for x < 0) and 0 -> code 0
-  (2^-127; ml_dtypes gives NaN), so an all-zero block still decodes to zeros. Everything else
-  is ml_dtypes' float8_e8m0fnu: 1.5*2^k rounds up (not to even), x >= 1.5*2^127 and +inf give
-  NaN (0xFF), and f32 subnormals give 2^-127 for x <= 2^-127 but 2^-126 for x > 2^-127.
+  (2^-127; ml_dtypes gives NaN), so an all-zero block still decodes to zeros.
+
+e8m0 rule (OCP MX: value 2^(code-127), code 255 = NaN, no zero, no sign), for every float32:
+|x| rounds to the power of two nearest in value; the midpoint of 2^k and 2^(k+1) is 1.5*2^k and
+x >= 1.5*2^k rounds up (a tie goes up, not to an even code). f32 subnormals follow the same rule:
+1.5*2^-127 <= x < 2^-126 gives 2^-126 (code 1), everything below 1.5*2^-127 gives 2^-127 (code
+0, the smallest value: nothing rounds below it). x >= 1.5*2^127, +-inf and NaN give NaN (0xFF).
+ml_dtypes >= 0.7 agrees on every x > 0; 0.5 and 0.6 give 2^-126 for all subnormals above 2^-127
+(2^-127 + 2^-149 -> code 1, which is farther in value), so the tests prove this rule against a
+frexp definition and use ml_dtypes as a cross-check only where its releases agree.
 """
 from __future__ import annotations
 
@@ -159,10 +167,10 @@ def f32_to_e8m0(x):
     if a >= _F32_INF:
         return np.uint32(0xFF)  # inf, NaN -> NaN, as ml_dtypes
     e, m = a >> 23, a & 0x7FFFFF
-    if e == 0:
-        return np.uint32(1 if m > 0x400000 else 0)  # ml_dtypes' f32-subnormal rule; 0 -> 2^-127
-    c = e + (1 if m >= 0x400000 else 0)  # ties (1.5*2^k) go up, as ml_dtypes
-    return np.uint32(0xFF if c > 0xFE else c)  # >= 1.5*2^127 -> NaN, as ml_dtypes
+    if e == 0:  # subnormal m*2^-149: 2^-127 is m = 0x400000, its midpoint with 2^-126 0x600000
+        return np.uint32(1 if m >= 0x600000 else 0)  # nearest in value, tie up; 0 -> 2^-127
+    c = e + (1 if m >= 0x400000 else 0)  # nearest in value: x >= 1.5*2^k (a tie) rounds up
+    return np.uint32(0xFF if c > 0xFE else c)  # >= 1.5*2^127 -> NaN (no inf), as ml_dtypes
 
 
 @njit(cache=True, nogil=True)
