@@ -21,36 +21,12 @@ frexp definition and use ml_dtypes as a cross-check only where its releases agre
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from numba import njit
 
-# Integer ids for njit code (module globals are compile-time constants to Numba).
-F32, F16, BF16, E4M3, E5M2, E8M0 = 0, 1, 2, 3, 4, 5
-
-
-@dataclass(frozen=True)
-class ScaleEncoding:
-    name: str
-    id: int
-    bits: int
-    signed: bool
-    max_finite: float
-    min_subnormal: float  # smallest positive value
-    needs_normalizer: bool
-
-
-ENCODINGS: dict[str, ScaleEncoding] = {e.name: e for e in (
-    ScaleEncoding("f32", F32, 32, True, 3.4028234663852886e38, 2.0**-149, False),
-    ScaleEncoding("f16", F16, 16, True, 65504.0, 2.0**-24, False),
-    ScaleEncoding("bf16", BF16, 16, True, 3.3895313892515355e38, 2.0**-133, False),
-    # Real weights' block scales (~1e-4..1e-2) sit below fp8's normal range (e4m3: < 2^-6) and lose
-    # mantissa bits there unless a per-tensor f32 normalizer first lifts them to the top of the range.
-    ScaleEncoding("e4m3", E4M3, 8, True, 448.0, 2.0**-9, True),
-    ScaleEncoding("e5m2", E5M2, 8, True, 57344.0, 2.0**-16, True),
-    ScaleEncoding("e8m0", E8M0, 8, False, 2.0**127, 2.0**-127, False),
-)}
+# the table of encodings lives in a Numba-free module; re-exported here for the kernels
+from workbench.kernels.encodings import (BF16, E4M3, E5M2, E8M0, ENCODINGS, F16, F32,  # noqa: F401
+                                         ScaleEncoding)
 
 # Sign-magnitude layouts for the shared rounder: (exponent bits, mantissa bits, bias,
 # largest |code| an encode may return, NaN code, IEEE-style inf/NaN exponent).

@@ -422,3 +422,26 @@ def test_interrupted_sweep_exits_130_with_one_line_and_whole_rows(sig, tmp_path)
     df = st.results(store)
     assert 0 < len(df) < 18 * 462 and not df.duplicated(list(st.NATURAL_KEY)).any()
     assert not list(store.rglob("*.tmp"))
+
+
+def test_a_tensor_that_fails_when_read_is_listed_as_skipped(tmp_path, monkeypatch, capsys):
+    """Damage only found when the bytes are read (an I/O error on a mapped file) skips that
+    tensor with the reason; the healthy tensor is measured."""
+    from workbench import sources
+    header, data = good_header(tiny(10), tiny(11, 2, 96))
+    model = tmp_path / "m.safetensors"
+    model.write_bytes(safetensors_bytes(header, data))
+    real = sources.TensorInfo.load
+
+    def load(self):
+        if self.name == "b.weight":
+            raise OSError(5, "Input/output error")
+        return real(self)
+    monkeypatch.setattr(sources.TensorInfo, "load", load)
+    store = tmp_path / "store"
+    code, out, _ = run_cli(capsys, "sweep", "--model", model, "--formats", FORMATS, "--store", store)
+    assert code == EXIT["ok"] and "skipped     2 × tensor cannot be read" in out
+    assert set(st.results(store)["tensor"]) == {"a.weight"}
+    sk = st.skips(store)
+    assert sorted(sk.loc[sk["tensor"] == "b.weight", "format"]) == ["Q4s32", "Q8_0"]
+    assert sk.loc[sk["tensor"] == "b.weight", "reason"].str.contains("Input/output error").all()

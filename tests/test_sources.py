@@ -106,3 +106,19 @@ def test_damaged_files_give_one_line(tmp_path, damage):
     with pytest.raises(SourceError) as exc:
         open_model(p)
     assert "\n" not in str(exc.value) and str(p) in str(exc.value)
+
+
+def test_safetensors_fp8_tensors_are_float_weights(tmp_path):
+    """F8_E4M3/F8_E5M2 are float weights (read through ml_dtypes), not integer buffers;
+    F8_E8M0 (a power-of-two scale tensor) and integer types are listed with their own reason."""
+    a = np.random.default_rng(2).standard_normal((4, 32)).astype(np.float32)
+    e4, e5 = a.astype(ml_dtypes.float8_e4m3fn), a.astype(ml_dtypes.float8_e5m2)
+    write_safetensors(tmp_path / "f8.safetensors", {
+        "a": ("F8_E4M3", e4.view(np.uint8)), "b": ("F8_E5M2", e5.view(np.uint8)),
+        "s": ("F8_E8M0", np.full((4, 1), 127, np.uint8)), "i": ("I32", np.arange(4, dtype=np.int32))})
+    m = open_model(tmp_path / "f8.safetensors")
+    got = {t.name: t.load() for t in m.weights()}
+    np.testing.assert_array_equal(got["a"], e4.astype(np.float32))
+    np.testing.assert_array_equal(got["b"], e5.astype(np.float32))
+    reasons = {t.name: t.skip_reason for t in m.skipped()}
+    assert reasons["i"] == SKIP_INTEGER and "F8_E8M0" in reasons["s"]

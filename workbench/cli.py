@@ -339,7 +339,6 @@ def _library_errors() -> tuple[type, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     from workbench.formats import FormatError
-    from workbench.imatrix import ImatrixError  # noqa: F401  (a ValueError: one line, exit 2)
     from workbench.sources import SourceError
     from workbench.store import StoreError
     import signal

@@ -39,7 +39,7 @@ import math
 import re
 from dataclasses import dataclass, replace
 
-from workbench.kernels.scales import ENCODINGS
+from workbench.kernels.encodings import ENCODINGS
 
 FAMILIES = ("ggml", "uniform", "codebook")
 SEARCHES = ("absmax", "rmse")
@@ -247,6 +247,14 @@ class FormatSpec:
 
     def with_(self, **kw) -> "FormatSpec":
         return replace(self, **kw)
+
+
+def spec_columns(spec: FormatSpec) -> dict:
+    """The store's format columns of a spec (what its name implies)."""
+    return {"format": spec.name, "family": spec.family, "bits": spec.bits, "block": spec.block,
+            "symmetric": spec.symmetric, "scale_dtype": spec.scale, "super_bits": spec.super_bits,
+            "super_block": spec.super_block, "super_symmetric": spec.super_symmetric,
+            "search": spec.search, "normalizer": spec.uses_normalizer, "naive": spec.naive}
 
 
 def validate(spec: FormatSpec) -> None:

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-import ml_dtypes
 import numpy as np
 
 
@@ -111,8 +110,17 @@ def _model_id_from_path(path: Path) -> str:
 # dtype label -> (numpy dtype the bytes are viewed as, bytes per element); every label the
 # safetensors format defines is known here, so a new label is refused rather than misread.
 _ST_FLOAT = {"F64": (np.float64, 8), "F32": (np.float32, 4), "F16": (np.float16, 2),
-             "BF16": (np.uint16, 2), "F8_E4M3": (ml_dtypes.float8_e4m3fn, 1),
-             "F8_E5M2": (ml_dtypes.float8_e5m2, 1)}
+             "BF16": (np.uint16, 2), "F8_E4M3": ("float8_e4m3fn", 1), "F8_E5M2": ("float8_e5m2", 1)}
+
+
+def _view_dtype(dtype: str):
+    """The numpy dtype a safetensors float label's bytes are viewed as (fp8 from ml_dtypes,
+    imported only when such a tensor is read: it is slow to import)."""
+    np_dtype = _ST_FLOAT[dtype][0]
+    if isinstance(np_dtype, str):
+        import ml_dtypes
+        return getattr(ml_dtypes, np_dtype)
+    return np_dtype
 _ST_INT = {"I8": 1, "I16": 2, "I32": 4, "I64": 8, "U8": 1, "U16": 2, "U32": 4, "U64": 8, "BOOL": 1}
 # scale-only float types of the format: not weights (a block scale or a packed sub-byte code)
 _ST_OTHER = {"F8_E8M0": (1, "power-of-two scale tensor (F8_E8M0), not a weight"),
@@ -213,7 +221,7 @@ def open_safetensors(path: Path, model_id: str | None = None) -> ModelSource:
         def load(start=base + start, end=base + end, dtype=dtype, shape=shape, mm=mm):
             if end == start:
                 return np.zeros(shape, np.float32)
-            arr = mm[start:end].view(_ST_FLOAT[dtype][0]).reshape(shape)
+            arr = mm[start:end].view(_view_dtype(dtype)).reshape(shape)
             if dtype == "BF16":
                 return _bf16_to_f32(arr)
             return arr.astype(np.float32) if dtype.startswith("F8") else arr

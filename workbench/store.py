@@ -368,6 +368,24 @@ def _sql_list(paths: list[Path]) -> str:
     return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
 
 
+_KEY_SQL = ", ".join(f"coalesce(\"{c}\", '')" if c in MAY_BE_EMPTY else f'"{c}"' for c in NATURAL_KEY)
+_DUPLICATES: dict[tuple, bool] = {}   # results files (path, size, mtime) -> any key stored twice
+
+
+def _has_duplicates(con: duckdb.DuckDBPyConnection, files: list[Path]) -> bool:
+    """Whether some natural key is stored twice in ``files`` (only an older version, or a write
+    around the store lock, makes that): then the results view de-duplicates. Cached per set of
+    files, which are immutable, so the window is paid only by stores that need it."""
+    sig = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    if sig not in _DUPLICATES:
+        if len(_DUPLICATES) > 256:
+            _DUPLICATES.clear()
+        (n,) = con.execute(f"""SELECT count(*) FROM (SELECT 1 FROM results_files
+                               GROUP BY {_KEY_SQL} HAVING count(*) > 1)""").fetchone()
+        _DUPLICATES[sig] = n > 0
+    return _DUPLICATES[sig]
+
+
 def connect(store: str | Path) -> duckdb.DuckDBPyConnection:
     """A fresh in-memory DuckDB connection (one per query/thread) with views over the store.
     Files that cannot be read are left out (``skipped_files`` names them). A natural key stored
@@ -392,9 +410,8 @@ def connect(store: str | Path) -> duckdb.DuckDBPyConnection:
                     default = "''" if f.name in MAY_BE_EMPTY else "NULL"
                     cols.append(f'CAST({default} AS {sql_type(f.type)}) AS "{f.name}"')
             dedupe = ""
-            if table == "results":
-                key = ", ".join(f"coalesce(\"{c}\", '')" if c in MAY_BE_EMPTY else f'"{c}"' for c in NATURAL_KEY)
-                dedupe = (f"QUALIFY row_number() OVER (PARTITION BY {key} "
+            if table == "results" and _has_duplicates(con, files):
+                dedupe = (f"QUALIFY row_number() OVER (PARTITION BY {_KEY_SQL} "
                           "ORDER BY created_at, filename, file_row_number) = 1")
             con.execute(f"CREATE VIEW {table} AS SELECT {', '.join(cols)} FROM {table}_files {dedupe}")
         else:  # an empty store still answers queries, with the right columns

@@ -19,9 +19,9 @@ import pyarrow.parquet as pq
 
 from workbench import store as st
 
-MEMORY_LIMIT = os.environ.get("WORKBENCH_IMPORT_MEMORY", "160MB")
+MEMORY_LIMIT = os.environ.get("WORKBENCH_IMPORT_MEMORY", "128MB")   # DuckDB's share of the <= 300 MB peak
 KNOWN_VERSIONS = tuple(range(1, st.SCHEMA_VERSION + 1))
-PARTITION_ROWS = 2_000_000  # rows of the file de-duplicated per pass: bounds the digest table
+PARTITION_ROWS = 500_000  # rows of the file de-duplicated per pass: bounds the digest table
 COSINE_SLACK = 1e-9   # a float64 cosine of identical tensors may round to 1 + 2^-52
 
 
@@ -93,8 +93,7 @@ def _check_formats(con, src: str, path: Path, cols: set[str]) -> None:
     bits, block, symmetry, scale encoding, the type llama.cpp writes, and bpw recomputed from the
     name and the tensor's shape (the store's bpw comes from the real packed bytes, which equal
     the closed form)."""
-    from workbench.formats import FormatError, parse
-    from workbench.sweep import spec_columns
+    from workbench.formats import FormatError, parse, spec_columns
     fmt_cols = [c for c in st.FORMAT_COLS if c in cols]
     shape_cols = [c for c in ("rows", "cols", "nbytes", "applied_type") if c in cols]
     sel = ", ".join(f'"{c}"' for c in ["format", *fmt_cols, *shape_cols, "numel", "bpw"])

@@ -22,7 +22,7 @@ import numpy as np
 import workbench
 from workbench import store as st
 from workbench.codecs import BACKEND, codec_for
-from workbench.formats import FormatSpec, resolve
+from workbench.formats import FormatSpec, resolve, spec_columns  # noqa: F401 (public here too)
 from workbench.imatrix import load as load_imatrix, weights_for
 from workbench.metrics import tensor_metrics, weighted_metrics
 from workbench.sources import ModelSource, TensorInfo, open_model
@@ -76,13 +76,6 @@ class Unrepresentable(ValueError):
     """A format whose reconstruction of a finite tensor is not finite (a scale overflows)."""
 
 
-def spec_columns(spec: FormatSpec) -> dict:
-    return {"format": spec.name, "family": spec.family, "bits": spec.bits, "block": spec.block,
-            "symmetric": spec.symmetric, "scale_dtype": spec.scale, "super_bits": spec.super_bits,
-            "super_block": spec.super_block, "super_symmetric": spec.super_symmetric,
-            "search": spec.search, "normalizer": spec.uses_normalizer, "naive": spec.naive}
-
-
 def warm_up(formats: list[FormatSpec], progress: bool | Callable[[int, int], None] = False) -> None:
     """Run every format once on tiny tensors (a full block and a row tail) before anything is
     timed, so no timing includes compilation or the load of Numba's cache. Kernels specialise
@@ -90,7 +83,9 @@ def warm_up(formats: list[FormatSpec], progress: bool | Callable[[int, int], Non
     vector and on their fallbacks. The sweep hands kernels writable arrays only (``as_kernel_input``),
     so one array kind is compiled: Numba types a read-only array apart from a writable one.
     ``progress``: True shows a bar (the first run compiles; later runs load Numba's cache)."""
-    todo = [f for f in formats]
+    from workbench.kernel_cache import ensure_fresh
+    ensure_fresh()                 # a cache compiled from other kernel sources is dropped first
+    todo = list(formats)
     bar = None
     if progress is True:
         from tqdm import tqdm

@@ -25,7 +25,7 @@ import holoviews.plotting.bokeh  # noqa: F401  (registers the bokeh backend the 
 import numpy as np
 import pandas as pd
 
-from workbench.kernels.scales import ENCODINGS
+from workbench.kernels.encodings import ENCODINGS
 
 LOWER_IS_BETTER = ("nmse", "mse", "rmse", "bnl", "max_abs_err", "wnmse", "wmse")
 HIGHER_IS_BETTER = ("sqnr_db", "cosine")

@@ -1,0 +1,37 @@
+"""Numba's kernel cache follows the kernel sources: a cache stamped with other sources is dropped
+before the first kernel runs (Numba alone would keep an inlined routine from a changed module)."""
+from __future__ import annotations
+
+from workbench import kernel_cache as kc
+
+
+def test_a_cache_from_other_sources_is_dropped_and_restamped(tmp_path, monkeypatch):
+    kernels = tmp_path / "kernels"
+    (kernels / "__pycache__").mkdir(parents=True)
+    (kernels / "scales.py").write_text("x = 1\n")
+    monkeypatch.setattr(kc, "kernel_dir", lambda: kernels)
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    cache = kernels / "__pycache__"
+    for name in ("uniform.quantize-10.py311.nbi", "uniform.quantize-10.py311.1.nbc", "scales.cpython-311.pyc"):
+        (cache / name).write_bytes(b"old")
+    assert kc.ensure_fresh() == 2                         # no stamp: unknown sources
+    assert sorted(p.name for p in cache.iterdir()) == [kc.STAMP, "scales.cpython-311.pyc"]
+    (cache / "uniform.quantize-10.py311.nbi").write_bytes(b"new")
+    assert kc.ensure_fresh() == 0                         # same sources: the cache is kept
+    (kernels / "scales.py").write_text("x = 2\n")         # a routine others inline changed
+    assert kc.ensure_fresh() == 1 and not (cache / "uniform.quantize-10.py311.nbi").exists()
+
+
+def test_no_cache_yet_is_stamped_before_numba_writes_it(tmp_path, monkeypatch):
+    kernels = tmp_path / "kernels"
+    kernels.mkdir()
+    (kernels / "a.py").write_text("")
+    monkeypatch.setattr(kc, "kernel_dir", lambda: kernels)
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    assert kc.ensure_fresh() == 0
+    assert (kernels / "__pycache__" / kc.STAMP).read_text().strip() == kc.sources_digest()
+
+
+def test_a_user_cache_dir_is_left_alone(monkeypatch):
+    monkeypatch.setenv("NUMBA_CACHE_DIR", "/somewhere")
+    assert kc.cache_dir() is None and kc.ensure_fresh() == 0
