@@ -103,7 +103,8 @@ def test_empty_and_unreadable_stores(tmp_path):
     bad.mkdir(parents=True)
     (bad / "garbage.parquet").write_bytes(b"not parquet")
     page = Fp8Page(store=tmp_path / "bad")
-    assert page.message.alert_type == "danger" and "cannot read the store" in page.message.object
+    assert page.message.alert_type == "danger" and "cannot be read: model=x/table=results/garbage.parquet" \
+        in page.message.object
     assert "\n" not in page.message.object
 
 

@@ -52,7 +52,8 @@ def test_unreadable_store(tmp_path):
     (bad / "garbage.parquet").write_bytes(b"not parquet at all")
     page = TensorsPage(store=tmp_path)
     assert page.message.visible and page.message.alert_type == "danger"
-    assert "cannot read" in page.message.object and "\n" not in page.message.object
+    assert "cannot be read: model=x/table=results/garbage.parquet" in page.message.object
+    assert "\n" not in page.message.object
 
 
 # --------------------------------------------------------------------------- the store

@@ -62,15 +62,27 @@ def build_store(base: Path, out: Path, rows: int) -> int:
 
 
 def measure(url: str, brushes: int, timeout_ms: int = 60_000) -> list[float]:
-    """Milliseconds from pointerup to the updated table, for ``brushes`` brushes on the page."""
+    """Milliseconds from pointerup to the updated table, for ``brushes`` brushes on the page.
+    Playwright's sync API refuses to start where an asyncio loop already runs in this thread
+    (a test session's own playwright): then it runs in a thread of its own."""
+    import asyncio
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return _measure(url, brushes, timeout_ms)
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(_measure, url, brushes, timeout_ms).result()
+
+
+def _measure(url: str, brushes: int, timeout_ms: int) -> list[float]:
     from playwright.sync_api import sync_playwright
-    from workbench.browser import launch_args
+    from workbench.browser import is_local, launch_args
     out = []
     with sync_playwright() as p:
         browser = p.chromium.launch(**launch_args())
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.route(lambda u: not u.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:")),
-                   lambda route: route.abort())
+        page.route(lambda u: not is_local(u), lambda route: route.abort())   # never off the machine
         page.goto(url + "?page=pareto")
         caption = page.get_by_text("Selected formats:")
         caption.wait_for(timeout=timeout_ms)

@@ -17,6 +17,13 @@ from workbench.kernels.scales import ENCODINGS
 BACKEND = "numba-cpu"
 
 
+def as_kernel_input(x: np.ndarray) -> np.ndarray:
+    """A writable float32 C array (a tensor mapped from its file is read-only: copy it), so the
+    kernels see one array type and compile once: Numba types a read-only array apart."""
+    x = np.ascontiguousarray(x, np.float32)
+    return x if x.flags.writeable else x.copy()
+
+
 class NonFiniteError(ValueError):
     """The tensor holds NaN/Inf; llama.cpp's quantizers are not defined for them."""
 

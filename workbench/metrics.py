@@ -14,7 +14,7 @@ def tensor_metrics(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """Error of reconstruction y against original x (both float32 2-D, same shape)."""
     if x.shape != y.shape:
         raise ValueError(f"shape mismatch {x.shape} vs {y.shape}")
-    sse, sx2, sy2, sxy, mae, bnl, nblk = error_sums(x, y)
+    sse, sx2, sy2, sxy, mae, bnl, nblk = (float(v) for v in error_sums(x, y))  # Python floats: no numpy warnings
     n = x.size
     mse = sse / n
     nmse = sse / sx2 if sx2 > 0 else (0.0 if sse == 0 else math.inf)
@@ -23,7 +23,7 @@ def tensor_metrics(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
         "mse": mse,
         "rmse": math.sqrt(mse),
         "nmse": nmse,
-        "sqnr_db": -10 * math.log10(nmse) if nmse > 0 else math.inf,
+        "sqnr_db": -10 * math.log10(nmse) if nmse > 0 else (math.inf if nmse == 0 else math.nan),
         "max_abs_err": mae,
         # sqrt of each sum apart: their product overflows float64 for weights near 1e38
         "cosine": sxy / (math.sqrt(sx2) * math.sqrt(sy2)) if sx2 > 0 and sy2 > 0 else (1.0 if sse == 0 else 0.0),

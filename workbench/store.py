@@ -368,11 +368,16 @@ def _sql_list(paths: list[Path]) -> str:
     return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
 
 
-_KEY_SQL = ", ".join(f"coalesce(\"{c}\", '')" if c in MAY_BE_EMPTY else f'"{c}"' for c in NATURAL_KEY)
+def _key_sql(have: set[str]) -> str:
+    """The natural key over the raw files' columns ("" for an imatrix column older files lack)."""
+    return ", ".join((f"coalesce(\"{c}\", '')" if c in have else "''") if c in MAY_BE_EMPTY else f'"{c}"'
+                     for c in NATURAL_KEY)
+
+
 _DUPLICATES: dict[tuple, bool] = {}   # results files (path, size, mtime) -> any key stored twice
 
 
-def _has_duplicates(con: duckdb.DuckDBPyConnection, files: list[Path]) -> bool:
+def _has_duplicates(con: duckdb.DuckDBPyConnection, files: list[Path], key: str) -> bool:
     """Whether some natural key is stored twice in ``files`` (only an older version, or a write
     around the store lock, makes that): then the results view de-duplicates. Cached per set of
     files, which are immutable, so the window is paid only by stores that need it."""
@@ -381,7 +386,7 @@ def _has_duplicates(con: duckdb.DuckDBPyConnection, files: list[Path]) -> bool:
         if len(_DUPLICATES) > 256:
             _DUPLICATES.clear()
         (n,) = con.execute(f"""SELECT count(*) FROM (SELECT 1 FROM results_files
-                               GROUP BY {_KEY_SQL} HAVING count(*) > 1)""").fetchone()
+                               GROUP BY {key} HAVING count(*) > 1)""").fetchone()
         _DUPLICATES[sig] = n > 0
     return _DUPLICATES[sig]
 
@@ -410,8 +415,8 @@ def connect(store: str | Path) -> duckdb.DuckDBPyConnection:
                     default = "''" if f.name in MAY_BE_EMPTY else "NULL"
                     cols.append(f'CAST({default} AS {sql_type(f.type)}) AS "{f.name}"')
             dedupe = ""
-            if table == "results" and _has_duplicates(con, files):
-                dedupe = (f"QUALIFY row_number() OVER (PARTITION BY {_KEY_SQL} "
+            if table == "results" and _has_duplicates(con, files, _key_sql(have)):
+                dedupe = (f"QUALIFY row_number() OVER (PARTITION BY {_key_sql(have)} "
                           "ORDER BY created_at, filename, file_row_number) = 1")
             con.execute(f"CREATE VIEW {table} AS SELECT {', '.join(cols)} FROM {table}_files {dedupe}")
         else:  # an empty store still answers queries, with the right columns

@@ -21,7 +21,7 @@ import numpy as np
 
 import workbench
 from workbench import store as st
-from workbench.codecs import BACKEND, codec_for
+from workbench.codecs import BACKEND, as_kernel_input, codec_for
 from workbench.formats import FormatSpec, resolve, spec_columns  # noqa: F401 (public here too)
 from workbench.imatrix import load as load_imatrix, weights_for
 from workbench.metrics import tensor_metrics, weighted_metrics
@@ -80,7 +80,7 @@ def warm_up(formats: list[FormatSpec], progress: bool | Callable[[int, int], Non
     """Run every format once on tiny tensors (a full block and a row tail) before anything is
     timed, so no timing includes compilation or the load of Numba's cache. Kernels specialise
     per scale encoding, single/double and search; llama.cpp types also run with an importance
-    vector and on their fallbacks. The sweep hands kernels writable arrays only (``as_kernel_input``),
+    vector and on their fallbacks. The sweep hands kernels writable arrays only (``codecs.as_kernel_input``),
     so one array kind is compiled: Numba types a read-only array apart from a writable one.
     ``progress``: True shows a bar (the first run compiles; later runs load Numba's cache)."""
     from workbench.kernel_cache import ensure_fresh
@@ -105,12 +105,6 @@ def warm_up(formats: list[FormatSpec], progress: bool | Callable[[int, int], Non
             progress(i + 1, len(todo))
     if bar is not None:
         bar.close()
-
-
-def as_kernel_input(x: np.ndarray) -> np.ndarray:
-    """A writable float32 C array (a tensor mapped from its file is read-only: copy it), so the
-    kernels see one array type and compile once."""
-    return x if x.flags.writeable else x.copy()
 
 
 def _non_finite(x: np.ndarray) -> int:

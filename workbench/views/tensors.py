@@ -15,7 +15,7 @@ import holoviews.plotting.bokeh  # noqa: F401  (registers the bokeh backend the 
 import numpy as np
 import pandas as pd
 
-from workbench.codecs import codec_for
+from workbench.codecs import as_kernel_input, codec_for
 from workbench.formats import parse
 from workbench.sources import tensor_kind
 from workbench.views.pareto import LLAMA_CPP, with_kind
@@ -391,7 +391,7 @@ def reconstruct(x: np.ndarray, format_name: str) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim == 0 or x.size == 0:
         raise ValueError(f"cannot quantize a tensor of shape {x.shape}")
-    m = np.ascontiguousarray(x.reshape(-1, x.shape[-1]), np.float32)
+    m = as_kernel_input(x.reshape(-1, x.shape[-1]))   # the array kind the kernels were warmed on
     spec = parse(format_name)
     why = spec.applies_to(m.shape)
     if why is not None:
