@@ -35,3 +35,30 @@ def test_no_cache_yet_is_stamped_before_numba_writes_it(tmp_path, monkeypatch):
 def test_a_user_cache_dir_is_left_alone(monkeypatch):
     monkeypatch.setenv("NUMBA_CACHE_DIR", "/somewhere")
     assert kc.cache_dir() is None and kc.ensure_fresh() == 0
+
+
+def test_a_cold_cache_is_filled_by_one_process_per_core(tmp_path, monkeypatch):
+    """precompile deals the kernel groups out longest first, every format exactly once, and
+    leaves out the formats the cache already holds (the marker of these kernel sources)."""
+    import subprocess
+    from workbench.formats import resolve
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    started = []
+
+    class Fake:
+        def __init__(self, cmd, **kw):
+            started.append(cmd[3:])
+        def wait(self):
+            return 0
+    monkeypatch.setattr(subprocess, "Popen", Fake)
+    specs = resolve("default")
+    assert kc.precompile(specs, processes=2) == 2
+    names = [n for share in started for n in share]
+    assert sorted(names) == sorted(f.name for f in specs)            # each format once
+    legacy = {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"}
+    share_of = {n: i for i, share in enumerate(started) for n in share}
+    assert len({share_of[n] for n in legacy}) == 1                   # one group stays together
+    assert share_of["Q4_K"] != share_of["Q4_0"]                      # the two longest apart
+    kc.mark_warmed(f.name for f in specs)
+    started.clear()
+    assert kc.precompile(specs, processes=2) == 0 and started == []  # already in the cache

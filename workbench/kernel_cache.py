@@ -67,3 +67,76 @@ def ensure_fresh() -> int:
     except OSError:           # a read-only install: Numba then compiles in memory
         pass
     return removed
+
+
+# --------------------------------------------------------------------- parallel first compile
+# Seconds to compile each kernel group once on this project's 2-core machine (`workbench warm`
+# on an empty cache): Numba compiles under one lock per process, so a cold cache is filled by
+# several processes at once, the groups dealt out longest first.
+COMPILE_SECONDS = {"uniform": 12, "legacy": 20, "Q2_K": 16, "Q4_K": 17, "Q3_K": 6, "Q5_K": 3.5,
+                   "Q6_K": 3, "IQ4_NL": 2.5, "IQ4_XS": 2.5, "MXFP4": 1, "NVFP4": 2}
+
+
+def marker() -> Path:
+    """Lists the formats whose kernels the cache holds (for these kernel sources)."""
+    root = Path(os.environ["NUMBA_CACHE_DIR"]) if os.environ.get("NUMBA_CACHE_DIR") else kernel_dir() / "__pycache__"
+    return root / f".warmed-{sources_digest()[:16]}"
+
+
+def warmed() -> set[str]:
+    try:
+        return set(marker().read_text().split())
+    except OSError:
+        return set()
+
+
+def mark_warmed(names) -> None:
+    path = marker()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}")
+        tmp.write_text("\n".join(sorted(warmed() | set(names))) + "\n")
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def _group(spec) -> str:
+    if spec.family != "ggml":
+        return "uniform"
+    return spec.ggml_type if spec.ggml_type in COMPILE_SECONDS else "legacy"
+
+
+def precompile(formats, processes: int | None = None, progress=None) -> int:
+    """Fill a cold cache for ``formats`` in parallel processes (longest groups first); returns the
+    processes used (0: the cache already holds them). ``progress(done, total)`` per finished process."""
+    import subprocess
+    import sys
+    todo = [f for f in formats if f.name not in warmed()]
+    if not todo:
+        return 0
+    groups: dict[str, list[str]] = {}
+    for f in todo:
+        groups.setdefault(_group(f), []).append(f.name)
+    n = max(1, min(processes or os.cpu_count() or 1, len(groups)))
+    if n == 1:
+        return 0                   # one group: compiling in this process is as fast
+    shares: list[tuple[float, list[str]]] = [(0.0, []) for _ in range(n)]
+    for g in sorted(groups, key=lambda g: -COMPILE_SECONDS.get(g, 1)):
+        i = min(range(n), key=lambda k: shares[k][0])
+        shares[i] = (shares[i][0] + COMPILE_SECONDS.get(g, 1), shares[i][1] + groups[g])
+    procs = [subprocess.Popen([sys.executable, "-m", "workbench.kernel_cache", *names],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for _, names in shares if names]
+    for i, p in enumerate(procs):
+        p.wait()                   # a failed helper only costs time: the caller compiles the rest
+        if progress is not None:
+            progress(i + 1, len(procs))
+    return len(procs)
+
+
+if __name__ == "__main__":  # one share of a parallel first compile (see precompile)
+    import sys
+    from workbench.formats import parse
+    from workbench.sweep import warm_up
+    warm_up([parse(n) for n in sys.argv[1:]], parallel=False)

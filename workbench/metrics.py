@@ -5,16 +5,24 @@ import math
 
 import numpy as np
 
-from workbench.kernels.metrics import error_sums, weighted_error_sums
+from workbench.kernels.metrics import error_sums, error_sums_given, signal_stats, weighted_error_sums
 
 METRICS = ("mse", "rmse", "nmse", "sqnr_db", "max_abs_err", "cosine", "bnl")
 
 
-def tensor_metrics(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """Error of reconstruction y against original x (both float32 2-D, same shape)."""
+def signal_sums(x: np.ndarray):
+    """x's own sums (``signal_stats``), computed once per tensor and passed to every format's
+    ``tensor_metrics``: the metrics come out bit-identical, at about half the cost."""
+    return signal_stats(x)
+
+
+def tensor_metrics(x: np.ndarray, y: np.ndarray, stats=None) -> dict[str, float]:
+    """Error of reconstruction y against original x (both float32 2-D, same shape).
+    ``stats``: ``signal_sums(x)``, when several reconstructions of one x are measured."""
     if x.shape != y.shape:
         raise ValueError(f"shape mismatch {x.shape} vs {y.shape}")
-    sse, sx2, sy2, sxy, mae, bnl, nblk = (float(v) for v in error_sums(x, y))  # Python floats: no numpy warnings
+    sums = error_sums(x, y) if stats is None else error_sums_given(x, y, stats[0], stats[1])
+    sse, sx2, sy2, sxy, mae, bnl, nblk = (float(v) for v in sums)  # Python floats: no numpy warnings
     n = x.size
     mse = sse / n
     nmse = sse / sx2 if sx2 > 0 else (0.0 if sse == 0 else math.inf)

@@ -24,7 +24,7 @@ from workbench import store as st
 from workbench.codecs import BACKEND, as_kernel_input, codec_for
 from workbench.formats import FormatSpec, resolve, spec_columns  # noqa: F401 (public here too)
 from workbench.imatrix import load as load_imatrix, weights_for
-from workbench.metrics import tensor_metrics, weighted_metrics
+from workbench.metrics import tensor_metrics, signal_sums, weighted_metrics
 from workbench.sources import ModelSource, TensorInfo, open_model
 
 CHUNK = 24            # formats per task: small enough to balance a big tensor across cores
@@ -45,7 +45,7 @@ class SweepReport:
     seconds: float = 0.0
 
 
-def measure(spec: FormatSpec, x: np.ndarray, importance: np.ndarray | None = None) -> dict:
+def measure(spec: FormatSpec, x: np.ndarray, importance: np.ndarray | None = None, stats=None) -> dict:
     """Quantize → packed bytes → dequantize, timed; metrics of the reconstruction. With an
     importance vector (an imatrix entry for the tensor), formats that use one quantize with it
     (as llama-quantize --imatrix does) and the importance-weighted errors are added."""
@@ -58,7 +58,7 @@ def measure(spec: FormatSpec, x: np.ndarray, importance: np.ndarray | None = Non
     t1 = time.perf_counter()
     y = codec.dequantize(packed, x.shape)
     t2 = time.perf_counter()
-    m = tensor_metrics(x, y)
+    m = tensor_metrics(x, y, stats)
     if not (math.isfinite(m["mse"]) and math.isfinite(m["cosine"])):   # x is finite: y is not
         raise Unrepresentable(f"{spec.name} cannot represent this tensor (absmax "
                               f"{float(np.abs(x).max()):.3g}): its reconstruction holds Inf/NaN, a scale "
@@ -76,27 +76,37 @@ class Unrepresentable(ValueError):
     """A format whose reconstruction of a finite tensor is not finite (a scale overflows)."""
 
 
-def warm_up(formats: list[FormatSpec], progress: bool | Callable[[int, int], None] = False) -> None:
+def warm_up(formats: list[FormatSpec], progress: bool | Callable[[int, int], None] = False,
+            parallel: bool = True) -> None:
     """Run every format once on tiny tensors (a full block and a row tail) before anything is
     timed, so no timing includes compilation or the load of Numba's cache. Kernels specialise
     per scale encoding, single/double and search; llama.cpp types also run with an importance
     vector and on their fallbacks. The sweep hands kernels writable arrays only (``codecs.as_kernel_input``),
     so one array kind is compiled: Numba types a read-only array apart from a writable one.
-    ``progress``: True shows a bar (the first run compiles; later runs load Numba's cache)."""
-    from workbench.kernel_cache import ensure_fresh
-    ensure_fresh()                 # a cache compiled from other kernel sources is dropped first
+    ``progress``: True shows a bar (the first run compiles; later runs load Numba's cache).
+    ``parallel``: a cold cache is first filled by one process per core (``kernel_cache.precompile``)."""
+    from workbench import kernel_cache
+    kernel_cache.ensure_fresh()    # a cache compiled from other kernel sources is dropped first
     todo = list(formats)
     bar = None
+    if parallel:
+        cold = [f for f in todo if f.name not in kernel_cache.warmed()]
+        if cold and progress is True:
+            from tqdm import tqdm
+            with tqdm(total=None, unit="process", desc="compiling kernels (first run only)",
+                      dynamic_ncols=True) as cbar:
+                kernel_cache.precompile(cold, progress=lambda d, n: (setattr(cbar, "total", n), cbar.update(1)))
+        elif cold:
+            kernel_cache.precompile(cold)
     if progress is True:
         from tqdm import tqdm
-        bar = tqdm(total=len(todo), unit="fmt", desc="kernels (compiled on the first run, then cached)",
-                   dynamic_ncols=True)
+        bar = tqdm(total=len(todo), unit="fmt", desc="loading kernels", dynamic_ncols=True)
     for i, f in enumerate(todo):
         for cols in (256, 96):
             x = np.linspace(-1, 1, 2 * cols, dtype=np.float32).reshape(2, cols)
             if f.applies_to(x.shape):
                 continue
-            measure(f, x)
+            measure(f, x, stats=signal_sums(x))
             if f.family == "ggml":
                 measure(f, x, np.linspace(0.5, 2, cols, dtype=np.float32))
         if bar is not None:
@@ -105,6 +115,7 @@ def warm_up(formats: list[FormatSpec], progress: bool | Callable[[int, int], Non
             progress(i + 1, len(todo))
     if bar is not None:
         bar.close()
+    kernel_cache.mark_warmed(f.name for f in todo)
 
 
 def _non_finite(x: np.ndarray) -> int:
@@ -180,19 +191,27 @@ def run(model: str | os.PathLike | None = None, formats: str | list[FormatSpec] 
     def task(t: TensorInfo, fs: list[FormatSpec]):
         if cancel is not None and cancel.is_set():
             return [], []
-        try:
-            x = as_kernel_input(t.load())
-        except Exception as exc:  # noqa: BLE001 - damage found only when the bytes are read
-            why = (str(exc).splitlines() or [exc.__class__.__name__])[0][:160]
-            return [], [(t.name, f.name, f"tensor cannot be read ({why})") for f in fs]
-        bad = _non_finite(x)
+        prepared = recent.get(t.name)
+        if prepared is None:
+            try:
+                x = as_kernel_input(t.load())
+            except Exception as exc:  # noqa: BLE001 - damage found only when the bytes are read
+                why = (str(exc).splitlines() or [exc.__class__.__name__])[0][:160]
+                return [], [(t.name, f.name, f"tensor cannot be read ({why})") for f in fs]
+            bad = _non_finite(x)
+            prepared = (x, bad, None if bad else signal_sums(x))   # x's own sums, once per tensor
+            with lock:
+                recent[t.name] = prepared
+                while len(recent) > 2 * workers:   # tasks run in tensor order: keep the last few
+                    recent.pop(next(iter(recent)))
+        x, bad, stats = prepared
         if bad:
             return [], [(t.name, f.name, f"tensor has {bad} non-finite values (NaN/Inf)") for f in fs]
         w, why = (None, None) if imx is None else weights_for(imx, t.name, x.shape[1])
         out, sk = [], []
         for f in fs:
             try:
-                m = measure(f, x, w)
+                m = measure(f, x, w, stats)
             except Unrepresentable as exc:
                 sk.append((t.name, f.name, str(exc)))
                 continue
@@ -203,11 +222,12 @@ def run(model: str | os.PathLike | None = None, formats: str | list[FormatSpec] 
             out.append(row)
         return out, sk
 
+    recent: dict[str, tuple] = {}               # tensor name -> (x, non-finite count, x's sums)
+    workers = workers or os.cpu_count() or 1
     warm_up(specs, progress=progress is True)   # its own bar: the sweep's ETA starts after it
     if progress is True:
         from tqdm import tqdm
         bar = tqdm(total=total, unit="fmt", desc=f"sweep {src.model_id}", dynamic_ncols=True)
-    workers = workers or os.cpu_count() or 1
     pool = cf.ThreadPoolExecutor(max_workers=workers)
     try:
         futs = [pool.submit(task, t, fs) for t, fs in tasks]
