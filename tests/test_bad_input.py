@@ -445,3 +445,27 @@ def test_a_tensor_that_fails_when_read_is_listed_as_skipped(tmp_path, monkeypatc
     sk = st.skips(store)
     assert sorted(sk.loc[sk["tensor"] == "b.weight", "format"]) == ["Q4s32", "Q8_0"]
     assert sk.loc[sk["tensor"] == "b.weight", "reason"].str.contains("Input/output error").all()
+
+
+def test_a_file_name_duckdb_would_glob_is_refused(store, tmp_path, capsys):
+    theirs = tmp_path / "r*.parquet"
+    st.export(store, theirs)
+    st.export(store, tmp_path / "r1.parquet")          # what the glob would also read
+    before = snapshot(store)
+    code, _out, err = run_cli(capsys, "import", theirs, "--store", store)
+    assert code == EXIT["input"] and "cannot be read without globbing" in one_line(err)
+    assert snapshot(store) == before
+
+
+def test_a_store_file_naming_another_model_is_foreign(store, tmp_path, capsys):
+    folder = next(store.glob("model=*/table=results"))
+    n = len(st.results(store))
+    t = pq.read_table(sorted(folder.glob("*.parquet"))[0])
+    pq.write_table(t.set_column(t.schema.get_field_index("model"), "model",
+                                pa.array(["other"] * t.num_rows)), folder / "elsewhere.parquet")
+    before = snapshot(store)
+    code, out, _ = run_cli(capsys, "store", "check", "--store", store)
+    assert code == EXIT["store"] and "foreign" in out and "elsewhere.parquet" in out
+    assert snapshot(store) == before
+    assert len(st.results(store)) == n                      # queries leave it out ...
+    assert "elsewhere.parquet" in st.skipped_note(store)     # ... and say so

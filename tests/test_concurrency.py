@@ -130,7 +130,7 @@ def test_a_store_with_old_duplicates_reads_one_row_per_key_and_repairs(small_sto
     pd.testing.assert_frame_equal(first, rows)                          # the earliest rows, not the later
     kinds = sorted(p.kind for p in check(store))
     assert kinds == ["duplicate", "partial-dup"]
-    moved, rewritten, where = repair(store, check(store))
+    moved, rewritten, where = repair(store)
     assert moved == 2 and rewritten == 3 and where.is_dir()
     assert raw_counts(store) == (len(rows) + 3, len(rows) + 3)
     pd.testing.assert_frame_equal(st.results(store), got)

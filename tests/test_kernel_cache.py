@@ -2,6 +2,8 @@
 before the first kernel runs (Numba alone would keep an inlined routine from a changed module)."""
 from __future__ import annotations
 
+import pytest
+
 from workbench import kernel_cache as kc
 
 
@@ -10,6 +12,7 @@ def test_a_cache_from_other_sources_is_dropped_and_restamped(tmp_path, monkeypat
     (kernels / "__pycache__").mkdir(parents=True)
     (kernels / "scales.py").write_text("x = 1\n")
     monkeypatch.setattr(kc, "kernel_dir", lambda: kernels)
+    monkeypatch.setattr(kc, "LOADED", kc.sources_digest())       # a process that loaded these
     monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
     cache = kernels / "__pycache__"
     for name in ("uniform.quantize-10.py311.nbi", "uniform.quantize-10.py311.1.nbc", "scales.cpython-311.pyc"):
@@ -18,8 +21,14 @@ def test_a_cache_from_other_sources_is_dropped_and_restamped(tmp_path, monkeypat
     assert sorted(p.name for p in cache.iterdir()) == [kc.STAMP, "scales.cpython-311.pyc"]
     (cache / "uniform.quantize-10.py311.nbi").write_bytes(b"new")
     assert kc.ensure_fresh() == 0                         # same sources: the cache is kept
-    (kernels / "scales.py").write_text("x = 2\n")         # a routine others inline changed
-    assert kc.ensure_fresh() == 1 and not (cache / "uniform.quantize-10.py311.nbi").exists()
+    (kernels / "scales.py").write_text("x = 2\n")         # a routine others inline changed ...
+    with pytest.raises(kc.KernelSourcesChanged):           # ... under a running process: refused
+        kc.ensure_fresh()
+    assert (cache / "uniform.quantize-10.py311.nbi").exists()
+    monkeypatch.setattr(kc, "LOADED", kc.sources_digest())       # a new process: the cache goes
+    (cache / ".warmed-0123").write_text("Q4s32\n")
+    assert kc.ensure_fresh() == 2 and not (cache / "uniform.quantize-10.py311.nbi").exists()
+    assert not (cache / ".warmed-0123").exists()
 
 
 def test_no_cache_yet_is_stamped_before_numba_writes_it(tmp_path, monkeypatch):
@@ -27,12 +36,14 @@ def test_no_cache_yet_is_stamped_before_numba_writes_it(tmp_path, monkeypatch):
     kernels.mkdir()
     (kernels / "a.py").write_text("")
     monkeypatch.setattr(kc, "kernel_dir", lambda: kernels)
+    monkeypatch.setattr(kc, "LOADED", kc.sources_digest())
     monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
     assert kc.ensure_fresh() == 0
     assert (kernels / "__pycache__" / kc.STAMP).read_text().strip() == kc.sources_digest()
 
 
 def test_a_user_cache_dir_is_left_alone(monkeypatch):
+    monkeypatch.setattr(kc, "LOADED", kc.sources_digest())
     monkeypatch.setenv("NUMBA_CACHE_DIR", "/somewhere")
     assert kc.cache_dir() is None and kc.ensure_fresh() == 0
 
@@ -49,6 +60,9 @@ def test_a_cold_cache_is_filled_by_one_process_per_core(tmp_path, monkeypatch):
         def __init__(self, cmd, **kw):
             started.append(cmd[3:])
         def wait(self):
+            return 0
+
+        def poll(self):
             return 0
     monkeypatch.setattr(subprocess, "Popen", Fake)
     specs = resolve("default")

@@ -276,7 +276,7 @@ def cmd_store(a) -> int:
     if not a.repair:
         print(f"{store}: {len(problems)} problems; `workbench store check --repair` moves them aside")
         return EXIT_STORE
-    moved, rewritten, where = repair(store, problems)
+    moved, rewritten, where = repair(store)      # checks again under the store lock
     print(f"{store}: moved {moved} files into {where.relative_to(store)}; wrote {rewritten} rows again "
           "(the non-duplicate rows of partly duplicate files)")
     left = check(store)

@@ -13,6 +13,7 @@ import numpy as np
 from workbench.formats import GGML_TYPES, FormatSpec
 from workbench.kernels import uniform as U
 from workbench.kernels.scales import ENCODINGS
+from workbench import kernel_cache  # noqa: F401,E402 - snapshots the kernel sources this process loads
 
 BACKEND = "numba-cpu"
 

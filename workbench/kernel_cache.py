@@ -36,12 +36,24 @@ def sources_digest() -> str:
     return h.hexdigest()
 
 
+LOADED = sources_digest()   # the kernels this process runs are imported with (or before) this module
+
+
+class KernelSourcesChanged(RuntimeError):
+    """The kernel files changed on disk since this process loaded them (a long-running server
+    across a `git pull`): it would compile its old kernels into the new sources' cache."""
+
+
 def ensure_fresh() -> int:
-    """Drop a cache compiled from other kernel sources; returns the files removed."""
+    """Drop a cache compiled from other kernel sources; returns the files removed. Refuses to
+    run kernels in a process whose loaded kernels are older than the files on disk."""
+    digest = sources_digest()
+    if digest != LOADED:
+        raise KernelSourcesChanged("the kernel sources changed since this process started: "
+                                   "restart it (e.g. the dashboard) before measuring again")
     folder = cache_dir()
     if folder is None:
         return 0
-    digest = sources_digest()
     if not folder.is_dir():       # no cache yet: stamp the one Numba is about to write
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -54,7 +66,7 @@ def ensure_fresh() -> int:
     except OSError:
         pass
     removed = 0
-    for p in list(folder.glob("*.nbi")) + list(folder.glob("*.nbc")):
+    for p in list(folder.glob("*.nbi")) + list(folder.glob("*.nbc")) + list(folder.glob(".warmed-*")):
         try:
             p.unlink()
             removed += 1
@@ -128,10 +140,15 @@ def precompile(formats, processes: int | None = None, progress=None) -> int:
     procs = [subprocess.Popen([sys.executable, "-m", "workbench.kernel_cache", *names],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
              for _, names in shares if names]
-    for i, p in enumerate(procs):
-        p.wait()                   # a failed helper only costs time: the caller compiles the rest
-        if progress is not None:
-            progress(i + 1, len(procs))
+    try:
+        for i, p in enumerate(procs):
+            p.wait()               # a failed helper only costs time: the caller compiles the rest
+            if progress is not None:
+                progress(i + 1, len(procs))
+    finally:                       # interrupted: no helper outlives the command
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
     return len(procs)
 
 

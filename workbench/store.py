@@ -192,7 +192,10 @@ def _stored_pairs(store: str | Path, fixed: tuple) -> set[tuple[str, str]]:
         seen.clear()
         pairs.clear()
     for name in sorted(files - seen):
-        keys = None if file_fault(folder / name, "results") else _file_keys(folder / name)
+        fault = file_fault(folder / name, "results")
+        keys = None if fault else _file_keys(folder / name)
+        if keys is None and not fault:   # readable a moment ago: never write without its keys
+            raise StoreError(f"{folder / name}: cannot read its keys to check for duplicates; nothing written")
         if keys is not None:      # a file queries skip holds no row they see
             m = np.ones(len(keys), bool)
             for col, val in zip(KEY_FIXED, fixed):
@@ -331,11 +334,31 @@ def file_fault(path: Path, table: str) -> str | None:
     key = (str(path), st_.st_size, st_.st_mtime_ns)
     if key not in _FILE_FAULTS:
         try:
-            fault = schema_fault(pq.read_schema(path), table, in_store=True)
+            fault = schema_fault(pq.read_schema(path), table, in_store=True) or _model_fault(path)
         except Exception as exc:  # noqa: BLE001 - pyarrow raises several types on a damaged file
             fault = f"unreadable Parquet ({exc.__class__.__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''})"
         _FILE_FAULTS[key] = fault
     return _FILE_FAULTS[key]
+
+
+def _model_fault(path: Path) -> str | None:
+    """A file whose rows name another model than its ``model=`` folder (queries would file its
+    rows under the folder's model while their keys say another)."""
+    folder = path.parent.parent.name[len("model="):]
+    meta = pq.read_metadata(path)
+    names = meta.schema.to_arrow_schema().names
+    if "model" not in names or meta.num_rows == 0:
+        return None
+    i = names.index("model")
+    values = set()
+    for g in range(meta.num_row_groups):
+        stats = meta.row_group(g).column(i).statistics
+        if stats is None or not stats.has_min_max:
+            values = set(pq.read_table(path, columns=["model"]).column("model").to_pylist())
+            break
+        values |= {stats.min, stats.max}
+    values = {v.decode() if isinstance(v, bytes) else v for v in values}
+    return None if values == {folder} else f"its rows name another model than its folder model={folder}"
 
 
 def store_files(store: str | Path, table: str) -> tuple[list[Path], list[tuple[Path, str]]]:
@@ -364,8 +387,19 @@ def skipped_note(store: str | Path) -> str:
             "`workbench store check --repair` moves them aside")
 
 
+GLOB_CHARS = set("*?[")
+
+
+def sql_path(path: str | Path) -> str:
+    """A path as a DuckDB string literal; DuckDB would glob *, ? and [, so those are refused."""
+    text = str(path)
+    if GLOB_CHARS & set(text):
+        raise StoreError(f"{text}: a path with '*', '?' or '[' cannot be read without globbing; rename it")
+    return "'" + text.replace("'", "''") + "'"
+
+
 def _sql_list(paths: list[Path]) -> str:
-    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
+    return "[" + ", ".join(sql_path(p) for p in paths) + "]"
 
 
 def _key_sql(have: set[str]) -> str:

@@ -35,7 +35,7 @@ class Problem:
     kind: str
     path: Path
     detail: str
-    keep_rows: int = 0        # partial-dup: rows that are not duplicates (written again on repair)
+    keep_rows: tuple[int, ...] = ()   # partial-dup: the rows queries read (written again on repair)
 
 
 def _walk(store: Path):
@@ -74,10 +74,7 @@ def check(store: str | Path) -> list[Problem]:
             problems.append(Problem("unreadable", path, f"{exc.__class__.__name__}: "
                                     f"{' '.join(str(exc).split())[:100]}"))
             continue
-        fault = st.schema_fault(t.schema, table, in_store=True)
-        if fault is None and t.num_rows and "model" in t.column_names \
-                and set(t.column("model").to_pylist()) != {model}:
-            fault = f"its rows name another model than its folder model={model}"
+        fault = st.schema_fault(t.schema, table, in_store=True) or st._model_fault(path)
         if fault:
             problems.append(Problem("foreign", path, fault))
             continue
@@ -114,38 +111,40 @@ def _duplicates(files: list[tuple[Path, object]]) -> list[Problem]:
             out.append(Problem("duplicate", Path(file), f"all {n} rows' natural keys were stored earlier"))
         elif n:
             out.append(Problem("partial-dup", Path(file), f"{n} of {len(g)} rows' natural keys were stored "
-                               "earlier (queries read the earlier rows)", keep_rows=len(g) - n))
+                               "earlier (queries read the earlier rows)",
+                               keep_rows=tuple(sorted(int(r) for r in g.loc[~g["dup"], "row"]))))
     return out
 
 
-def repair(store: str | Path, problems: list[Problem]) -> tuple[int, int, Path]:
-    """Move the problem files aside; returns (files moved, rows written again, quarantine dir)."""
+def repair(store: str | Path) -> tuple[int, int, Path]:
+    """Move every problem file aside; returns (files moved, rows written again, quarantine dir).
+    The check runs again under the store lock, the rows to keep are written first, then the
+    files move: an interruption leaves at worst a duplicate, which a later repair removes,
+    never a lost row."""
     store = Path(store)
     where = store / QUARANTINE / _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     moved = rewritten = 0
     with st.store_lock(store):
-        keep = {}
+        problems = check(store)
         for p in problems:
-            if p.kind == "partial-dup":   # read the rows to keep before the file moves
-                keep[p.path] = _rows_to_keep(store, p.path)
+            if p.kind == "partial-dup":
+                df = _rows_to_keep(p)
+                st._write_unlocked(store, "results", df)
+                rewritten += len(df)
         for p in problems:
             dest = where / p.path.relative_to(store)
             dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(p.path, dest)
-            moved += 1
-        for path, df in keep.items():
-            if len(df):
-                st._write_unlocked(store, "results", df)
-                rewritten += len(df)
+            try:
+                os.replace(p.path, dest)
+                moved += 1
+            except FileNotFoundError:   # gone since the check (another repair)
+                pass
     return moved, rewritten, where
 
 
-def _rows_to_keep(store: Path, path: Path):
-    """The rows of ``path`` that queries read (no earlier-stored row has their natural key)."""
-    key = ", ".join(f"coalesce(\"{c}\", '')" if c in st.MAY_BE_EMPTY else f'"{c}"' for c in st.NATURAL_KEY)
-    winners = st.query(store, f"""SELECT file_row_number FROM (
-        SELECT filename, file_row_number, row_number() OVER (PARTITION BY {key}
-               ORDER BY created_at, filename, file_row_number) AS k FROM results_files)
-        WHERE k = 1 AND filename = ?""", [str(path)])
-    mine = pq.read_table(path).to_pandas()
-    return mine.iloc[sorted(winners["file_row_number"].astype(int))].reset_index(drop=True)
+def _rows_to_keep(p: Problem):
+    """The rows of a partly duplicate file that queries read, with its folder's model."""
+    df = pq.read_table(p.path).to_pandas().iloc[list(p.keep_rows)].reset_index(drop=True)
+    if "model" not in df:
+        df["model"] = p.path.parent.parent.name[len("model="):]
+    return df

@@ -53,7 +53,7 @@ def _con(spill: str | None = None) -> duckdb.DuckDBPyConnection:
 
 
 def _lit(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
+    return st.sql_path(path)
 
 
 def _fail(path: Path, msg: str):
