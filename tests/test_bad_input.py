@@ -470,3 +470,18 @@ def test_a_store_file_naming_another_model_is_foreign(store, tmp_path, capsys):
     assert snapshot(store) == before
     assert len(st.results(store)) == n                      # queries leave it out ...
     assert "elsewhere.parquet" in st.skipped_note(store)     # ... and say so
+
+
+def test_a_signal_during_a_write_leaves_no_unfinished_file(store, monkeypatch):
+    """SIGTERM/Ctrl-C arrive as KeyboardInterrupt wherever the writer is, mid-file included."""
+    real = pq.write_table
+
+    def interrupted(table, where, **kw):
+        real(table, where, **kw)            # the temporary file exists ...
+        raise KeyboardInterrupt             # ... when the signal lands
+    monkeypatch.setattr(pq, "write_table", interrupted)
+    before = snapshot(store)
+    rows = st.results(store).assign(tensor="new.weight")
+    with pytest.raises(KeyboardInterrupt):
+        st.write_new(store, rows)
+    assert snapshot(store) == before and not list(store.rglob("*.tmp"))

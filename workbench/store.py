@@ -171,8 +171,12 @@ def _publish(store: str | Path, table: str, part: pa.Table, model: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{uuid.uuid4().hex}.parquet"
     tmp = final.with_suffix(".parquet.tmp")
-    pq.write_table(part, tmp, compression="zstd")
-    os.replace(tmp, final)  # atomic publish: the glob never sees a partial file
+    try:
+        pq.write_table(part, tmp, compression="zstd")
+        os.replace(tmp, final)  # atomic publish: the glob never sees a partial file
+    except BaseException:       # an error or a signal mid-write leaves no unfinished file
+        tmp.unlink(missing_ok=True)
+        raise
     return final
 
 

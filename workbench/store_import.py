@@ -242,11 +242,13 @@ def import_file(path: str | Path, store: str | Path) -> tuple[int, int]:
                 con.execute(f"""COPY (SELECT {_select(plan)} FROM {src} i
                                       WHERE i.file_row_number IN (SELECT r FROM keep))
                                 TO {_lit(tmp)} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 65536)""")
-        except duckdb.Error as exc:
+        except BaseException as exc:   # an error or a signal: nothing staged stays behind
             for tmp, _final in staged:
                 tmp.unlink(missing_ok=True)
-            raise st.StoreError(f"{path}: import failed ({exc.__class__.__name__}: "
-                                f"{str(exc).splitlines()[0][:100]}); nothing was stored") from None
+            if isinstance(exc, duckdb.Error):
+                raise st.StoreError(f"{path}: import failed ({exc.__class__.__name__}: "
+                                    f"{str(exc).splitlines()[0][:100]}); nothing was stored") from None
+            raise
         finally:
             con.close()
         for tmp, final in staged:     # every partition staged: publish them all

@@ -180,7 +180,12 @@ def run(model: str | os.PathLike | None = None, formats: str | list[FormatSpec] 
             batch = pending[:]
             pending.clear()
             last_flush[0] = time.monotonic()
-        files, dropped = st.write_new(store, batch)   # keys checked again under the store lock
+        try:
+            files, dropped = st.write_new(store, batch)   # keys checked again under the store lock
+        except BaseException:   # interrupted mid-write: the rows go back for the final flush
+            with lock:
+                pending[:0] = batch
+            raise
         rep.files += files
         rep.measured -= dropped     # another writer stored them since this sweep started
         rep.already += dropped
