@@ -14,43 +14,11 @@ def error_sums(x, y):
 
     bnl: per 32-element block along a row (the row's tail is a shorter block),
     mean|x - y| / std(x, unbiased), with a safe reciprocal (std 0 → contributes 0), then the
-    mean over blocks — the seed's ``block_normalized_loss``.
+    mean over blocks — the seed's ``block_normalized_loss``. x's own sums come from
+    ``signal_stats`` (the sweep computes them once per tensor), every sum in row-major order.
     """
-    rows, cols = x.shape
-    sse = 0.0
-    sx2 = 0.0
-    sy2 = 0.0
-    sxy = 0.0
-    mae = 0.0
-    bnl = 0.0
-    nblk = 0
-    for r in range(rows):
-        for c0 in range(0, cols, BNL_BLOCK):
-            c1 = min(c0 + BNL_BLOCK, cols)
-            n = c1 - c0
-            s1 = 0.0
-            s2 = 0.0
-            l1 = 0.0
-            for c in range(c0, c1):
-                a = np.float64(x[r, c])
-                b = np.float64(y[r, c])
-                e = a - b
-                sse += e * e
-                sx2 += a * a
-                sy2 += b * b
-                sxy += a * b
-                ae = abs(e)
-                if ae > mae:
-                    mae = ae
-                l1 += ae
-                s1 += a
-                s2 += a * a
-            if n > 1:
-                var = (s2 - s1 * s1 / n) / (n - 1)
-                if var > 0:
-                    bnl += (l1 / n) / np.sqrt(var)
-            nblk += 1
-    return np.array([sse, sx2, sy2, sxy, mae, bnl, np.float64(nblk)])
+    sx2, sd = signal_stats(x)
+    return error_sums_given(x, y, sx2, sd)
 
 
 @njit(cache=True, nogil=True)

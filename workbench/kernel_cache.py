@@ -92,7 +92,7 @@ COMPILE_SECONDS = {"uniform": 12, "legacy": 20, "Q2_K": 16, "Q4_K": 17, "Q3_K": 
 def marker() -> Path:
     """Lists the formats whose kernels the cache holds (for these kernel sources)."""
     root = Path(os.environ["NUMBA_CACHE_DIR"]) if os.environ.get("NUMBA_CACHE_DIR") else kernel_dir() / "__pycache__"
-    return root / f".warmed-{sources_digest()[:16]}"
+    return root / f".warmed-{LOADED[:16]}"   # ensure_fresh has checked the files still match
 
 
 def warmed() -> set[str]:
@@ -124,7 +124,8 @@ def precompile(formats, processes: int | None = None, progress=None) -> int:
     processes used (0: the cache already holds them). ``progress(done, total)`` per finished process."""
     import subprocess
     import sys
-    todo = [f for f in formats if f.name not in warmed()]
+    have = warmed()
+    todo = [f for f in formats if f.name not in have]
     if not todo:
         return 0
     groups: dict[str, list[str]] = {}

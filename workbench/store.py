@@ -215,7 +215,14 @@ def _file_keys(path: Path) -> pd.DataFrame | None:
         t = pq.read_table(path, columns=[c for c in NATURAL_KEY if c in names])
     except Exception:  # noqa: BLE001 - a damaged file: `workbench store check` reports it
         return None
-    df = t.to_pandas()
+    return key_frame(t, path)
+
+
+def key_frame(t: pa.Table, path: Path, extra: tuple[str, ...] = ()) -> pd.DataFrame:
+    """The natural key of each row of a store file's table ``t`` (and the ``extra`` columns),
+    as queries see it: the model from the ``model=`` folder when the file lacks it, "" for an
+    imatrix older files lack."""
+    df = t.select([c for c in NATURAL_KEY + extra if c in t.column_names]).to_pandas()
     if "model" not in df:          # written without it: the folder names the model
         df["model"] = path.parent.parent.name[len("model="):]
     for c in NATURAL_KEY:
@@ -406,10 +413,23 @@ def _sql_list(paths: list[Path]) -> str:
     return "[" + ", ".join(sql_path(p) for p in paths) + "]"
 
 
-def _key_sql(have: set[str]) -> str:
-    """The natural key over the raw files' columns ("" for an imatrix column older files lack)."""
-    return ", ".join((f"coalesce(\"{c}\", '')" if c in have else "''") if c in MAY_BE_EMPTY else f'"{c}"'
-                     for c in NATURAL_KEY)
+def _key_sql(have, alias: str = "") -> str:
+    """The natural key over raw files' columns ``have`` ("" for an imatrix column older files lack)."""
+    return ", ".join((f"coalesce({alias}\"{c}\", '')" if c in have else "''") if c in MAY_BE_EMPTY
+                     else f'{alias}"{c}"' for c in NATURAL_KEY)
+
+
+def schema_columns(schema: pa.Schema, have, alias: str = "") -> str:
+    """SELECT list presenting raw columns ``have`` in ``schema``'s current form: each column cast
+    to its type, a column older files lack as NULL ("" for a natural-key column such as imatrix)."""
+    cols = []
+    for f in schema:
+        if f.name in have:
+            expr = f"coalesce({alias}\"{f.name}\", '')" if f.name in MAY_BE_EMPTY else f'{alias}"{f.name}"'
+        else:
+            expr = "''" if f.name in MAY_BE_EMPTY else "NULL"
+        cols.append(f'CAST({expr} AS {sql_type(f.type)}) AS "{f.name}"')
+    return ", ".join(cols)
 
 
 _DUPLICATES: dict[tuple, bool] = {}   # results files (path, size, mtime) -> any key stored twice
@@ -444,19 +464,11 @@ def connect(store: str | Path) -> duckdb.DuckDBPyConnection:
             # files of an older schema lack newer columns: present them as NULL ("" for a
             # natural-key column), so every query sees the current schema
             have = {r[0] for r in con.execute(f"DESCRIBE {table}_files").fetchall()}
-            cols = []
-            for f in schema:
-                if f.name in have:
-                    cols.append(f"coalesce(\"{f.name}\", '') AS \"{f.name}\"" if f.name in MAY_BE_EMPTY
-                                else f'CAST("{f.name}" AS {sql_type(f.type)}) AS "{f.name}"')
-                else:
-                    default = "''" if f.name in MAY_BE_EMPTY else "NULL"
-                    cols.append(f'CAST({default} AS {sql_type(f.type)}) AS "{f.name}"')
             dedupe = ""
             if table == "results" and _has_duplicates(con, files, _key_sql(have)):
                 dedupe = (f"QUALIFY row_number() OVER (PARTITION BY {_key_sql(have)} "
                           "ORDER BY created_at, filename, file_row_number) = 1")
-            con.execute(f"CREATE VIEW {table} AS SELECT {', '.join(cols)} FROM {table}_files {dedupe}")
+            con.execute(f"CREATE VIEW {table} AS SELECT {schema_columns(schema, have)} FROM {table}_files {dedupe}")
         else:  # an empty store still answers queries, with the right columns
             con.from_arrow(schema.empty_table()).create_view(table)
     return con

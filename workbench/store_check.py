@@ -89,13 +89,7 @@ def _duplicates(files: list[tuple[Path, object]]) -> list[Problem]:
     wins: earliest created_at, then file name, then row)."""
     rows = []
     for path, t in files:
-        cols = [c for c in st.NATURAL_KEY if c in t.column_names] + ["created_at"]
-        df = t.select(cols).to_pandas()
-        if "model" not in df:      # written without it: the folder names the model
-            df["model"] = path.parent.parent.name[len("model="):]
-        if "imatrix" not in df:
-            df["imatrix"] = ""
-        df["imatrix"] = df["imatrix"].fillna("")
+        df = st.key_frame(t, path, ("created_at",))
         df["file"] = str(path)
         df["row"] = range(len(df))
         rows.append(df)

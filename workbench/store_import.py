@@ -34,12 +34,9 @@ class ImportPlan:
     models: tuple[str, ...]
 
 
-def _digest(columns: tuple[str, ...], alias: str) -> str:
+def _digest(columns, alias: str) -> str:
     """SQL for a 128-bit digest of a row's natural key ("" for a missing imatrix)."""
-    parts = []
-    for c in st.NATURAL_KEY:
-        parts.append(f"coalesce(CAST({alias}.\"{c}\" AS VARCHAR), '')" if c in columns else "''")
-    return f"md5_number(concat_ws(chr(0), {', '.join(parts)}))"
+    return f"md5_number(concat_ws(chr(0), {st._key_sql(columns, alias + '.')}))"
 
 
 def _con(spill: str | None = None) -> duckdb.DuckDBPyConnection:
@@ -192,15 +189,7 @@ def validate_import(path: str | Path) -> ImportPlan:
 
 def _select(plan: ImportPlan) -> str:
     """The file's rows in the store's schema (missing columns NULL, "" for imatrix)."""
-    out = []
-    for f in st.RESULTS_SCHEMA:
-        t = st.sql_type(f.type)
-        if f.name in plan.columns:
-            expr = f"coalesce(i.\"{f.name}\", '')" if f.name in st.MAY_BE_EMPTY else f"i.\"{f.name}\""
-        else:
-            expr = "''" if f.name in st.MAY_BE_EMPTY else "NULL"
-        out.append(f"CAST({expr} AS {t}) AS \"{f.name}\"")
-    return ", ".join(out)
+    return st.schema_columns(st.RESULTS_SCHEMA, plan.columns, "i.")
 
 
 def import_file(path: str | Path, store: str | Path) -> tuple[int, int]:

@@ -90,7 +90,8 @@ def warm_up(formats: list[FormatSpec], progress: bool | Callable[[int, int], Non
     todo = list(formats)
     bar = None
     if parallel:
-        cold = [f for f in todo if f.name not in kernel_cache.warmed()]
+        have = kernel_cache.warmed()
+        cold = [f for f in todo if f.name not in have]
         if cold and progress is True:
             from tqdm import tqdm
             with tqdm(total=None, unit="process", desc="compiling kernels (first run only)",
