@@ -347,7 +347,8 @@ def file_fault(path: Path, table: str) -> str | None:
         try:
             fault = schema_fault(pq.read_schema(path), table, in_store=True) or _model_fault(path)
         except Exception as exc:  # noqa: BLE001 - pyarrow raises several types on a damaged file
-            fault = f"unreadable Parquet ({exc.__class__.__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''})"
+            first = (str(exc).splitlines() or [""])[0].split(". ")[0][:100]   # its first sentence
+            fault = f"unreadable Parquet ({exc.__class__.__name__}: {first})"
         _FILE_FAULTS[key] = fault
     return _FILE_FAULTS[key]
 

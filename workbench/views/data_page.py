@@ -101,9 +101,10 @@ class DataPage(pn.viewable.Viewer):
             self._runs = pd.DataFrame(columns=list(st.RUN_COLUMNS))
             self._show(f"cannot read the store at {self.store}: {str(exc).splitlines()[0]}", "danger")
         else:
-            note = st.skipped_note(self.store)
-            if note:            # queries go on over the other files; say which were left out
-                self._show(note, "danger" if self._runs.empty else "warning")
+            # the shell names skipped store files above every page; here only when nothing is left
+            note = st.skipped_note(self.store) if self._runs.empty else ""
+            if note:
+                self._show(note, "danger")
             elif self._runs.empty:
                 self._show(f"{EMPTY_STORE} (store: {self.store})", "info")
             elif self.message.object.startswith(EMPTY_STORE):
