@@ -1,4 +1,23 @@
-"""Error metrics of a reconstruction, one pass, float64 accumulators (Numba, nogil)."""
+"""Error metrics of a reconstruction, one pass, float64 accumulators (Numba, nogil).
+
+Two block-normalized L1 losses, both on 32-wide column groups of each row:
+
+* ``bnl`` (contiguous blocks, llama.cpp's blocks): for each block of 32 consecutive weights
+  of a row (the row's tail is a shorter block), mean|x − y| / std(x_block, unbiased), then the
+  mean over all blocks. A block with std 0 (or of one element) counts as 0.
+* ``bnl_seed`` (the seed's own number, ``hyper/utils.py::block_normalized_loss(x, y, 32)`` of
+  tfernd/hyper-quantization): the seed views each row as [blocks × 32] and reduces over the
+  *block* index, so for each row r and lane p ∈ 0..31 its group is the strided column set
+  {p, p+32, p+64, …}: mean_b|x − y| / std_b(x, unbiased), then the mean over rows × 32 lanes.
+  Rows of a multiple of 32 columns give the seed's function (accumulated in float64, where the
+  seed reduces in float32 torch: the two agree to float32 rounding). Other rows, which the
+  seed cannot reshape (torch's unflatten raises), are extended the obvious way: lane p holds
+  every column c ≡ p (mod 32), the first cols % 32 lanes having one column more; a row of
+  fewer than 32 columns has ``cols`` lanes. A lane with std 0 or of a single column (every
+  lane of a 32-column row, where the seed's torch code gives NaN) counts as 0, as in ``bnl``;
+  the mean is over rows × min(32, cols) lanes. The lane std is two-pass (a constant lane is
+  exactly 0, as torch's std gives), the block std of ``bnl`` one-pass (unchanged).
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -10,15 +29,14 @@ BNL_BLOCK = 32  # the hyper-quantization seed's block-normalized L1 uses fixed 3
 @njit(cache=True, nogil=True)
 def error_sums(x, y):
     """x, y: float32[rows, cols]. Returns
-    [sse, sum_x2, sum_y2, sum_xy, max_abs_err, bnl_sum, bnl_blocks].
+    [sse, sum_x2, sum_y2, sum_xy, max_abs_err, bnl_sum, bnl_blocks, bnl_seed_sum, bnl_seed_lanes].
 
-    bnl: per 32-element block along a row (the row's tail is a shorter block),
-    mean|x - y| / std(x, unbiased), with a safe reciprocal (std 0 → contributes 0), then the
-    mean over blocks — the seed's ``block_normalized_loss``. x's own sums come from
-    ``signal_stats`` (the sweep computes them once per tensor), every sum in row-major order.
+    bnl = bnl_sum / bnl_blocks and bnl_seed = bnl_seed_sum / bnl_seed_lanes (module docstring).
+    x's own sums come from ``signal_stats`` (the sweep computes them once per tensor), every sum
+    in row-major order.
     """
-    sx2, sd = signal_stats(x)
-    return error_sums_given(x, y, sx2, sd)
+    sx2, sd, sds = signal_stats(x)
+    return error_sums_given(x, y, sx2, sd, sds)
 
 
 @njit(cache=True, nogil=True)
@@ -49,8 +67,9 @@ def weighted_error_sums(x, y, w):
 @njit(cache=True, nogil=True)
 def signal_stats(x):
     """What ``error_sums`` computes from x alone, once per tensor instead of once per format:
-    Σx² (same order, so the same float64) and each 32-block's unbiased std (0 where bnl skips
-    the block). Returns (sum_x2, std[rows * blocks_per_row])."""
+    Σx² (same order, so the same float64), each contiguous 32-block's unbiased std (0 where bnl
+    skips the block) and each row's 32 strided lanes' unbiased std (0 where bnl_seed skips the
+    lane). Returns (sum_x2, std[rows * blocks_per_row], lane_std[rows * min(32, cols)])."""
     rows, cols = x.shape
     nb = (cols + BNL_BLOCK - 1) // BNL_BLOCK
     sd = np.zeros(rows * nb)
@@ -71,21 +90,52 @@ def signal_stats(x):
                 var = (s2 - s1 * s1 / n) / (n - 1)
                 if var > 0:
                     sd[r * nb + b] = np.sqrt(var)
-    return sx2, sd
+    return sx2, sd, lane_stats(x)
 
 
 @njit(cache=True, nogil=True)
-def error_sums_given(x, y, sx2, sd):
+def lane_stats(x):
+    """bnl_seed's denominators: for each row and lane p (columns c ≡ p mod 32), the unbiased std
+    of x over the lane, two-pass (mean, then squared deviations: a constant lane is exactly 0, as
+    in torch's std); 0 for a lane of one column. Returns float64[rows * min(32, cols)]."""
+    rows, cols = x.shape
+    nl = min(BNL_BLOCK, cols)
+    sds = np.zeros(rows * nl)
+    s1 = np.empty(nl)
+    s2 = np.empty(nl)
+    for r in range(rows):
+        s1[:] = 0.0
+        s2[:] = 0.0
+        for c in range(cols):
+            s1[c % BNL_BLOCK] += np.float64(x[r, c])
+        for p in range(nl):
+            s1[p] /= (cols - p + BNL_BLOCK - 1) // BNL_BLOCK     # the lane's mean
+        for c in range(cols):
+            d = np.float64(x[r, c]) - s1[c % BNL_BLOCK]
+            s2[c % BNL_BLOCK] += d * d
+        for p in range(nl):
+            n = (cols - p + BNL_BLOCK - 1) // BNL_BLOCK
+            if n > 1 and s2[p] > 0:
+                sds[r * nl + p] = np.sqrt(s2[p] / (n - 1))
+    return sds
+
+
+@njit(cache=True, nogil=True)
+def error_sums_given(x, y, sx2, sd, sds):
     """``error_sums(x, y)`` with x's own sums from ``signal_stats(x)``: the same values, bit for
     bit (every sum in the same order), with about half the arithmetic per format."""
     rows, cols = x.shape
     nb = (cols + BNL_BLOCK - 1) // BNL_BLOCK
+    nl = min(BNL_BLOCK, cols)
     sse = 0.0
     sy2 = 0.0
     sxy = 0.0
     mae = 0.0
     bnl = 0.0
+    bnls = 0.0
+    lane_l1 = np.empty(nl)
     for r in range(rows):
+        lane_l1[:] = 0.0
         for b in range(nb):
             c0 = b * BNL_BLOCK
             c1 = min(c0 + BNL_BLOCK, cols)
@@ -102,7 +152,12 @@ def error_sums_given(x, y, sx2, sd):
                 if ae > mae:
                     mae = ae
                 l1 += ae
+                lane_l1[c - c0] += ae           # c - c0 = c mod 32: the seed's lane
             s = sd[r * nb + b]
             if s > 0:
                 bnl += (l1 / n) / s
-    return np.array([sse, sx2, sy2, sxy, mae, bnl, np.float64(rows * nb)])
+        for p in range(nl):
+            s = sds[r * nl + p]
+            if s > 0:
+                bnls += (lane_l1[p] / ((cols - p + BNL_BLOCK - 1) // BNL_BLOCK)) / s
+    return np.array([sse, sx2, sy2, sxy, mae, bnl, np.float64(rows * nb), bnls, np.float64(rows * nl)])

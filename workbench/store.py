@@ -13,7 +13,9 @@ Schema history: 1 = first release; 2 adds ``applied_type``/``fallback_note`` (th
 actually written for a tensor and why it differs from ``format``), ``imatrix``/``imatrix_note``
 (fingerprint), ``imatrix_file`` (its file name) and the importance-weighted errors
 ``wmse``/``wnmse``. Version-1 files import with those NULL
-(``imatrix`` "").
+(``imatrix`` ""). 3 adds ``bnl_seed`` (the seed project's strided block-normalised loss) and the
+``model_eval`` table (what a format does to a model's outputs: ``workbench eval``), whose natural
+key is ``EVAL_KEY``.
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ import pyarrow.parquet as pq
 
 import workbench
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 NATURAL_KEY = ("model", "tensor", "format", "imatrix", "backend", "device", "workbench_version")
 MAY_BE_EMPTY = ("imatrix",)  # natural-key columns where "" is a value (no imatrix)
 MODEL_ID = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
@@ -54,7 +56,7 @@ RESULTS_SCHEMA = pa.schema([
     ("cols", pa.int64()), ("row_tail", pa.int32()),
     ("mse", pa.float64()), ("rmse", pa.float64()), ("nmse", pa.float64()), ("sqnr_db", pa.float64()),
     ("max_abs_err", pa.float64()), ("cosine", pa.float64()), ("bnl", pa.float64()),
-    ("wmse", pa.float64()), ("wnmse", pa.float64()),
+    ("bnl_seed", pa.float64()), ("wmse", pa.float64()), ("wnmse", pa.float64()),
     ("quant_s", pa.float64()), ("dequant_s", pa.float64()),
     ("source_dtype", pa.string()), ("source_quantized", pa.bool_()), ("model_fingerprint", pa.string()),
     ("backend", pa.string()), ("device", pa.string()), ("host", pa.string()),
@@ -84,7 +86,43 @@ TIMINGS_SCHEMA = pa.schema([
     ("workbench_version", pa.string()), ("git_rev", pa.string()), ("packages", pa.string()),
     ("schema_version", pa.int32()),
 ])
-TABLES = {"results": RESULTS_SCHEMA, "skips": SKIPS_SCHEMA, "timings": TIMINGS_SCHEMA}
+# Model-level truth (``workbench eval``, workbench/evaluate.py): one row per (model, format or mix,
+# tensors quantized, text) — what the fake-quantized model's outputs lose against the reference.
+# variant: "fake" (our quantize -> bytes -> dequantize, evaluated in float32) or "llama.cpp" (the
+# model llama.cpp's own llama_model_quantize writes, evaluated by its quantized matmuls).
+# tensors: "all", "group:<name>" (one group at a time: sensitivity) or "tensor:<name>".
+# Encoder metrics (kind "encoder"): drift = 1 - mean cosine to the reference sentence embeddings,
+# cosine_min, rank_agreement (mean Spearman of each query's similarity ranking), top1_agreement.
+# LLM metrics (kind "llm"), as `llama-perplexity --kl-divergence`: kld_mean/median/p99/max, top1
+# (same argmax), ppl, ppl_ref, dppl = ppl - ppl_ref. The w_* columns are weight metrics of the
+# same quantized tensors (numel-weighted means over them), and group_nmse a JSON object
+# {group: nmse} (the sensitivity-weighted metric of workbench/truth.py is built from it).
+MODEL_EVAL_SCHEMA = pa.schema([
+    ("model", pa.string()), ("kind", pa.string()), ("format", pa.string()), ("variant", pa.string()),
+    ("mix", pa.string()), ("tensors", pa.string()), ("family", pa.string()),
+    ("n_tensors", pa.int32()), ("numel", pa.int64()), ("numel_total", pa.int64()), ("bpw", pa.float64()),
+    ("lossless_tensors", pa.int32()), ("fallback_tensors", pa.int32()), ("applied_types", pa.string()),
+    ("skipped_tensors", pa.string()),
+    ("text_name", pa.string()), ("text", pa.string()), ("n_tokens", pa.int64()), ("n_ctx", pa.int32()),
+    ("drift", pa.float64()), ("cosine_min", pa.float64()), ("rank_agreement", pa.float64()),
+    ("top1_agreement", pa.float64()),
+    ("kld_mean", pa.float64()), ("kld_median", pa.float64()), ("kld_p99", pa.float64()),
+    ("kld_max", pa.float64()), ("top1", pa.float64()), ("ppl", pa.float64()), ("ppl_ref", pa.float64()),
+    ("dppl", pa.float64()),
+    ("w_nmse", pa.float64()), ("w_wnmse", pa.float64()), ("w_max_err", pa.float64()),
+    ("w_bnl", pa.float64()), ("w_bias", pa.float64()), ("w_actmean", pa.float64()),
+    ("group_nmse", pa.string()), ("eval_s", pa.float64()),
+    ("model_fingerprint", pa.string()), ("runtime", pa.string()), ("runtime_version", pa.string()),
+    ("backend", pa.string()), ("device", pa.string()), ("host", pa.string()),
+    ("run_id", pa.string()), ("created_at", pa.timestamp("us", tz="UTC")),
+    ("workbench_version", pa.string()), ("git_rev", pa.string()), ("packages", pa.string()),
+    ("schema_version", pa.int32()),
+])
+EVAL_KEY = ("model", "format", "variant", "tensors", "text", "n_ctx", "backend", "device",
+            "workbench_version", "runtime_version")
+EVAL_REQUIRED = EVAL_KEY + ("kind", "bpw", "run_id", "created_at", "schema_version")
+TABLES = {"results": RESULTS_SCHEMA, "skips": SKIPS_SCHEMA, "timings": TIMINGS_SCHEMA,
+          "model_eval": MODEL_EVAL_SCHEMA}
 
 
 class StoreError(ValueError):
@@ -265,6 +303,9 @@ def write(store: str | Path, table: str, rows: list[dict] | pd.DataFrame) -> lis
     rows go through ``write_new``: a natural key already stored is never written again."""
     if table == "results":
         return write_new(store, rows)[0]
+    if table == "model_eval":
+        from workbench.eval_store import write_evals
+        return write_evals(store, rows)[0]
     with store_lock(store):
         return _write_unlocked(store, table, rows)
 
@@ -319,7 +360,7 @@ def schema_fault(file_schema: pa.Schema, table: str, in_store: bool = False) -> 
     """Why a Parquet schema is not one of ``table``'s (None: it is, maybe an older minor one).
     ``in_store``: a file inside the store, whose model may come from its ``model=`` folder."""
     want = TABLES[table]
-    need = REQUIRED if table == "results" else ("model", "run_id")
+    need = {"results": REQUIRED, "model_eval": EVAL_REQUIRED}.get(table, ("model", "run_id"))
     missing = [c for c in need if c not in file_schema.names and not (in_store and c == "model")]
     if missing:
         return f"not a workbench {table} file (missing columns: {', '.join(missing)})"
@@ -436,7 +477,7 @@ def schema_columns(schema: pa.Schema, have, alias: str = "") -> str:
 _DUPLICATES: dict[tuple, bool] = {}   # results files (path, size, mtime) -> any key stored twice
 
 
-def _has_duplicates(con: duckdb.DuckDBPyConnection, files: list[Path], key: str) -> bool:
+def _has_duplicates(con: duckdb.DuckDBPyConnection, table: str, files: list[Path], key: str) -> bool:
     """Whether some natural key is stored twice in ``files`` (only an older version, or a write
     around the store lock, makes that): then the results view de-duplicates. Cached per set of
     files, which are immutable, so the window is paid only by stores that need it."""
@@ -444,7 +485,7 @@ def _has_duplicates(con: duckdb.DuckDBPyConnection, files: list[Path], key: str)
     if sig not in _DUPLICATES:
         if len(_DUPLICATES) > 256:
             _DUPLICATES.clear()
-        (n,) = con.execute(f"""SELECT count(*) FROM (SELECT 1 FROM results_files
+        (n,) = con.execute(f"""SELECT count(*) FROM (SELECT 1 FROM {table}_files
                                GROUP BY {key} HAVING count(*) > 1)""").fetchone()
         _DUPLICATES[sig] = n > 0
     return _DUPLICATES[sig]
@@ -453,8 +494,8 @@ def _has_duplicates(con: duckdb.DuckDBPyConnection, files: list[Path], key: str)
 def connect(store: str | Path) -> duckdb.DuckDBPyConnection:
     """A fresh in-memory DuckDB connection (one per query/thread) with views over the store.
     Files that cannot be read are left out (``skipped_files`` names them). A natural key stored
-    more than once (by a version before the store lock) reads as one row: the first stored
-    wins (earliest ``created_at``, then file name, then position in the file)."""
+    more than once (by a version before the store lock; ``EVAL_KEY`` for ``model_eval``) reads
+    as one row: the first stored wins (earliest ``created_at``, then file name, then position in the file)."""
     con = duckdb.connect()
     for table, schema in TABLES.items():
         files = store_files(store, table)[0]
@@ -466,8 +507,10 @@ def connect(store: str | Path) -> duckdb.DuckDBPyConnection:
             # natural-key column), so every query sees the current schema
             have = {r[0] for r in con.execute(f"DESCRIBE {table}_files").fetchall()}
             dedupe = ""
-            if table == "results" and _has_duplicates(con, files, _key_sql(have)):
-                dedupe = (f"QUALIFY row_number() OVER (PARTITION BY {_key_sql(have)} "
+            key = {"results": _key_sql(have) if table == "results" else "",
+                   "model_eval": ", ".join(f'"{c}"' for c in EVAL_KEY)}.get(table)
+            if key and _has_duplicates(con, table, files, key):
+                dedupe = (f"QUALIFY row_number() OVER (PARTITION BY {key} "
                           "ORDER BY created_at, filename, file_row_number) = 1")
             con.execute(f"CREATE VIEW {table} AS SELECT {schema_columns(schema, have)} FROM {table}_files {dedupe}")
         else:  # an empty store still answers queries, with the right columns
@@ -664,7 +707,23 @@ def export(store: str | Path, out: str | Path, model: str | None = None,
             "exported_by": f"workbench {workbench.__version__}",
             "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
             "natural_key": list(NATURAL_KEY)}
-    t = t.replace_schema_metadata({**(t.schema.metadata or {}), EXPORT_META: json.dumps(meta).encode()})
+    extra = {EXPORT_META: json.dumps(meta).encode()}
+    exported = sorted(set(df["model"]))
+    if exported:    # the evaluations of the exported models travel in the same file
+        from workbench import eval_store
+        ev = eval_store.evals(store)
+        ev = ev[ev["model"].isin(exported)]
+        if formats:
+            ev = ev[ev["format"].str.contains(formats, regex=True)]
+        if len(ev):
+            extra[eval_store.EMBED_KEY] = eval_store.embed(ev)
+            meta["model_eval_rows"] = len(ev)
+            extra[EXPORT_META] = json.dumps(meta).encode()
+    return write_export(t.replace_schema_metadata({**(t.schema.metadata or {}), **extra}), out)
+
+
+def write_export(t: pa.Table, out: str | Path) -> int:
+    """Write an export file atomically (a temporary name, then a rename); returns its rows."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")

@@ -193,10 +193,36 @@ def _select(plan: ImportPlan) -> str:
 
 
 def import_file(path: str | Path, store: str | Path) -> tuple[int, int]:
-    """Merge a collaborator's results file; existing rows are never changed. Rows whose natural
-    key is already stored (or repeated in the file: the first stored, by created_at, wins) are
-    skipped. Returns (added, skipped)."""
+    """Merge a collaborator's file; existing rows are never changed. Rows whose natural key is
+    already stored (or repeated in the file: the first stored, by created_at, wins) are
+    skipped. A results export's embedded evaluations (and a ``model_eval`` export) are validated
+    before anything is written and merged the same way. Returns (added, skipped), results and
+    evaluations together (``last_import`` has them apart)."""
+    from workbench import eval_store as ev
+    path = Path(path)
+    if path.is_file():
+        try:
+            eval_only = ev.is_eval_file(path)
+        except Exception:  # noqa: BLE001 - garbage: validate_import says why in one line
+            eval_only = False
+        if eval_only:
+            rows = ev.validate(ev.read_file(path), str(path))
+            added, skipped = ev.import_rows(rows, store)
+            LAST.update(results=(0, 0), model_eval=(added, skipped))
+            return added, skipped
     plan = validate_import(path)
+    carried = ev.embedded(path)
+    carried = ev.validate(carried, f"{path} (embedded evaluations)") if carried is not None else None
+    added, skipped = _import_results(plan, path, store)
+    e_added, e_skipped = ev.import_rows(carried, store)
+    LAST.update(results=(added, skipped), model_eval=(e_added, e_skipped))
+    return added + e_added, skipped + e_skipped
+
+
+LAST: dict[str, tuple[int, int]] = {}   # the last import_file's (added, skipped) per table
+
+
+def _import_results(plan: ImportPlan, path: Path, store: str | Path) -> tuple[int, int]:
     store = Path(store)
     added, staged = 0, []
     with st.store_lock(store), tempfile.TemporaryDirectory(prefix="workbench-import-") as spill:

@@ -41,6 +41,7 @@ class SweepReport:
     already: int = 0
     skipped: list[tuple[str, str, str]] = field(default_factory=list)   # (tensor, format, reason)
     fallbacks: list[tuple[str, str, str]] = field(default_factory=list)  # (tensor, format, applied)
+    lossless: list[tuple[str, str]] = field(default_factory=list)  # (tensor, format) re-quantized exactly
     files: list[Path] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -243,6 +244,7 @@ def run(model: str | os.PathLike | None = None, formats: str | list[FormatSpec] 
             rows, sk = fut.result()
             skips += sk
             rep.fallbacks += [(r["tensor"], r["format"], r["applied_type"]) for r in rows if r["fallback_note"]]
+            rep.lossless += [(r["tensor"], r["format"]) for r in rows if r["mse"] == 0]
             with lock:
                 pending.extend(rows)
             flush()

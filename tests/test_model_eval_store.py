@@ -1,0 +1,224 @@
+"""The model_eval table: natural key under the lock, dedupe of old duplicates, export/import
+(standalone and carried inside a results export), validation before anything is written, and the
+evaluation orchestration on a small real two-layer network (so these tests need no model file)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from workbench import eval_store, evaluate, store as st, truth
+from workbench.evaltext import EvalText
+
+
+class TinyNet:
+    """A two-layer MLP over fixed inputs: drift of its outputs against the float32 reference."""
+    kind = "encoder"
+    model_id = "tiny-net"
+    n_ctx = 0
+
+    def __init__(self, seed=0):
+        rng = np.random.default_rng(seed)
+        self.w = {"layer.0.attention.self.query.weight": rng.standard_normal((64, 96)).astype(np.float32) * 0.1,
+                  "layer.0.intermediate.dense.weight": (rng.standard_normal((96, 64)) * 0.05 + 0.02).astype(np.float32)}
+        self.x = rng.standard_normal((40, 96)).astype(np.float32)
+        self.calls = 0
+
+    def weights(self):
+        return dict(self.w)
+
+    def _out(self, w):
+        h = np.maximum(self.x @ w["layer.0.attention.self.query.weight"].T, 0)
+        o = h @ w["layer.0.intermediate.dense.weight"].T
+        return o / np.linalg.norm(o, axis=1, keepdims=True)
+
+    def reference(self):
+        return self._out(self.w)
+
+    def evaluate(self, replaced):
+        self.calls += 1
+        w = {**self.w, **replaced}
+        cos = (self._out(w) * self.reference()).sum(1)
+        return {"drift": float(1 - cos.mean()), "cosine_min": float(cos.min())}
+
+
+TEXT = EvalText(name="test", text="one. two. three.", sentences=["one.", "two.", "three."],
+                fingerprint="f" * 64)
+
+
+def run(store, formats="Q4_0,Q8_0,Q4a32", **kw):
+    return evaluate.run(formats=formats, store=store, evaluator=kw.pop("ev", TinyNet()),
+                        text=None, progress=False, **kw)
+
+
+@pytest.fixture(autouse=True)
+def _text(monkeypatch):
+    import workbench.evaltext as et
+    monkeypatch.setattr(et, "load", lambda path=None: TEXT)
+
+
+def files(store):
+    return sorted(p.relative_to(store).as_posix() for p in Path(store).rglob("*") if p.is_file() and p.name != ".lock")
+
+
+def test_eval_rows_are_real_and_resumable(tmp_path):
+    ev = TinyNet()
+    rep = run(tmp_path, ev=ev)
+    assert rep.measured == 3 and ev.calls == 3
+    df = eval_store.evals(tmp_path)
+    assert sorted(df["format"]) == ["Q4_0", "Q4a32", "Q8_0"]
+    d = df.set_index("format")
+    # finer grid, smaller drift and weight error; Q8_0 is 8.5 bpw on these shapes
+    assert d.loc["Q8_0", "drift"] < d.loc["Q4_0", "drift"] and d.loc["Q8_0", "w_nmse"] < d.loc["Q4_0", "w_nmse"]
+    assert d.loc["Q8_0", "bpw"] == pytest.approx(8.5) and d.loc["Q4_0", "bpw"] == pytest.approx(4.5)
+    assert (d["n_tensors"] == 2).all() and (d["numel"] == 2 * 64 * 96).all()
+    # the stored nmse is the numel-weighted mean of the tensors' own
+    from workbench.codecs import codec_for
+    from workbench.formats import resolve
+    from workbench.metrics import tensor_metrics
+    c = codec_for(resolve("Q4_0")[0])
+    nm = [tensor_metrics(x, c.dequantize(c.quantize(x), x.shape))["nmse"] for x in ev.w.values()]
+    assert d.loc["Q4_0", "w_nmse"] == pytest.approx(np.mean(nm), rel=1e-12)
+    assert set(json.loads(d.loc["Q4_0", "group_nmse"])) == {"attn_q", "ffn_up"}
+    before = files(tmp_path)
+    ev2 = TinyNet()
+    rep2 = run(tmp_path, ev=ev2)
+    assert rep2.measured == 0 and rep2.already == 3 and ev2.calls == 0 and files(tmp_path) == before
+
+
+def test_bias_metric_sees_a_biased_grid(tmp_path):
+    """w_bias equals nmse for unbiased errors and exceeds it for Q4_0's one-sided clipping of
+    weights with a positive mean (the second tensor)."""
+    run(tmp_path)
+    d = eval_store.evals(tmp_path).set_index("format")
+    assert d.loc["Q4_0", "w_bias"] > d.loc["Q4a32", "w_bias"]
+
+
+def test_sensitivity_groups_and_additivity(tmp_path):
+    run(tmp_path, formats="Q4_0,Q3a32", sensitivity=True)
+    ev = eval_store.evals(tmp_path)
+    assert sorted(ev["tensors"].unique()) == ["all", "group:attn_q", "group:ffn_up"]
+    sens = truth.sensitivity(ev)
+    assert len(sens) == 4 and np.allclose(sens.groupby("format")["share"].sum(), 1)
+    add = truth.additivity(ev)
+    assert set(add["format"]) == {"Q4_0", "Q3a32"} and (add["ratio"] > 0).all()
+    a = truth.alphas(ev)
+    whole = truth.with_sensitivity_metric(truth.whole_model(ev), a)
+    assert whole["w_sens"].notna().all()
+
+
+def test_duplicate_key_never_written(tmp_path):
+    run(tmp_path, formats="Q4_0")
+    row = eval_store.evals(tmp_path).iloc[0].to_dict()
+    files_, dropped = eval_store.write_evals(tmp_path, [row, dict(row)])
+    assert files_ == [] and dropped == 2
+    assert len(eval_store.evals(tmp_path)) == 1
+
+
+def test_old_duplicates_read_as_one_row(tmp_path):
+    run(tmp_path, formats="Q4_0")
+    row = eval_store.evals(tmp_path).iloc[0].to_dict()
+    later = {**row, "drift": 0.5, "created_at": row["created_at"] + pd.Timedelta(seconds=5)}
+    st._write_unlocked(tmp_path, "model_eval", [later])   # around the lock, as an old version could
+    df = eval_store.evals(tmp_path)
+    assert len(df) == 1 and df["drift"].iloc[0] == row["drift"]     # the first stored wins
+
+
+def test_export_carries_evaluations_and_import_brings_them(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    run(a)
+    st.write(a, "results", [{"model": "tiny-net", "tensor": "t", "format": "Q4_0", "family": "ggml", "bpw": 4.5,
+                             "numel": 64, "mse": 0.1, "nmse": 0.01, "backend": "numba-cpu", "device": "d",
+                             "run_id": "r", "created_at": pd.Timestamp.now(tz="UTC"), "workbench_version": "0",
+                             "schema_version": st.SCHEMA_VERSION, "rows": 1, "cols": 64, "imatrix": ""}])
+    out = tmp_path / "x.parquet"
+    st.export(a, out, model="tiny-net")
+    assert eval_store.EMBED_KEY in pq.read_schema(out).metadata
+    assert pq.read_table(out).num_rows == 1           # the results table itself is unchanged
+    added, skipped = st.import_file(out, b)
+    assert (added, skipped) == (4, 0)
+    pd.testing.assert_frame_equal(eval_store.evals(a).drop(columns=[]), eval_store.evals(b))
+    assert st.import_file(out, b) == (0, 4)           # again: every key already stored
+    only = tmp_path / "evals.parquet"
+    assert eval_store.export(a, only) == 3
+    c = tmp_path / "c"
+    assert st.import_file(only, c) == (3, 0)
+    pd.testing.assert_frame_equal(eval_store.evals(a), eval_store.evals(c))
+
+
+@pytest.mark.parametrize("change, msg", [
+    ({"drift": -0.5}, "impossible values: drift"),
+    ({"kld_mean": float("inf")}, "impossible values: kld_mean"),
+    ({"top1_agreement": 1.5}, "impossible values: top1_agreement"),
+    ({"bpw": 0.0}, None),
+    ({"variant": "other"}, "variant 'other' is not one of"),
+    ({"kind": "vision"}, "kind 'vision' is not one of"),
+    ({"model": "../evil"}, "invalid model id"),
+    ({"schema_version": 99}, "newer than this workbench"),
+    ({"group_nmse": "[1, 2]"}, "group_nmse is not a JSON object"),
+    ({"format": ""}, "column 'format' has 1 empty values"),
+])
+def test_bad_evaluation_file_changes_nothing(tmp_path, change, msg):
+    a, b = tmp_path / "a", tmp_path / "b"
+    run(a, formats="Q4_0")
+    run(b, formats="Q8_0")
+    only = tmp_path / "e.parquet"
+    eval_store.export(a, only)
+    t = pq.read_table(only)
+    df = t.to_pandas()
+    for k, v in change.items():
+        df[k] = v
+    import pyarrow as pa
+    bad = pa.Table.from_pandas(df, preserve_index=False).replace_schema_metadata(t.schema.metadata)
+    pq.write_table(bad, only)
+    before = {p: p.read_bytes() for p in b.rglob("*.parquet")}
+    if msg is None:   # bpw 0 is out of range too
+        msg = "impossible values: bpw"
+    proc = subprocess.run([sys.executable, "-m", "workbench", "import", str(only), "--store", str(b)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert msg in proc.stderr and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert {p: p.read_bytes() for p in b.rglob("*.parquet")} == before
+
+
+def test_correlations_on_stored_rows(tmp_path):
+    run(tmp_path, formats="Q2a16,Q3a32,Q4_0,Q4s32,Q4_1,Q4a32,Q4s16,Q5_0,Q5s32,Q6s32,Q8_0")
+    ev = eval_store.evals(tmp_path)
+    table = truth.correlations(ev)
+    r = table.set_index("weight_metric")
+    assert r.loc["w_nmse", "overall"] > 0.8          # across bit depths nmse ranks drift
+    assert r["within_band"].notna().any() and "5:" in r.loc["w_nmse", "bands"]   # Q4_1, Q4a32, Q4s16
+    assert truth.recommend(table) in truth.WEIGHT_METRICS
+    bands = truth.best_per_band(ev)
+    assert set(bands.columns) >= {"band", "best_by_weight", "best_by_model", "agree"}
+
+
+def test_spearman_definition():
+    assert truth.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1)
+    assert truth.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1)
+    assert np.isnan(truth.spearman([1, 2], [1, 2]))
+    assert np.isnan(truth.spearman([1, 1, 1], [1, 2, 3]))
+    # ties take average ranks: scipy.stats.spearmanr([1, 2, 2, 3], [1, 3, 2, 4]) = 0.9486832980505138
+    assert truth.spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(0.9486832980505138)
+
+
+def test_q4_1_grid():
+    assert truth.contains_q4_1_grid("Q4_1") and truth.contains_q4_1_grid("Q5a32")
+    assert truth.contains_q4_1_grid("Q4a16") and not truth.contains_q4_1_grid("Q4a64")
+    assert not truth.contains_q4_1_grid("Q4_0") and not truth.contains_q4_1_grid("Q4a32_bf16")
+    assert not truth.contains_q4_1_grid("Q(4a16)xQ(6s16)")
+
+
+def test_groups():
+    g = evaluate.group_of
+    assert g("encoder.layer.3.attention.self.value.weight") == "attn_v"
+    assert g("encoder.layer.3.output.dense.weight") == "ffn_down"
+    assert g("encoder.layer.3.attention.output.dense.weight") == "attn_o"
+    assert g("blk.7.ffn_gate.weight") == "ffn_gate" and g("token_embd.weight") == "embed"
+    assert g("embeddings.word_embeddings.weight") == "embed" and g("output.weight") == "output"

@@ -1,0 +1,217 @@
+"""Which weight metric to trust: rank correlations of weight metrics with model-level truth.
+
+For one model, every format evaluated on the whole model (``model_eval`` rows, variant "fake",
+tensors "all") has a model-level metric (``MODEL_METRIC``: drift for an encoder, mean KLD for an
+LLM) and weight metrics of the same quantized tensors (the ``w_*`` columns). For each weight
+metric this module computes the Spearman rank correlation with the model metric
+
+* overall, across every evaluated format, and
+* within equal-bpw bands: formats whose bpw rounds to the same multiple of ``BAND`` (a band is
+  centre ± 0.125 bpw); the within-band figure is the mean of the per-band Spearman coefficients
+  over bands of at least ``MIN_BAND`` formats, weighted by the band's size. This is the figure
+  that matters: across bit depths any metric ranks well, within a band is where a user chooses.
+
+``w_sens`` is the sensitivity-weighted nmse Σ_g α_g · nmse_g (the HIGGS paper's linearity
+theorem: the model's loss is close to a weighted sum of per-tensor errors), with α_g estimated
+from sensitivity runs (one tensor group quantized at a time): α_g = median over formats of
+metric(group g alone) / nmse_g. ``additivity`` compares the sum of group shares with the
+whole-model figure.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+
+MODEL_METRIC = {"encoder": "drift", "llm": "kld_mean"}
+MODEL_METRICS = ("drift", "rank_agreement", "kld_mean", "kld_p99", "dppl", "top1")
+HIGHER_IS_BETTER = {"rank_agreement", "top1", "top1_agreement"}
+WEIGHT_METRICS = {
+    "w_nmse": "nmse (numel-weighted over the quantized tensors)",
+    "w_wnmse": "imatrix-weighted nmse (the model's importance matrix)",
+    "w_max_err": "largest absolute error",
+    "w_bnl": "block-normalised L1 (bnl)",
+    "w_bias": "per-row error bias: Σ_r(Σ_c e)² / Σx² (≈ nmse for independent zero-mean errors)",
+    "w_actmean": "error at the mean activation: ‖E·μ‖² / ‖W·μ‖²",
+    "w_sens": "sensitivity-weighted nmse Σ_g α_g·nmse_g (α_g from one group at a time)",
+}
+BAND = 0.25
+MIN_BAND = 3
+
+
+def spearman(a, b) -> float:
+    """Spearman's rho (average ranks for ties); NaN for fewer than 3 pairs or a constant side."""
+    a = pd.Series(np.asarray(a, float))
+    b = pd.Series(np.asarray(b, float))
+    ok = a.notna() & b.notna() & np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 3:
+        return math.nan
+    ra, rb = a[ok].rank(), b[ok].rank()
+    if ra.std() == 0 or rb.std() == 0:
+        return math.nan
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def band_of(bpw) -> np.ndarray:
+    return np.round(np.asarray(bpw, float) / BAND) * BAND
+
+
+def whole_model(ev: pd.DataFrame, model: str | None = None) -> pd.DataFrame:
+    """One row per format evaluated fake-quantized on the whole model (the latest if repeated)."""
+    d = ev[(ev["variant"] == "fake") & (ev["tensors"] == "all")]
+    if model is not None:
+        d = d[d["model"] == model]
+    return d.sort_values("created_at").drop_duplicates("format", keep="last").reset_index(drop=True)
+
+
+def sensitivity(ev: pd.DataFrame, model: str | None = None, metric: str | None = None) -> pd.DataFrame:
+    """Per (format, group): the model metric with only that group quantized, its share of the
+    sum over groups, the group's nmse and α = metric / nmse."""
+    d = ev[(ev["variant"] == "fake") & ev["tensors"].str.startswith("group:")]
+    if model is not None:
+        d = d[d["model"] == model]
+    if d.empty:
+        return pd.DataFrame(columns=["format", "group", "value", "share", "nmse", "alpha"])
+    metric = metric or MODEL_METRIC[d["kind"].iloc[0]]
+    d = d.sort_values("created_at").drop_duplicates(["format", "tensors"], keep="last")
+    rows = []
+    for _, r in d.iterrows():
+        g = r["tensors"][len("group:"):]
+        nm = json.loads(r["group_nmse"]).get(g) if isinstance(r["group_nmse"], str) else None
+        v = float(r[metric])
+        rows.append({"format": r["format"], "group": g, "value": v, "nmse": nm,
+                     "alpha": v / nm if nm else math.nan, "bpw": r["bpw"]})
+    out = pd.DataFrame(rows)
+    tot = out.groupby("format")["value"].transform("sum")
+    out["share"] = np.where(tot > 0, out["value"] / tot, math.nan)
+    return out.sort_values(["format", "group"]).reset_index(drop=True)
+
+
+def additivity(ev: pd.DataFrame, model: str | None = None, metric: str | None = None) -> pd.DataFrame:
+    """Per format with sensitivity runs: Σ over groups of the metric (each group alone) against
+    the whole-model metric; ratio = sum / whole (1 = perfectly additive)."""
+    sens = sensitivity(ev, model, metric)
+    whole = whole_model(ev, model)
+    if sens.empty or whole.empty:
+        return pd.DataFrame(columns=["format", "groups", "sum_of_groups", "whole", "ratio"])
+    metric = metric or MODEL_METRIC[whole["kind"].iloc[0]]
+    w = dict(zip(whole["format"], whole[metric]))
+    rows = []
+    for f, g in sens.groupby("format"):
+        if f in w:
+            s = float(g["value"].sum())
+            rows.append({"format": f, "groups": len(g), "sum_of_groups": s, "whole": float(w[f]),
+                         "ratio": s / float(w[f]) if w[f] else math.nan})
+    return pd.DataFrame(rows)
+
+
+def alphas(ev: pd.DataFrame, model: str | None = None, metric: str | None = None) -> dict[str, float]:
+    sens = sensitivity(ev, model, metric)
+    if sens.empty:
+        return {}
+    return {g: float(np.nanmedian(d["alpha"])) for g, d in sens.groupby("group") if np.isfinite(d["alpha"]).any()}
+
+
+def with_sensitivity_metric(whole: pd.DataFrame, a: dict[str, float]) -> pd.DataFrame:
+    """``whole`` with ``w_sens`` = Σ_g α_g · nmse_g (NaN where a group has no α)."""
+    out = whole.copy()
+    vals = []
+    for g in out.get("group_nmse", pd.Series([None] * len(out))):
+        try:
+            gn = json.loads(g) if isinstance(g, str) else None
+        except ValueError:
+            gn = None
+        if not gn or not a or any(k not in a for k in gn):
+            vals.append(math.nan)
+        else:
+            vals.append(sum(a[k] * v for k, v in gn.items()))
+    out["w_sens"] = vals
+    return out
+
+
+def contains_q4_1_grid(fmt: str) -> bool:
+    """Whether a format's grid holds every Q4_1 block exactly (asymmetric, ≥ 4 bits, a block
+    dividing 32, scale and min stored exactly in f16 — not quantized again): on a model shipped
+    as Q4_1 such formats are favoured by the source, not by their merit."""
+    from workbench.formats import resolve
+    s = resolve(fmt)[0]
+    if s.family == "ggml":
+        return fmt in ("Q4_1", "Q5_1")
+    return (not s.symmetric and s.bits >= 4 and 32 % s.block == 0 and s.scale in ("f16", "f32")
+            and not s.double)
+
+
+def correlations(ev: pd.DataFrame, model: str | None = None, metric: str | None = None,
+                 exclude=None) -> pd.DataFrame:
+    """The correlation table: per weight metric, formats, overall and within-band Spearman
+    against the model metric, the bands used. ``exclude(format) -> bool`` drops formats."""
+    whole = whole_model(ev, model)
+    cols = ["weight_metric", "what", "formats", "overall", "within_band", "bands"]
+    if whole.empty:
+        return pd.DataFrame(columns=cols)
+    metric = metric or MODEL_METRIC[whole["kind"].iloc[0]]
+    whole = with_sensitivity_metric(whole, alphas(ev, model, metric))
+    if exclude is not None:
+        whole = whole[[not exclude(f) for f in whole["format"]]]
+    target = whole[metric].astype(float) * (-1 if metric in HIGHER_IS_BETTER else 1)
+    band = band_of(whole["bpw"])
+    rows = []
+    for wm, what in WEIGHT_METRICS.items():
+        if wm not in whole or whole[wm].notna().sum() < 3:
+            continue
+        x = whole[wm].astype(float)
+        per = []
+        for b in np.unique(band):
+            m = (band == b) & x.notna().to_numpy() & target.notna().to_numpy()
+            if m.sum() >= MIN_BAND:
+                r = spearman(x[m], target[m])
+                if np.isfinite(r):
+                    per.append((b, r, int(m.sum())))
+        within = (sum(r * n for _b, r, n in per) / sum(n for _b, _r, n in per)) if per else math.nan
+        rows.append({"weight_metric": wm, "what": what, "formats": int(x.notna().sum()),
+                     "overall": spearman(x, target), "within_band": within,
+                     "bands": ", ".join(f"{b:g}:{r:+.2f}(n={n})" for b, r, n in per)})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def recommend(table: pd.DataFrame) -> str | None:
+    """The weight metric with the highest within-band Spearman (overall breaks ties)."""
+    t = table.dropna(subset=["within_band"])
+    if t.empty:
+        return None
+    return t.sort_values(["within_band", "overall"], ascending=False)["weight_metric"].iloc[0]
+
+
+def best_per_band(ev: pd.DataFrame, model: str | None = None, metric: str | None = None,
+                  weight: str = "w_nmse") -> pd.DataFrame:
+    """Per bpw band: the best format by the weight metric and by the model metric, side by side
+    (``agree`` False names a band where weight error sends a user to the wrong format)."""
+    whole = whole_model(ev, model)
+    if whole.empty:
+        return pd.DataFrame(columns=["band", "formats", "best_by_weight", "best_by_model", "agree"])
+    metric = metric or MODEL_METRIC[whole["kind"].iloc[0]]
+    sign = -1 if metric in HIGHER_IS_BETTER else 1
+    whole = whole.assign(band=band_of(whole["bpw"]))
+    rows = []
+    for b, d in whole.groupby("band"):
+        bw = d.loc[d[weight].astype(float).idxmin(), "format"] if d[weight].notna().any() else None
+        bm = d.loc[(sign * d[metric].astype(float)).idxmin(), "format"]
+        rows.append({"band": b, "formats": len(d), "best_by_weight": bw, "best_by_model": bm,
+                     "weight_value": float(d.loc[d["format"] == bw, metric].iloc[0]) if bw else math.nan,
+                     "model_value": float(d.loc[d["format"] == bm, metric].iloc[0]), "agree": bw == bm})
+    return pd.DataFrame(rows)
+
+
+def frontier_disagreements(ev: pd.DataFrame, model: str | None = None, metric: str | None = None,
+                           weight: str = "w_nmse") -> dict[str, list[str]]:
+    """Formats on the weight-error frontier but not the model-level one, and the reverse."""
+    from workbench.views.pareto import pareto_front
+    whole = whole_model(ev, model)
+    if whole.empty:
+        return {"weight_only": [], "model_only": []}
+    metric = metric or MODEL_METRIC[whole["kind"].iloc[0]]
+    fw = set(pareto_front(whole, "bpw", weight, lower_is_better=True)["format"])
+    fm = set(pareto_front(whole, "bpw", metric, lower_is_better=metric not in HIGHER_IS_BETTER)["format"])
+    return {"weight_only": sorted(fw - fm), "model_only": sorted(fm - fw)}
