@@ -9,7 +9,7 @@ from workbench.views.app import BY_SLUG, PAGES, LocalFast, Workbench, page_class
 
 
 def test_every_registered_page_imports_and_has_the_protocol():
-    assert [p.slug for p in PAGES] == ["pareto", "fp8", "tensors", "throughput", "sweep", "data"]
+    assert [p.slug for p in PAGES] == ["pareto", "fp8", "tensors", "throughput", "truth", "sweep", "data"]
     for entry in PAGES:
         cls = page_class(entry)
         assert callable(getattr(cls, "reload", None)), entry.slug

@@ -209,10 +209,25 @@ def test_spearman_definition():
 
 
 def test_q4_1_grid():
-    assert truth.contains_q4_1_grid("Q4_1") and truth.contains_q4_1_grid("Q5a32")
-    assert truth.contains_q4_1_grid("Q4a16") and not truth.contains_q4_1_grid("Q4a64")
+    assert truth.contains_q4_1_grid("Q4_1") and truth.contains_q4_1_grid("Q4a32")
+    assert not truth.contains_q4_1_grid("Q5a32") and not truth.contains_q4_1_grid("Q5_1")
+    assert not truth.contains_q4_1_grid("Q4a16") and not truth.contains_q4_1_grid("Q4a64")
     assert not truth.contains_q4_1_grid("Q4_0") and not truth.contains_q4_1_grid("Q4a32_bf16")
     assert not truth.contains_q4_1_grid("Q(4a16)xQ(6s16)")
+
+
+def test_q4_1_grid_rule_matches_exact_requantization():
+    """The rule holds on real Q4_1 data: Q4_1's own reconstruction re-quantizes exactly under
+    the formats the rule names, and not under the others."""
+    from workbench.codecs import codec_for
+    from workbench.formats import resolve
+    x = np.random.default_rng(3).standard_normal((8, 256)).astype(np.float32)
+    c = codec_for(resolve("Q4_1")[0])
+    src = c.dequantize(c.quantize(x), x.shape)
+    for f in ("Q4_1", "Q4a32", "Q4a16", "Q5a32", "Q5_1", "Q4_0", "Q4a64"):
+        k = codec_for(resolve(f)[0])
+        exact = np.array_equal(k.dequantize(k.quantize(src), src.shape), src)
+        assert exact == truth.contains_q4_1_grid(f), f
 
 
 def test_groups():

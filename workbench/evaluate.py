@@ -298,7 +298,9 @@ def run(model: str | None = None, formats: str | list[FormatSpec] | None = None,
     rep.already = len(jobs) - len(todo)
     imp, _imx = _importance(ev, names, weights)
     means = ev.activation_means() if hasattr(ev, "activation_means") else None
+    src_types = ev.source_types() if hasattr(ev, "source_types") else {n: "F32" for n in names}
     base = {**prov, **fixed, "kind": ev.kind, "text_name": txt.name,
+            "source_types": ",".join(f"{t}:{c}" for t, c in sorted(Counter(src_types.get(n, "?") for n in names).items())),
             "numel_total": sum(weights[n].size for n in names),
             "model_fingerprint": getattr(ev, "fingerprint", None),
             "runtime": "llama.cpp" if ev.kind == "llm" else "numpy"}
@@ -336,6 +338,8 @@ def run(model: str | None = None, formats: str | list[FormatSpec] | None = None,
                     rep.skipped.append((spec.name, f"{tlabel}: {why}"))
                     if bar is not None:
                         bar.update(1)
+                    elif callable(progress):
+                        progress(i + 1, len(todo), spec.name)
                     continue
                 row.update(_summary({n: spec.plan(weights[n].shape)[0] or spec.name for n in ns}, q, weights,
                                     means))

@@ -102,7 +102,7 @@ MODEL_EVAL_SCHEMA = pa.schema([
     ("mix", pa.string()), ("tensors", pa.string()), ("family", pa.string()),
     ("n_tensors", pa.int32()), ("numel", pa.int64()), ("numel_total", pa.int64()), ("bpw", pa.float64()),
     ("lossless_tensors", pa.int32()), ("fallback_tensors", pa.int32()), ("applied_types", pa.string()),
-    ("skipped_tensors", pa.string()),
+    ("skipped_tensors", pa.string()), ("source_types", pa.string()),
     ("text_name", pa.string()), ("text", pa.string()), ("n_tokens", pa.int64()), ("n_ctx", pa.int32()),
     ("drift", pa.float64()), ("cosine_min", pa.float64()), ("rank_agreement", pa.float64()),
     ("top1_agreement", pa.float64()),
@@ -626,14 +626,14 @@ def summary(store: str | Path, model: str | None = None, tensor_regex: str | Non
     WITH per_tensor AS (
         SELECT model, tensor, format, {fcols}, any_value(numel) AS numel, any_value(nbytes) AS nbytes,
                any_value(applied_type) AS applied_type,
-               avg(mse) AS mse, avg(nmse) AS nmse, avg(bnl) AS bnl, avg(cosine) AS cosine,
+               avg(mse) AS mse, avg(nmse) AS nmse, avg(bnl) AS bnl, avg(bnl_seed) AS bnl_seed, avg(cosine) AS cosine,
                avg(wmse) AS wmse, avg(wnmse) AS wnmse,
                max(max_abs_err) AS max_abs_err, min(quant_s) AS quant_s, min(dequant_s) AS dequant_s
         FROM results {where} GROUP BY model, tensor, format)
     SELECT model, format, {fcols},
            count(*) AS tensors, sum(numel) AS numel, sum(nbytes) * 8.0 / sum(numel) AS bpw,
            sum(mse * numel) / sum(numel) AS mse, sum(nmse * numel) / sum(numel) AS nmse,
-           sum(bnl * numel) / sum(numel) AS bnl, sum(cosine * numel) / sum(numel) AS cosine,
+           sum(bnl * numel) / sum(numel) AS bnl, sum(bnl_seed * numel) / sum(numel) AS bnl_seed, sum(cosine * numel) / sum(numel) AS cosine,
            sum(wmse * numel) / sum(numel) AS wmse, sum(wnmse * numel) / sum(numel) AS wnmse,
            max(max_abs_err) AS max_abs_err,
            sum(numel) / sum(quant_s) AS quant_wps, sum(numel) / sum(dequant_s) AS dequant_wps,
@@ -668,7 +668,7 @@ def tensor_results(store: str | Path, model: str, imatrix: str = "", formats: li
     df = query(store, f"""
         SELECT model, tensor, format, {fcols}, any_value(numel) AS numel,
                any_value(nbytes) * 8.0 / any_value(numel) AS bpw, any_value(applied_type) AS applied_type,
-               avg(mse) AS mse, avg(nmse) AS nmse, avg(bnl) AS bnl, avg(cosine) AS cosine,
+               avg(mse) AS mse, avg(nmse) AS nmse, avg(bnl) AS bnl, avg(bnl_seed) AS bnl_seed, avg(cosine) AS cosine,
                avg(wmse) AS wmse, avg(wnmse) AS wnmse, max(max_abs_err) AS max_abs_err,
                any_value(numel) / min(quant_s) AS quant_wps, any_value(numel) / min(dequant_s) AS dequant_wps
         FROM results WHERE {' AND '.join(conds)} GROUP BY model, tensor, format

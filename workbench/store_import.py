@@ -68,6 +68,7 @@ def _value_checks(cols: set[str]) -> list[tuple[str, str]]:
         "rmse": "rmse IS NOT NULL AND (NOT isfinite(rmse) OR rmse < 0)",
         "max_abs_err": "max_abs_err IS NOT NULL AND (NOT isfinite(max_abs_err) OR max_abs_err < 0)",
         "bnl": "bnl IS NOT NULL AND (NOT isfinite(bnl) OR bnl < 0)",
+        "bnl_seed": "bnl_seed IS NOT NULL AND (NOT isfinite(bnl_seed) OR bnl_seed < 0)",
         "wmse": "wmse IS NOT NULL AND (NOT isfinite(wmse) OR wmse < 0)",
         "wnmse": "wnmse IS NOT NULL AND (NOT isfinite(wnmse) OR wnmse < 0)",
         "cosine": f"cosine IS NOT NULL AND (isnan(cosine) OR abs(cosine) > 1 + {COSINE_SLACK})",

@@ -132,14 +132,17 @@ def with_sensitivity_metric(whole: pd.DataFrame, a: dict[str, float]) -> pd.Data
 
 
 def contains_q4_1_grid(fmt: str) -> bool:
-    """Whether a format's grid holds every Q4_1 block exactly (asymmetric, ≥ 4 bits, a block
-    dividing 32, scale and min stored exactly in f16 — not quantized again): on a model shipped
-    as Q4_1 such formats are favoured by the source, not by their merit."""
+    """Whether a format reproduces a Q4_1 tensor exactly: min/max asymmetric, 4 bits, blocks of
+    32, scale and min stored exactly (f16/f32, not quantized again). Its grid is then Q4_1's
+    block for block, so on a model shipped as Q4_1 its error is the source's, not its merit.
+    (A 5-bit grid steps by (max−min)/31 and misses the 4-bit points; a 16-weight block rescales to
+    its own min and max: measured, neither is exact.) A format that re-quantizes a tensor
+    losslessly is also reported per row (``lossless_tensors``)."""
     from workbench.formats import resolve
     s = resolve(fmt)[0]
     if s.family == "ggml":
-        return fmt in ("Q4_1", "Q5_1")
-    return (not s.symmetric and s.bits >= 4 and 32 % s.block == 0 and s.scale in ("f16", "f32")
+        return fmt == "Q4_1"
+    return (not s.symmetric and s.bits == 4 and s.block == 32 and s.scale in ("f16", "f32")
             and not s.double)
 
 

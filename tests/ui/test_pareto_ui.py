@@ -130,3 +130,55 @@ def test_pareto_filters_click_for_per_tensor_errors_and_every_point(page: Page, 
     expect(toggle).to_be_checked()
     page.wait_for_function(CLOUD_SHOWN, timeout=TIMEOUT_MS)
     watch.check()
+
+
+# --------------------------------------------------------------------- the model-level axis
+from test_truth_ui import truth_server, truth_store  # noqa: E402,F401  (fixtures: a store with evaluations)
+
+# True once the legend holds an item whose label contains the text (a frontier's step line).
+LEGEND_HAS = """t => Bokeh.documents.some(doc => [...doc.all_models].some(m => m.type === "LegendItem"
+    && JSON.stringify(m.label).includes(t)))"""
+# True once a second (right) log axis for the weight error is on the page.
+WEIGHT_AXIS = """() => Bokeh.documents.some(doc => [...doc.all_models].some(m => m.type === "LogAxis"
+    && String(m.axis_label).startsWith("weight error w_nmse")))"""
+
+
+def test_pareto_model_level_axis_shows_both_frontiers_and_where_they_disagree(page: Page, truth_server, truth_store,
+                                                                               watch_for):
+    from workbench import eval_store, truth
+    watch = watch_for(truth_server)
+    ev = eval_store.evals(truth_store)
+    page.goto(truth_server["url"] + "?page=pareto")
+    note = page.locator(".recommended-metric")
+    expect(note).to_contain_text("Default metric:", timeout=TIMEOUT_MS)
+    expect(note).to_contain_text("ranks the model-level drift best within equal-bpw bands")
+    caption = page.get_by_text(re.compile(r"Selected formats:"))
+    expect(caption).to_contain_text("none yet", timeout=TIMEOUT_MS)
+
+    page.locator("select").nth(1).select_option(label="drift (model-level)")
+    whole = truth.whole_model(ev, "tiny-net")
+    expect(caption).to_contain_text(f"({len(whole)} formats of tiny-net)", timeout=TIMEOUT_MS)
+    page.wait_for_function(POINTS_SHOWN, arg=len(whole), timeout=TIMEOUT_MS)
+    page.wait_for_function(LEGEND_HAS, arg="model-level frontier (drift)", timeout=TIMEOUT_MS)
+    page.wait_for_function(LEGEND_HAS, arg="weight-error frontier (w_nmse)", timeout=TIMEOUT_MS)
+    page.wait_for_function(WEIGHT_AXIS, timeout=TIMEOUT_MS)
+
+    dis = truth.frontier_disagreements(ev, "tiny-net", "drift", "w_nmse")
+    assert dis["weight_only"] or dis["model_only"], dis     # the store is built so that they do
+    frontier = page.locator(".frontier-note")
+    expect(frontier).to_contain_text("The frontiers disagree", timeout=TIMEOUT_MS)
+    if dis["weight_only"]:
+        expect(frontier).to_contain_text(f"weight-error (w_nmse) frontier only: {', '.join(dis['weight_only'])}")
+    if dis["model_only"]:
+        expect(frontier).to_contain_text(f"model-level (drift) frontier only: {', '.join(dis['model_only'])}")
+
+    # brushing the evaluated formats fills the table, with their weight error beside drift
+    brush(page)
+    expect(caption).to_contain_text(re.compile(r"Selected formats: \d+ of"), timeout=TIMEOUT_MS)
+    expect(page.locator('.tabulator-col[tabulator-field="w_nmse"]')).to_have_count(1)
+    expect(page.locator(".tabulator-row").first).to_contain_text(re.compile(r"Q\d|IQ4|MXFP4"))
+
+    # back to a sweep metric: one frontier, no note
+    page.locator("select").nth(1).select_option("nmse")
+    expect(frontier).to_be_hidden(timeout=TIMEOUT_MS)
+    watch.check()

@@ -59,6 +59,8 @@ PAGES = (
               "workbench.views.tensors_page:TensorsPage"),
     PageEntry("throughput", "Throughput", "How fast does each format quantize and dequantize?",
               "workbench.views.throughput_page:ThroughputPage"),
+    PageEntry("truth", "Truth", "Which weight metric predicts what a format does to the model's outputs?",
+              "workbench.views.truth_page:TruthPage"),
     PageEntry("sweep", "Sweep", "Measure a model: run a sweep and watch results land",
               "workbench.views.sweep_page:SweepPage"),
     PageEntry("data", "Data", "Runs, provenance and sharing: import and export Parquet",

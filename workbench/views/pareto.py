@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 from bokeh.palettes import Category20
 
+from workbench.formats import FormatError, parse, spec_columns
+
 LLAMA_CPP = "llama.cpp"
 
 
@@ -36,6 +38,20 @@ METRICS = {m.name: m for m in (
     Metric("wmse", "importance-weighted MSE  Σw(x−y)²/Σw", True, True),
 )}
 WEIGHTED = ("wnmse", "wmse")
+# What a format does to the model's outputs (``model_eval``, whole-model evaluations): offered for
+# the formats evaluated with ``workbench eval``. rank/top-1 agreement are linear (often 1).
+MODEL_METRICS = {m.name: m for m in (
+    Metric("drift", "embedding drift  1 − mean cosine", True, True),
+    Metric("rank_agreement", "retrieval rank agreement (Spearman)", False, False),
+    Metric("top1_agreement", "retrieval top-1 agreement", False, False),
+    Metric("kld_mean", "mean KLD to the reference logits", True, True),
+    Metric("kld_p99", "99th percentile KLD", True, True),
+    Metric("dppl", "ΔPPL (perplexity − reference)", True, False),
+    Metric("top1", "top-1 agreement with the reference model", False, False),
+)}
+ALL_METRICS = {**METRICS, **MODEL_METRICS}
+WEIGHT_ERROR = "w_nmse"     # the weight-error frontier beside a model-level one: same formats, same tensors
+WEIGHT_COLOR = "#000000"    # hollow diamonds, dashed: no kind's colour (Category20 holds red, grey)
 
 # Scale encodings in a fixed order, so each keeps its colour whatever a filter leaves.
 ENCODING_ORDER = ("f16", "bf16", "f32", "e4m3", "e5m2", "e8m0")
@@ -93,7 +109,7 @@ def kind_colors(kinds) -> dict[str, str]:
 
 def plottable(df: pd.DataFrame, metric: str = "nmse") -> pd.DataFrame:
     """Rows that can be drawn: finite bpw and metric, and > 0 where the axis is logarithmic."""
-    m = METRICS[metric]
+    m = ALL_METRICS[metric]
     x = pd.to_numeric(df["bpw"], errors="coerce").to_numpy(float)
     y = pd.to_numeric(df[metric], errors="coerce").to_numpy(float)
     ok = np.isfinite(x) & np.isfinite(y)
@@ -108,7 +124,7 @@ def pareto_front(df: pd.DataFrame, x: str = "bpw", y: str = "nmse",
     sorted by x. Exact duplicates do not dominate each other, so both are kept. Rows with a
     non-finite x or y are left out. ``lower_is_better`` defaults from METRICS (else True)."""
     if lower_is_better is None:
-        lower_is_better = METRICS[y].lower_is_better if y in METRICS else True
+        lower_is_better = ALL_METRICS[y].lower_is_better if y in ALL_METRICS else True
     xs = pd.to_numeric(df[x], errors="coerce").to_numpy(float)
     ys = pd.to_numeric(df[y], errors="coerce").to_numpy(float)
     cost = ys if lower_is_better else -ys
@@ -140,7 +156,7 @@ def pareto_points(df: pd.DataFrame, metric: str = "nmse", colors: dict[str, str]
     types are drawn last: they often sit exactly on a uniform format with the same bytes. A
     selection (``Selection1D`` indices are positions in ``.data``) is shown by the browser
     itself: the rest fade, so brushing costs no redraw on the server."""
-    m = METRICS[metric]
+    m = ALL_METRICS[metric]
     data = _by_kind(with_kind(df), llama_cpp_last=True).reset_index(drop=True)
     colors = colors or kind_colors(ordered_kinds(data))
     fmt = "{0.000e}" if m.log else "{0.000}"
@@ -173,17 +189,17 @@ def kind_legend(df: pd.DataFrame, metric: str = "nmse", colors: dict[str, str] |
     no legend and a legend click cannot hide part of what a brush selects."""
     data = _by_kind(with_kind(df), llama_cpp_last=False)
     colors = colors or kind_colors(ordered_kinds(data))
-    return hv.Points(data[["bpw", metric, "kind"]], kdims=[BPW, hv.Dimension(metric, label=METRICS[metric].label)],
+    return hv.Points(data[["bpw", metric, "kind"]], kdims=[BPW, hv.Dimension(metric, label=ALL_METRICS[metric].label)],
                      vdims=["kind"]).opts(color="kind", cmap=colors, size=0, tools=[], show_legend=True,
-                                          logy=METRICS[metric].log)
+                                          logy=ALL_METRICS[metric].log)
 
 
-def pareto_frontier(df: pd.DataFrame, metric: str = "nmse") -> hv.Curve:
+def pareto_frontier(df: pd.DataFrame, metric: str = "nmse", label: str = "Pareto frontier") -> hv.Curve:
     """The Pareto frontier as a step line: the best value reachable at or below each bpw."""
-    m = METRICS[metric]
+    m = ALL_METRICS[metric]
     front = pareto_front(df, "bpw", metric, m.lower_is_better)
     return hv.Curve(front[["bpw", metric]], BPW, hv.Dimension(metric, label=m.label),
-                    label="Pareto frontier").opts(
+                    label=label).opts(
         interpolation="steps-post", color="#555555", line_width=2, alpha=0.9, logy=m.log)
 
 
@@ -192,7 +208,7 @@ def llama_cpp_labels(df: pd.DataFrame, metric: str = "nmse") -> hv.Overlay:
     type that some tensors were written in llama.cpp's fallback type for (hover tells which).
     Many types sit within a few tenths of a bit of each other (4.25-4.5 bpw), so neighbours in
     bpw order alternate between a label above-right and one below-left of the point."""
-    m = METRICS[metric]
+    m = ALL_METRICS[metric]
     col = "label" if "label" in df.columns else "format"
     ggml = df[df["family"] == "ggml"][["bpw", metric, col]].sort_values(["bpw", metric])
     dims = [BPW, hv.Dimension(metric, label=m.label)]
@@ -209,7 +225,7 @@ def pareto_plot(df: pd.DataFrame, metric: str = "nmse", *, points: hv.Points | N
     """bpw vs ``metric`` for every format, the Pareto frontier and llama.cpp's types labelled.
     ``points``: the format layer to use (``pareto_points`` of the same rows), when the caller
     attaches a selection stream to it. ``underlay`` (e.g. ``tensor_cloud``) is drawn beneath."""
-    m = METRICS[metric]
+    m = ALL_METRICS[metric]
     data = with_kind(plottable(df, metric))
     colors = colors or kind_colors(ordered_kinds(data))
     points = points if points is not None else pareto_points(data, metric, colors)
@@ -222,10 +238,91 @@ def pareto_plot(df: pd.DataFrame, metric: str = "nmse", *, points: hv.Points | N
         logy=m.log)
 
 
-def selected_table(df: pd.DataFrame, metric: str = "nmse") -> pd.DataFrame:
-    """The selection table's rows: a format's description and the metric, by bpw."""
-    cols = [c for c in TABLE_COLUMNS if c in df.columns] + [metric]
+def selected_table(df: pd.DataFrame, metric: str = "nmse", extra=()) -> pd.DataFrame:
+    """The selection table's rows: a format's description and the metric (then ``extra``
+    columns), by bpw."""
+    cols = [c for c in TABLE_COLUMNS if c in df.columns] + [metric] + [c for c in extra if c in df.columns]
     return df[cols].sort_values(["bpw", metric]).reset_index(drop=True)
+
+
+# ------------------------------------------------------------------- the model-level axis
+def model_level_rows(whole: pd.DataFrame) -> pd.DataFrame:
+    """Whole-model evaluations (``truth.whole_model``: one row per format) as Pareto rows: the
+    format columns its name implies (as a sweep stores them, so the format filters apply), the
+    evaluation's own bpw, its model-level metrics and the weight error of the same tensors."""
+    if whole.empty:
+        return pd.DataFrame(columns=["format", "family", "bpw"])
+    described = []
+    for f, family in zip(whole["format"], whole["family"]):
+        try:
+            described.append(spec_columns(parse(f)))
+        except FormatError:          # a name this version cannot parse: its family only
+            described.append({"format": f, "family": family})
+    keep = ["format", "bpw", *[c for c in whole.columns if c in MODEL_METRICS or c.startswith("w_")],
+            *[c for c in ("fallback_tensors", "applied_types", "n_tensors") if c in whole.columns]]
+    out = pd.DataFrame(described).merge(whole[keep], on="format", how="inner")
+    out["tensors"] = out.get("n_tensors")
+    fb = out["fallback_tensors"].fillna(0) if "fallback_tensors" in out else pd.Series(0, index=out.index)
+    out["label"] = [f + ("*" if n else "") for f, n in zip(out["format"], fb)]
+    return with_kind(out.sort_values("bpw").reset_index(drop=True))
+
+
+def _log_range(values) -> tuple[float, float]:
+    """A log axis' range around the positive finite ``values``, padded by ~6% of a decade span."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v) & (v > 0)]
+    lo, hi = (float(v.min()), float(v.max())) if len(v) else (1e-6, 1.0)
+    pad = (hi / lo) ** 0.06 if hi > lo else 2.0
+    return lo / pad, hi * pad
+
+
+def weight_error_layers(df: pd.DataFrame, weight: str = WEIGHT_ERROR) -> hv.Overlay:
+    """The same formats' weight error on a second (right, logarithmic) y axis: hollow black
+    diamonds and their Pareto frontier as a dashed step line. The axis range is explicit, since
+    bokeh cannot derive a log range for a second axis beside a linear one."""
+    y = pd.to_numeric(df[weight], errors="coerce").to_numpy(float)
+    data = df[np.isfinite(y) & (y > 0)]
+    dim = hv.Dimension(weight, label=f"weight error {weight} (right axis, diamonds)", range=_log_range(data[weight]))
+    points = hv.Points(data[["bpw", weight, "format"]], [BPW, dim], ["format"]).opts(
+        marker="diamond", size=9, color=WEIGHT_COLOR, fill_alpha=0, line_width=1.5, logy=True,
+        tools=["hover"], show_legend=False,
+        hover_tooltips=[("format", "@format"), ("bpw", "@bpw{0.000}"), (weight, "@{%s}{0.000e}" % weight)])
+    front = pareto_front(data, "bpw", weight, lower_is_better=True)
+    curve = hv.Curve(front[["bpw", weight]], BPW, dim, label=f"weight-error frontier ({weight})").opts(
+        interpolation="steps-post", color=WEIGHT_COLOR, line_dash="dashed", line_width=2, logy=True)
+    return points * curve
+
+
+def model_level_plot(df: pd.DataFrame, metric: str, *, points: hv.Points | None = None,
+                     colors: dict[str, str] | None = None, weight: str = WEIGHT_ERROR) -> hv.Overlay:
+    """bpw vs a model-level ``metric`` for the evaluated formats with its Pareto frontier (left
+    axis), and the same formats' weight error ``weight`` with its own frontier (right axis):
+    where the two frontiers hold different formats, weight error picks another format than the
+    model's outputs would (``disagreement_note``)."""
+    m = ALL_METRICS[metric]
+    data = with_kind(plottable(df, metric))
+    colors = colors or kind_colors(ordered_kinds(data))
+    points = points if points is not None else pareto_points(data, metric, colors)
+    layers = (kind_legend(data, metric, colors)
+              * pareto_frontier(data, metric, label=f"model-level frontier ({metric})") * points)
+    if weight in data.columns and pd.to_numeric(data[weight], errors="coerce").gt(0).any():
+        layers = layers * weight_error_layers(data, weight)
+    title = f"{metric} (model-level, {'lower' if m.lower_is_better else 'higher'} is better) and {weight}: both frontiers"
+    return (layers * llama_cpp_labels(data, metric)).opts(
+        multi_y=True, title=title, legend_position="right", responsive=True, min_height=480,
+        show_grid=True, logy=m.log)
+
+
+def disagreement_note(disagree: dict, metric: str, weight: str = WEIGHT_ERROR) -> str:
+    """Markdown naming the formats on one frontier but not the other
+    (``truth.frontier_disagreements``)."""
+    names = lambda fs: ", ".join(f"`{f}`" for f in fs)  # noqa: E731
+    w, m = list(disagree.get("weight_only", [])), list(disagree.get("model_only", []))
+    if not w and not m:
+        return f"**The frontiers agree**: the {weight} and the {metric} frontier hold the same formats."
+    parts = ([f"on the weight-error ({weight}) frontier only: {names(w)}"] if w else []) + \
+            ([f"on the model-level ({metric}) frontier only: {names(m)}"] if m else [])
+    return "**The frontiers disagree** — " + "; ".join(parts) + "."
 
 
 # ---------------------------------------------------------------------------- filters
@@ -290,7 +387,7 @@ def tensors_matching(names, pattern: str = "", kinds=None) -> list[str]:
 def frontier_at(df: pd.DataFrame, bpw, metric: str = "nmse") -> np.ndarray:
     """The frontier's value at each bpw: the best ``metric`` of any row of ``df`` with at most
     that many bits per weight (NaN below the cheapest row)."""
-    m = METRICS[metric]
+    m = ALL_METRICS[metric]
     front = pareto_front(df, "bpw", metric, m.lower_is_better)
     xs = front["bpw"].to_numpy(float)
     ys = front[metric].to_numpy(float)
@@ -302,7 +399,7 @@ def frontier_gap(df: pd.DataFrame, metric: str = "nmse") -> np.ndarray:
     """How far each row is from the frontier at its own bpw: the ratio metric / frontier for a
     logarithmic metric (1 on the frontier, 1.3 = 30% more error), else the difference in the
     metric's unit towards worse (0 on the frontier; e.g. dB of SQNR lost)."""
-    m = METRICS[metric]
+    m = ALL_METRICS[metric]
     y = pd.to_numeric(df[metric], errors="coerce").to_numpy(float)
     f = frontier_at(df, df["bpw"], metric)
     if m.log:
@@ -312,7 +409,7 @@ def frontier_gap(df: pd.DataFrame, metric: str = "nmse") -> np.ndarray:
 
 
 def gap_label(metric: str) -> str:
-    m = METRICS[metric]
+    m = ALL_METRICS[metric]
     return "× frontier" if m.log else ("worse than frontier" + (" (dB)" if metric == "sqnr_db" else ""))
 
 

@@ -1,7 +1,13 @@
 """The Pareto page: bpw vs error for every format of one model, filters, brushing, drill-down.
 
+For a model with evaluations (``workbench eval``: the ``model_eval`` table), the metric selector
+also offers the model-level metrics of the formats evaluated on the whole model; with one chosen,
+the chart holds both frontiers (model-level, and the same formats' weight error on a second axis)
+and a note names the formats where they disagree. Such a model opens on the weight metric that
+ranks its model-level metric best within equal-bpw bands (``truth.recommend``).
+
 Widgets only: the figures come from ``workbench.views.pareto`` (pure functions) and the data
-from ``workbench.store`` (a view never queries DuckDB itself).
+from ``workbench.store`` / ``workbench.eval_store`` (a view never queries DuckDB itself).
 """
 from __future__ import annotations
 
@@ -15,15 +21,21 @@ import panel as pn
 import param
 from bokeh.models.widgets.tables import NumberFormatter, ScientificFormatter
 
+from workbench import eval_store, truth
 from workbench import store as st
 from workbench.views.page import EMPTY_STORE, ModelPage, imatrix_options
 from workbench.sources import TENSOR_KINDS, tensor_kind
-from workbench.views.pareto import (FORMAT_FILTERS, METRICS, TABLE_COLUMNS, WEIGHTED, filter_formats,
-                                    filter_values, frontier_gap, gap_label, kind_colors, ordered_kinds,
-                                    pareto_plot, pareto_points, per_tensor_errors, plottable,
-                                    selected_table, tensor_cloud, tensors_matching, with_kind)
+from workbench.views.pareto import (ALL_METRICS, FORMAT_FILTERS, METRICS, MODEL_METRICS, TABLE_COLUMNS,
+                                    WEIGHT_ERROR, WEIGHTED, disagreement_note, filter_formats,
+                                    filter_values, frontier_gap, gap_label, kind_colors, model_level_plot,
+                                    model_level_rows, ordered_kinds, pareto_plot, pareto_points,
+                                    per_tensor_errors, plottable, selected_table, tensor_cloud,
+                                    tensors_matching, with_kind)
 
 GAP = "vs_frontier"
+# the sweep's metric for each weight metric of model_eval rows (w_bias, w_actmean and w_sens have
+# no per-tensor counterpart in the results table)
+SWEEP_METRIC = {"w_nmse": "nmse", "w_wnmse": "wnmse", "w_max_err": "max_abs_err", "w_bnl": "bnl"}
 FILTER_LABELS = {"family": "Family", "structure": "Single / double", "scale_dtype": "Scale encoding",
                  "bits": "Bits", "block": "Block size", "symmetry": "Symmetric / asymmetric"}
 
@@ -60,8 +72,15 @@ class ParetoPage(ModelPage):
         self._data = pd.DataFrame()          # what is plotted now (filtered, plottable rows)
         self._colors: dict[str, str] = {}
         self._quiet = False                  # set while several parameters change at once
+        self._evals = pd.DataFrame()         # this model's model_eval rows
+        self._model_rows = pd.DataFrame()    # its whole-model evaluations as Pareto rows
+        self._defaulted: str | None = None   # the model whose recommended metric was applied
 
         self.message = pn.pane.Alert("", alert_type="info", visible=False)
+        self.recommendation = pn.pane.Markdown("", visible=False, css_classes=["recommended-metric"],
+                                               sizing_mode="stretch_width", margin=(0, 10))
+        self.frontier_note = pn.pane.Alert("", alert_type="warning", visible=False,
+                                           css_classes=["frontier-note"], sizing_mode="stretch_width")
         self.plot = pn.pane.HoloViews(None, sizing_mode="stretch_width", min_height=480, visible=False)
         self.caption = pn.pane.Markdown("", visible=False, styles={"font-weight": "600"})
         self.table = pn.widgets.Tabulator(
@@ -72,8 +91,8 @@ class ParetoPage(ModelPage):
         self._table_metric = None
         self.detail_title = pn.pane.Markdown("", visible=False)
         self.detail = pn.pane.HoloViews(None, sizing_mode="stretch_width")
-        self.main = pn.Column(self.message, self.plot, self.caption, self.table, self.detail_title,
-                              self.detail, sizing_mode="stretch_width")
+        self.main = pn.Column(self.message, self.recommendation, self.frontier_note, self.plot, self.caption,
+                              self.table, self.detail_title, self.detail, sizing_mode="stretch_width")
         self._open(model)
         self.controls = self._controls()
 
@@ -112,6 +131,7 @@ class ParetoPage(ModelPage):
 
     def _forget(self):
         self._summaries.clear()
+        self._evals = self._model_rows = pd.DataFrame()
 
     # ---------------------------------------------------------------------------- state
     @property
@@ -160,10 +180,57 @@ class ParetoPage(ModelPage):
         self._set_metric_options()
 
     def _set_metric_options(self):
-        names = [m for m in METRICS if self.imatrix or m not in WEIGHTED]
+        """The sweep's metrics (importance-weighted ones with an imatrix), then the model-level
+        metrics the model's whole-model evaluations hold."""
+        names = {m: m for m in METRICS if self.imatrix or m not in WEIGHTED}
+        rows = self._model_rows
+        names.update({f"{m} (model-level)": m for m in MODEL_METRICS
+                      if m in rows.columns and pd.to_numeric(rows[m], errors="coerce").notna().any()})
         self.param.metric.objects = names
-        if self.metric not in names:
+        if self.metric not in names.values():
             self.metric = "nmse"
+
+    def _load_evals(self):
+        """This model's evaluations (none: the page is as without them)."""
+        self._evals = eval_store.evals(self.store, model=self.model)
+        self._model_rows = model_level_rows(truth.whole_model(self._evals, self.model))
+
+    def _apply_recommendation(self):
+        """Once per model with evaluations: open on the sweep metric that ranks the model-level
+        metric best within equal-bpw bands, and say so on the page."""
+        if self._model_rows.empty:
+            self.recommendation.visible = False
+            return
+        table = truth.correlations(self._evals, self.model)
+        target = truth.MODEL_METRIC.get(str(self._evals["kind"].iloc[0]), "the model-level metric")
+        offered = set(self.param.metric.objects)
+        usable = table[[SWEEP_METRIC.get(w) in offered for w in table["weight_metric"]]]
+        best, overall = truth.recommend(usable), truth.recommend(table)
+        n = len(self._model_rows)
+        if best is None:
+            self.recommendation.object = (f"{self.model}: {n} formats evaluated on the whole model, too few "
+                                          f"per bpw band to recommend a weight metric; the default stays nmse.")
+        else:
+            row = usable.set_index("weight_metric").loc[best]
+            text = (f"**Default metric: {SWEEP_METRIC[best]}**, recommended for {self.model}: of the sweep's "
+                    f"metrics its weight form `{best}` ranks the model-level {target} best within equal-bpw "
+                    f"bands (Spearman {row['within_band']:+.2f}; {row['overall']:+.2f} overall, over {n} formats "
+                    f"evaluated on the whole model; the Truth page has the table).")
+            if overall not in (None, best):
+                o = table.set_index("weight_metric").loc[overall]
+                why = (f"choose an importance matrix to plot {SWEEP_METRIC[overall]}" if overall in SWEEP_METRIC
+                       else "a sweep does not measure it per tensor")
+                text += f" `{overall}` ranks it better ({o['within_band']:+.2f}): {why}."
+            self.recommendation.object = text
+            if self._defaulted != self.model:
+                self.metric = SWEEP_METRIC[best]
+        self._defaulted = self.model
+        self.recommendation.visible = True
+
+    @property
+    def model_level(self) -> bool:
+        """Whether the chosen metric is a model-level one (the evaluated formats are plotted)."""
+        return self.metric in MODEL_METRICS
 
     # -------------------------------------------------------------------------- updates
     def _fail(self, what: str, exc: Exception):
@@ -176,7 +243,9 @@ class ParetoPage(ModelPage):
             return
         try:
             with self._batch():
+                self._load_evals()
                 self._set_imatrix_options()
+                self._apply_recommendation()
                 self._all_tensors = st.tensor_names(self.store, self.model)
                 kinds = [k for k in TENSOR_KINDS if k in {tensor_kind(t) for t in self._all_tensors}]
                 self.param.tensor_kinds.objects = kinds
@@ -211,9 +280,10 @@ class ParetoPage(ModelPage):
             df = self._summary()
         except (duckdb.Error, OSError) as exc:
             return self._fail(f"cannot read {self.model} from {self.store}", exc)
-        self._colors = kind_colors(ordered_kinds(df))
+        both = pd.concat([df, self._model_rows], ignore_index=True) if len(self._model_rows) else df
+        self._colors = kind_colors(ordered_kinds(both))
         with self._batch():
-            for name, values in filter_values(df).items():
+            for name, values in filter_values(both).items():
                 before, current = list(self.param[name].objects or []), list(getattr(self, name))
                 self.param[name].objects = values
                 # a filter the user narrowed stays narrowed; one that allowed everything (or
@@ -227,7 +297,7 @@ class ParetoPage(ModelPage):
     def _refresh(self):
         if self.model is None or self._quiet or self._summary_df.empty and not self._tensors:
             return
-        df = self._summary_df
+        df = self._model_rows if self.model_level else self._summary_df
         chosen = {name: getattr(self, name) for name in FORMAT_FILTERS}
         data = plottable(filter_formats(df, **chosen), self.metric)
         self._data = data.assign(**{GAP: frontier_gap(data, self.metric)}) if len(data) else data
@@ -238,12 +308,27 @@ class ParetoPage(ModelPage):
             self._show_message(f"{self.model}: {why} to plot for {self.metric}", "warning")
         else:
             self.message.visible = False
-            underlay = self._tensor_cloud() if self.show_tensors else None
             self._new_brush(pareto_points(self._data, self.metric, self._colors))
-            self.plot.object = pareto_plot(self._data, self.metric, points=self.points,
-                                           colors=self._colors, underlay=underlay)
+            if self.model_level:
+                self.plot.object = model_level_plot(self._data, self.metric, points=self.points,
+                                                    colors=self._colors)
+                self.frontier_note.object = self._frontier_note()
+            else:
+                underlay = self._tensor_cloud() if self.show_tensors else None
+                self.plot.object = pareto_plot(self._data, self.metric, points=self.points,
+                                               colors=self._colors, underlay=underlay)
+            self.frontier_note.visible = self.model_level
             self.plot.visible = self.caption.visible = self.table.visible = self.detail_title.visible = True
         self._update_table()
+
+    def _frontier_note(self) -> str:
+        """Where the plotted formats' model-level and weight-error frontiers disagree."""
+        ev = self._evals[self._evals["format"].isin(self._data["format"])]
+        note = disagreement_note(truth.frontier_disagreements(ev, self.model, self.metric, WEIGHT_ERROR),
+                                 self.metric, WEIGHT_ERROR)
+        return (f"{note} Circles and the solid line: {self.metric} of the {len(self._data)} formats evaluated "
+                f"on the whole model (left axis; the tensor filter does not apply). Hollow black diamonds and the "
+                f"dashed line: the same formats' weight error {WEIGHT_ERROR} (right axis).")
 
     def _new_brush(self, points: hv.Points | None):
         """A fresh selection stream on the points about to be drawn: a brush on other data or
@@ -268,15 +353,16 @@ class ParetoPage(ModelPage):
 
     def _update_table(self, *_):
         sel = self.selected()
-        table = selected_table(sel, self.metric)
+        table = selected_table(sel, self.metric, extra=(WEIGHT_ERROR,) if self.model_level else ())
         if GAP in sel.columns:
             table[GAP] = sel.set_index("format").loc[table["format"], GAP].to_numpy()
         if self._table_metric != self.metric:   # new column set-up only with a new metric: it
             self._table_metric = self.metric      # makes the browser rebuild the whole table
-            log = METRICS[self.metric].log
+            log = ALL_METRICS[self.metric].log
             self.table.formatters = {"bpw": NumberFormatter(format="0.000"),
                                      self.metric: ScientificFormatter(precision=3, power_limit_low=0)
                                      if log else NumberFormatter(format="0.0000"),
+                                     WEIGHT_ERROR: ScientificFormatter(precision=3, power_limit_low=0),
                                      GAP: NumberFormatter(format="0.000")}
             self.table.titles = {GAP: gap_label(self.metric)}
         self.table.value = table
@@ -303,19 +389,25 @@ class ParetoPage(ModelPage):
             self.detail.object = None
             self.detail_title.object = "#### Per-tensor errors: click a format in the table"
             return
+        metric = self.metric if self.metric in METRICS else "nmse"   # per tensor: the weight error
         try:
             rows = st.tensor_results(self.store, self.model, self.imatrix, formats=[name], tensors=self._tensors)
         except (duckdb.Error, OSError) as exc:
             return self._fail(f"cannot read {name} from {self.store}", exc)
-        shown = plottable(rows, self.metric)
+        if rows.empty:      # evaluated on the model, never swept
+            self.detail.object = None
+            self.detail_title.object = f"#### {name}: no sweep results for this format (evaluated only)"
+            return
+        shown = plottable(rows, metric)
         fallback = rows["applied_type"].notna() & (rows["applied_type"] != rows["format"])
         note = (f"; {int(fallback.sum())} written as {', '.join(sorted(set(rows.loc[fallback, 'applied_type'])))}"
                 if fallback.any() else "")
-        self.detail_title.object = (f"#### {name}: {self.metric} on each tensor ({len(shown)} of "
+        self.detail_title.object = (f"#### {name}: {metric} on each tensor ({len(shown)} of "
                                     f"{len(rows)} tensors{note})")
-        self.detail.object = per_tensor_errors(rows, self.metric, title=f"{name} per tensor")
+        self.detail.object = per_tensor_errors(rows, metric, title=f"{name} per tensor")
 
     def _show_message(self, text: str, kind: str):
         self.message.object, self.message.alert_type, self.message.visible = text, kind, True
         self.plot.visible = self.caption.visible = self.table.visible = self.detail_title.visible = False
+        self.frontier_note.visible = False
         self.detail.object = None

@@ -27,7 +27,7 @@ import pandas as pd
 
 from workbench.kernels.encodings import ENCODINGS
 
-LOWER_IS_BETTER = ("nmse", "mse", "rmse", "bnl", "max_abs_err", "wnmse", "wmse")
+LOWER_IS_BETTER = ("nmse", "mse", "rmse", "bnl", "bnl_seed", "max_abs_err", "wnmse", "wmse")
 HIGHER_IS_BETTER = ("sqnr_db", "cosine")
 RATIO_METRICS = LOWER_IS_BETTER + HIGHER_IS_BETTER
 

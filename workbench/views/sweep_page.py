@@ -5,6 +5,10 @@ writes a small state object under a lock, and a periodic callback on the page's 
 it (with the document lock held, as every Bokeh callback is) to move the progress bar and
 refresh the live table. Rows reach the store as immutable files while the sweep runs, so other
 pages and other processes see them as they land, and a cancelled sweep keeps what finished.
+
+An evaluation (``workbench.evaluate.run``: what formats do to the chosen model's outputs, one
+``model_eval`` row per format) runs the same way in a thread of its own, with its own progress
+bar, live table and cancel button; the Truth and Pareto pages read its rows when next shown.
 """
 from __future__ import annotations
 
@@ -20,9 +24,9 @@ import panel as pn
 from bokeh.models.widgets.tables import NumberFormatter, ScientificFormatter
 from panel.io.callbacks import PeriodicCallback
 
+from workbench import eval_store, evaluate, sweep, truth
 from workbench import store as st
-from workbench import sweep
-from workbench.formats import GRIDS, FormatError, FormatSpec
+from workbench.formats import GRIDS, FormatError, FormatSpec, resolve
 from workbench.imatrix import ImatrixError
 from workbench.sources import (DEFAULT_MODEL_ID, TENSOR_KINDS, ModelSource, SourceError, data_dir,
                                model_files, open_model)
@@ -34,6 +38,7 @@ POLL_MS = 250          # progress bar refresh
 STORE_EVERY = 4        # polls between store reads for the live table (rows land every few s)
 LIVE_ROWS = 8
 LIVE_COLUMNS = ["tensor", "format", "bpw", "nmse", "sqnr_db"]
+EVAL_COLUMNS = ["format", "variant", "tensors", "bpw", "model_metric", "w_nmse"]
 log = logging.getLogger(__name__)
 
 
@@ -173,15 +178,78 @@ class SweepJob:
             self.error = error
 
 
+class EvalJob:
+    """One evaluation (``evaluate.run``) in a background thread, reported like a SweepJob: the
+    thread writes ``done``/``total``/``current``/``report``/``error`` under ``lock``."""
+
+    def __init__(self, model: Path | None, formats: str | None, sensitivity: bool, store: Path, evaluator=None):
+        self.model, self.formats, self.sensitivity, self.store = model, formats, sensitivity, store
+        self.evaluator = evaluator            # an evaluator object instead of the model's (scripts, tests)
+        self.run_id = st.new_run_id()
+        self.cancel = threading.Event()
+        self.lock = threading.Lock()
+        self.done = self.total = 0
+        self.current = ""                     # the format evaluated last
+        self.started = False
+        self.report: evaluate.EvalReport | None = None
+        self.error: str | None = None
+        self.thread = threading.Thread(target=self._work, name=f"eval-{self.run_id[:8]}", daemon=True)
+
+    def start(self) -> "EvalJob":
+        self.thread.start()
+        return self
+
+    @property
+    def finished(self) -> bool:
+        return not self.thread.is_alive() and (self.report is not None or self.error is not None)
+
+    def _progress(self, done: int, total: int, name: str):
+        with self.lock:
+            self.done, self.total, self.current, self.started = done, total, name, True
+
+    def _work(self):
+        try:
+            rep = evaluate.run(model=str(self.model) if self.model else None, formats=self.formats,
+                               store=self.store, sensitivity=self.sensitivity, progress=self._progress,
+                               cancel=self.cancel, run_id=self.run_id, evaluator=self.evaluator)
+        except (OSError, duckdb.Error) as exc:
+            error = f"cannot evaluate into the store at {self.store}: {str(exc).splitlines()[0]}"
+        except ValueError as exc:      # refused input (EvalError, FormatError, a bad text): one line
+            error = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        except Exception as exc:  # a bug: the user sees one line, the server log the traceback
+            log.exception("evaluation %s failed", self.run_id)
+            error = f"the evaluation failed: {exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        else:
+            with self.lock:
+                self.report = rep
+            return
+        with self.lock:
+            self.error = error
+
+
+def eval_rows(store: Path, run_id: str) -> pd.DataFrame:
+    """The evaluations one run stored so far (EVAL_COLUMNS; ``model_metric``: drift for an
+    encoder, mean KLD for an LLM), in the order they landed."""
+    ev = eval_store.evals(store)
+    ev = ev[ev["run_id"] == run_id].sort_values("created_at")
+    metric = [r[truth.MODEL_METRIC.get(r["kind"], "drift")] for _, r in ev.iterrows()]
+    return ev.assign(model_metric=metric)[EVAL_COLUMNS].reset_index(drop=True)
+
+
 # ------------------------------------------------------------------------------ the page
 class SweepPage(pn.viewable.Viewer):
     """Choose a model, formats and tensors; run a sweep in the background; watch it land."""
 
-    def __init__(self, store: str | Path | None = None, notify=None, **params):
+    def __init__(self, store: str | Path | None = None, notify=None, evaluator=None, **params):
         super().__init__(**params)
         self.store = Path(store) if store else st.default_store()
         self.notify = notify
+        self.evaluator = evaluator             # evaluations use it instead of the chosen model's
         self.job: SweepJob | None = None
+        self.eval_job: EvalJob | None = None
+        self._eval_shown: EvalJob | None = None
+        self._eval_poll: PeriodicCallback | None = None
+        self._eval_polls = self._eval_stored = 0
         self._shown: SweepJob | None = None     # the job whose outcome is on the page
         self._poll: PeriodicCallback | None = None
         self._polls = 0
@@ -210,17 +278,46 @@ class SweepPage(pn.viewable.Viewer):
                                          formatters={"bpw": NumberFormatter(format="0.000"),
                                                      "nmse": ScientificFormatter(precision=3, power_limit_low=0),
                                                      "sqnr_db": NumberFormatter(format="0.00")})
-        self.controls = pn.Column(*self.inputs, self.choice, pn.Row(self.run_button, self.cancel_button))
+        self.eval_formats = pn.widgets.TextInput(
+            label="Formats to evaluate (optional)", placeholder="e.g. Q4_0,Q4_K,Q4s32",
+            description="Format names or grids, comma-separated. Empty: the nmse frontier of the model's "
+                        "sweep, and llama.cpp's types")
+        self.eval_sensitivity = pn.widgets.Checkbox(label="Also each tensor group alone (sensitivity)")
+        self.eval_button = pn.widgets.Button(label="Evaluate formats on the model", color="primary",
+                                             sizing_mode="stretch_width")
+        # "Stop", not "Cancel": the sweep's Cancel button keeps a name of its own
+        self.eval_cancel = pn.widgets.Button(label="Stop evaluation", color="warning", disabled=True,
+                                             sizing_mode="stretch_width")
+        self.eval_message = pn.pane.Alert("", alert_type="info", visible=False)
+        self.eval_progress = pn.indicators.Progress(label="Evaluation progress", value=0, max=1, visible=False,
+                                                    sizing_mode="stretch_width", bar_color="primary")
+        self.eval_status = pn.pane.Markdown("", margin=(0, 10), css_classes=["eval-status"])
+        self.eval_live = pn.widgets.Tabulator(pd.DataFrame(columns=EVAL_COLUMNS), show_index=False, disabled=True,
+                                              sizing_mode="stretch_width", height=220, layout="fit_data_stretch",
+                                              visible=False, css_classes=["eval-live"],
+                                              formatters={"bpw": NumberFormatter(format="0.000"),
+                                                          "model_metric": ScientificFormatter(precision=3, power_limit_low=0),
+                                                          "w_nmse": ScientificFormatter(precision=3, power_limit_low=0)})
+        self.controls = pn.Column(
+            *self.inputs, self.choice, pn.Row(self.run_button, self.cancel_button), pn.layout.Divider(),
+            pn.pane.Markdown("**Model-level truth**: quantize every weight of the chosen model with each "
+                             "format and measure what it does to the model's outputs (drift for an encoder, "
+                             "KLD for an LLM): the Truth page.", styles={"font-size": "0.9em"}),
+            self.eval_formats, self.eval_sensitivity, self.eval_button, self.eval_cancel)
+        # the evaluation's bar, status and table join the page with its first evaluation
+        self.eval_section = pn.Column(self.eval_message, sizing_mode="stretch_width")
         self.main = pn.Column(self.message, self.progress, self.status, self.live_caption, self.live,
-                              sizing_mode="stretch_width")
+                              self.eval_section, sizing_mode="stretch_width")
 
         for w in self.inputs:
             w.param.watch(self._describe, "value")
         self.run_button.on_click(lambda _: self.run())
         self.cancel_button.on_click(lambda _: self.cancel())
+        self.eval_button.on_click(lambda _: self.evaluate())
+        self.eval_cancel.on_click(lambda _: self.cancel_evaluation())
         doc = pn.state.curdoc
         if doc is not None and doc.session_context is not None:
-            doc.on_session_destroyed(lambda _ctx: self.job and self.job.cancel.set())  # tab closed: stop
+            doc.on_session_destroyed(lambda _ctx: [j.cancel.set() for j in (self.job, self.eval_job) if j])  # tab closed
         self._describe()
 
     def __panel__(self):
@@ -375,6 +472,117 @@ class SweepPage(pn.viewable.Viewer):
         for w in (*self.inputs, self.run_button):
             w.disabled = running
         self.cancel_button.disabled = not running
+
+    # ---------------------------------------------------------------------- evaluation
+    @property
+    def evaluating(self) -> bool:
+        return self.eval_job is not None and not self.eval_job.finished
+
+    def evaluate(self) -> EvalJob | None:
+        """Evaluate the chosen formats on the chosen model in the background; None if it cannot start."""
+        if self.evaluating:
+            return None
+        formats = (self.eval_formats.value or "").strip() or None
+        try:
+            model = model_path(self.model.value or "")
+            if formats:
+                resolve(formats)           # a bad name: refused before anything starts
+        except (PlanError, FormatError) as exc:
+            self._show_eval(str(exc).splitlines()[0], "danger")
+            return None
+        self.eval_job = EvalJob(model, formats, bool(self.eval_sensitivity.value), self.store, self.evaluator)
+        self.eval_section.objects = [self.eval_message, self.eval_progress, self.eval_status, self.eval_live]
+        self._eval_polls = self._eval_stored = 0
+        self._set_evaluating(True)
+        self.eval_message.visible = False
+        self.eval_progress.param.update(visible=True, value=-1, max=1)
+        self.eval_status.object = "preparing: loading the model and its reference outputs…"
+        self.eval_live.value = pd.DataFrame(columns=EVAL_COLUMNS)
+        self.eval_live.visible = False
+        self.eval_job.start()
+        self._eval_poll = PeriodicCallback(callback=self.poll_evaluation, period=POLL_MS, log=False, background=True)
+        self._eval_poll.start()
+        return self.eval_job
+
+    def cancel_evaluation(self):
+        """Stop after the evaluation in flight; every finished one is kept in the store."""
+        if self.evaluating:
+            self.eval_job.cancel.set()
+            self.eval_cancel.disabled = True
+            self.eval_status.object = "cancelling: waiting for the evaluation in flight…"
+
+    def wait_evaluation(self, timeout: float | None = None):
+        """Block until the evaluation's thread ends, then show its outcome (scripts and tests)."""
+        if self.eval_job is not None:
+            self.eval_job.thread.join(timeout)
+            self.poll_evaluation()
+
+    def poll_evaluation(self):
+        """Copy the evaluation's state to the widgets (the document's event loop when served)."""
+        job = self.eval_job
+        if job is None or job is self._eval_shown:
+            return
+        with job.lock:
+            done, total, current, started, rep, error = (job.done, job.total, job.current, job.started,
+                                                         job.report, job.error)
+        finished = job.finished
+        if started:
+            self.eval_progress.param.update(max=max(total, 1), value=min(done, max(total, 1)))
+            self.eval_status.object = f"{done} of {total} evaluated (last: `{current}`)"
+        self._eval_polls += 1
+        if finished or self._eval_polls % STORE_EVERY == 0:
+            self._refresh_eval_live(job)
+        if finished:
+            self._finish_evaluation(job, done, total, rep, error)
+
+    def _refresh_eval_live(self, job: EvalJob):
+        try:
+            rows = eval_rows(self.store, job.run_id)
+        except (duckdb.Error, OSError):
+            return
+        if len(rows) == self._eval_stored:
+            return
+        self._eval_stored = len(rows)
+        self.eval_live.value = rows
+        self.eval_live.visible = True
+        if self.notify:
+            self.notify()
+
+    def _finish_evaluation(self, job: EvalJob, done: int, total: int, rep, error: str | None):
+        self._eval_shown = job
+        if self._eval_poll is not None:
+            self._eval_poll.stop()
+            self._eval_poll = None
+        self._set_evaluating(False)
+        if error is not None:
+            self.eval_progress.visible = False
+            self.eval_status.object = ""
+            self._show_eval(error, "danger")
+            return
+        # a format that does not apply to the model reports no progress: the bar ends where the run did
+        self.eval_progress.param.update(max=max(total, 1), value=max(total, 1) if not job.cancel.is_set()
+                                        else min(done, max(total, 1)))
+        extra = (f"; {rep.already} were already stored" if rep.already else "") + \
+                (f"; {len(rep.skipped)} do not apply ({rep.skipped[0][0]}: {rep.skipped[0][1]})" if rep.skipped else "")
+        if job.cancel.is_set():
+            self.eval_status.object = f"cancelled after {done} of {total}; {rep.measured} evaluations kept"
+            self._show_eval(f"Evaluation of {rep.model} cancelled: {rep.measured} evaluations kept "
+                            f"(run {rep.run_id[:8]}){extra}.", "warning")
+        else:
+            self.eval_status.object = (f"{done} of {total} evaluated" if total else
+                                       f"nothing to evaluate: all {rep.already} already stored")
+            self._show_eval(f"Evaluation of {rep.model} done: {rep.measured} evaluations in {rep.seconds:.1f} s "
+                            f"(run {rep.run_id[:8]}){extra}. The Truth page shows them.", "success")
+        if self.notify:
+            self.notify()
+
+    def _set_evaluating(self, running: bool):
+        for w in (self.eval_formats, self.eval_sensitivity, self.eval_button):
+            w.disabled = running
+        self.eval_cancel.disabled = not running
+
+    def _show_eval(self, text: str, kind: str):
+        self.eval_message.object, self.eval_message.alert_type, self.eval_message.visible = text, kind, True
 
     def _show(self, text: str, kind: str):
         self.message.object, self.message.alert_type, self.message.visible = text, kind, True

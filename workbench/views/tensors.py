@@ -21,7 +21,7 @@ from workbench.sources import tensor_kind
 from workbench.views.pareto import LLAMA_CPP, with_kind
 
 # Metrics where a smaller value is better: the only ones a ratio "to the best" makes sense for.
-LOWER_IS_BETTER = ("nmse", "mse", "bnl", "max_abs_err", "wmse", "wnmse")
+LOWER_IS_BETTER = ("nmse", "mse", "bnl", "bnl_seed", "max_abs_err", "wmse", "wnmse")
 STAT_COLUMNS = ("numel", "std", "absmax", "absmax_over_std", "excess_kurtosis", "zero_fraction")
 REL_COLUMNS = ("tensor", "format", "bpw", "metric", "best_format", "best_metric", "ratio")
 _GROUP_KEYS = ("model", "imatrix")   # kept (and grouped by) when the results carry them
