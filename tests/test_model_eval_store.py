@@ -92,6 +92,14 @@ def test_eval_rows_are_real_and_resumable(tmp_path):
     assert rep2.measured == 0 and rep2.already == 3 and ev2.calls == 0 and files(tmp_path) == before
 
 
+def test_fallbacks_are_counted(tmp_path):
+    """Rows of 96 and 64: Q4_K's 256-blocks divide neither, llama-quantize writes Q5_0."""
+    run(tmp_path, formats="Q4_K,Q4_0")
+    d = eval_store.evals(tmp_path).set_index("format")
+    assert d.loc["Q4_K", "fallback_tensors"] == 2 and d.loc["Q4_K", "applied_types"] == "Q5_0:2"
+    assert d.loc["Q4_0", "fallback_tensors"] == 0 and d.loc["Q4_0", "applied_types"] == "Q4_0:2"
+
+
 def test_bias_metric_sees_a_biased_grid(tmp_path):
     """w_bias equals nmse for unbiased errors and exceeds it for Q4_0's one-sided clipping of
     weights with a positive mean (the second tensor)."""

@@ -173,7 +173,8 @@ def _actmean(x: np.ndarray, y: np.ndarray, mu: np.ndarray) -> tuple[float, float
 
 def _summary(spec_names: dict[str, str], q: dict[str, Quantized], weights: dict[str, np.ndarray],
              means: dict[str, np.ndarray] | None) -> dict:
-    """Row columns for the tensors ``q`` quantized: bits, counts, weight metrics."""
+    """Row columns for the tensors ``q`` quantized: bits, counts (a fallback: a tensor llama.cpp
+    writes in another type than the format ``spec_names[name]``), weight metrics."""
     done = {n: v for n, v in q.items() if v.y is not None}
     numel = sum(weights[n].size for n in done)
     out = {"n_tensors": len(done), "numel": numel,
@@ -320,10 +321,19 @@ def run(model: str | None = None, formats: str | list[FormatSpec] | None = None,
             row = {**base, "format": spec.name, "variant": variant, "tensors": tlabel,
                    "family": spec.family, "mix": None, "created_at": st.provenance(run_id, BACKEND)["created_at"]}
             if variant == "llama.cpp":
-                m = ev.evaluate_native(spec.name)
-                counts = m.pop("tensor_types", None)
+                try:
+                    m = dict(ev.evaluate_native(spec.name))
+                except ValueError as exc:     # a type this llama.cpp cannot write (NVFP4 in 0.3.36)
+                    rep.skipped.append((spec.name, f"llama.cpp's own model: {exc}"))
+                    if bar is not None:
+                        bar.update(1)
+                    elif callable(progress):
+                        progress(i + 1, len(todo), spec.name)
+                    continue
+                m.pop("tensor_types", None)
+                counts = m.pop("applied_types", None)      # {type: tensors} llama.cpp wrote
                 row["applied_types"] = (",".join(f"{t}:{c}" for t, c in sorted(counts.items()))
-                                        if isinstance(counts, dict) else None)
+                                        if isinstance(counts, dict) else counts)
                 row.update(n_tensors=len(ns), numel=base["numel_total"])
                 row["bpw"] = m.pop("bpw", None)
                 if row["bpw"] is None:
@@ -341,8 +351,7 @@ def run(model: str | None = None, formats: str | list[FormatSpec] | None = None,
                     elif callable(progress):
                         progress(i + 1, len(todo), spec.name)
                     continue
-                row.update(_summary({n: spec.plan(weights[n].shape)[0] or spec.name for n in ns}, q, weights,
-                                    means))
+                row.update(_summary({n: spec.name for n in ns}, q, weights, means))
                 if tlabel == label and row["lossless_tensors"]:
                     rep.lossless[spec.name] = row["lossless_tensors"]
                 m = ev.evaluate({n: v.y for n, v in q.items() if v.y is not None})

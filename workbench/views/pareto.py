@@ -31,6 +31,7 @@ METRICS = {m.name: m for m in (
     Metric("nmse", "NMSE  Σ(x−y)²/Σx²", True, True),
     Metric("sqnr_db", "SQNR (dB)", False, False),
     Metric("bnl", "BNL (block-normalized L1)", True, True),
+    Metric("bnl_seed", "BNL as the seed computes it (strided lanes)", True, True),
     Metric("max_abs_err", "max |x−y|", True, True),
     Metric("cosine", "cosine similarity", False, False),
     # with an importance matrix only (NaN otherwise, so plottable() drops the rows)
