@@ -245,3 +245,58 @@ def test_groups():
     assert g("encoder.layer.3.attention.output.dense.weight") == "attn_o"
     assert g("blk.7.ffn_gate.weight") == "ffn_gate" and g("token_embd.weight") == "embed"
     assert g("embeddings.word_embeddings.weight") == "embed" and g("output.weight") == "output"
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "workbench", *args], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--model", "/nonexistent/model.gguf"], "not a model to evaluate"),
+    (["--text", "/nonexistent.txt"], "/nonexistent.txt"),
+    (["--tensors", "("], "--tensors"),
+    (["--formats", "Q9x"], "Q9x"),
+    (["--tensors", "no-such-tensor"], "matches none"),
+])
+def test_eval_bad_input_is_one_line_and_writes_nothing(tmp_path, args, msg):
+    proc = _cli("eval", "--store", str(tmp_path / "s"), *args)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and msg in err[0] and "Traceback" not in proc.stderr
+    assert not list((tmp_path / "s").rglob("*.parquet"))
+
+
+def test_eval_cli_on_the_embedded_encoder(tmp_path):
+    """A real evaluation of the default model from the command line: one tensor, two formats;
+    then `workbench truth` reads it back, and a re-run is resumed (nothing new)."""
+    store = tmp_path / "s"
+    proc = _cli("eval", "--formats", "Q4_0,Q8_0", "--tensors", r"layer\.0\.intermediate", "--store", str(store))
+    assert proc.returncode == 0, proc.stderr
+    assert "evaluated 2 of all-MiniLM-L6-v2 (1 tensors)" in proc.stdout
+    d = eval_store.evals(store).set_index("format")
+    assert d.loc["Q8_0", "drift"] < d.loc["Q4_0", "drift"] and d.loc["Q4_0", "drift"] > 0
+    assert (d["tensors"] == r"re:layer\.0\.intermediate").all() and (d["n_tensors"] == 1).all()
+    assert (d["text_name"] == "data/eval/passages.txt").all() and (d["kind"] == "encoder").all()
+    again = _cli("eval", "--formats", "Q4_0,Q8_0", "--tensors", r"layer\.0\.intermediate", "--store", str(store))
+    assert again.returncode == 0 and "evaluated 0" in again.stdout and "2 already stored" in again.stdout
+    truth_out = _cli("truth", "--store", str(store))
+    assert truth_out.returncode == 0 and "all-MiniLM-L6-v2" in truth_out.stdout
+
+
+def test_mix_one_format_per_tensor(tmp_path):
+    ev = TinyNet()
+    rep = evaluate.run(mix="intermediate=Q8_0;.=Q4_0", store=tmp_path, evaluator=ev, progress=False)
+    (row,) = rep.rows
+    assert row["format"].startswith("mix:") and row["family"] == "mix"
+    assert json.loads(row["mix"]) == [["intermediate", "Q8_0"], [".", "Q4_0"]]
+    assert row["applied_types"] == "Q4_0:1,Q8_0:1" and row["fallback_tensors"] == 0
+    # bpw of the mix = total bits / total weights of its two tensors (Q4_0 4.5, Q8_0 8.5, equal sizes)
+    assert row["bpw"] == pytest.approx(6.5)
+    d = eval_store.evals(tmp_path)
+    assert len(d) == 1 and d["format"].iloc[0] == row["format"]
+    only = evaluate.run(mix="query=Q4_0", store=tmp_path / "b", evaluator=TinyNet(), progress=False).rows[0]
+    assert only["n_tensors"] == 1 and "no rule of the mix matches" in only["skipped_tensors"]
+    with pytest.raises(ValueError, match="is not REGEX=FORMAT"):
+        evaluate.parse_mix("Q4_0")
+    with pytest.raises(ValueError, match="Q9"):
+        evaluate.parse_mix(".=Q9")

@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--formats", default=None, help="comma-separated format names and/or grids (default: the "
                    "model's weight-error frontier from the store plus every llama.cpp type)")
     g.add_argument("--frontier", action="store_true", help="only the weight-error frontier of the model's sweep")
+    g.add_argument("--mix", default=None, help="one format per tensor: 'REGEX=FORMAT;REGEX=FORMAT;…' (first "
+                   "match wins; unmatched tensors stay at the reference), or a .json list of [regex, format]")
     p.add_argument("--text", type=Path, default=None, help="a UTF-8 text file to evaluate on (default: "
                    "the bundled data/eval text)")
     p.add_argument("--tensors", default=None, help="regular expression: quantize only these tensors")
@@ -285,7 +287,8 @@ def cmd_eval(a) -> int:
     from workbench import evaluate, store as st
     store = a.store or st.default_store()
     rep = evaluate.run(model=a.model, formats=a.formats, frontier=a.frontier, text=a.text, tensors=a.tensors,
-                       store=store, sensitivity=a.sensitivity, native=not a.no_native, resume=not a.no_resume)
+                       store=store, sensitivity=a.sensitivity, native=not a.no_native, resume=not a.no_resume,
+                       mix=a.mix)
     print(f"evaluated {rep.measured} of {rep.model} ({rep.tensors} tensors) in {rep.seconds:.1f} s; "
           f"{rep.already} already stored; store {store}")
     for f, n in sorted(rep.lossless.items()):

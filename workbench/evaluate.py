@@ -63,6 +63,60 @@ FALLBACK_UNIFORM = (
 SENSITIVITY_FORMATS = ("Q4_0", "Q4_K", "Q4a32", "MXFP4")   # --sensitivity without --formats
 
 
+@dataclass(frozen=True)
+class Mix:
+    """One format per tensor: ``rules`` = ((regex, format name), ...), the first whose regex
+    matches a tensor name (re.search) wins; a tensor no rule matches stays at the reference.
+    Written ``'ffn_down=Q6_K;attn_v=Q6_K;.=Q4_K'`` on the command line."""
+    rules: tuple[tuple[str, str], ...]
+    family = "mix"
+    double = False
+
+    @property
+    def name(self) -> str:
+        import hashlib
+        return "mix:" + hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
+
+    def to_json(self) -> str:
+        return json.dumps([list(r) for r in self.rules])
+
+    def spec_for(self, tensor: str) -> FormatSpec | None:
+        for rx, fmt in self._compiled():
+            if rx.search(tensor):
+                return fmt
+        return None
+
+    def _compiled(self):
+        return [(re.compile(rx), resolve(f)[0]) for rx, f in self.rules]
+
+
+def parse_mix(text: str) -> Mix:
+    """'regex=FORMAT;regex=FORMAT;…' (or a .json file of [[regex, format], …]) -> Mix."""
+    from workbench.formats import FormatError
+    from workbench.sources import compile_regex
+    p = Path(text)
+    if text.endswith(".json") and p.is_file():
+        try:
+            pairs = [tuple(map(str, r)) for r in json.loads(p.read_text())]
+        except (ValueError, TypeError) as exc:
+            raise EvalError(f"{p}: not a JSON list of [regex, format] pairs ({exc.__class__.__name__})") from None
+    else:
+        pairs = []
+        for part in filter(None, (x.strip() for x in text.split(";"))):
+            rx, sep, fmt = part.rpartition("=")
+            if not sep or not rx:
+                raise EvalError(f"--mix: {part!r} is not REGEX=FORMAT")
+            pairs.append((rx, fmt.strip()))
+    if not pairs:
+        raise EvalError("--mix names no REGEX=FORMAT rule")
+    for rx, fmt in pairs:
+        compile_regex(rx, "--mix")
+        specs = resolve(fmt)
+        if len(specs) != 1:
+            raise FormatError(f"--mix: {fmt!r} names {len(specs)} formats, a rule takes one")
+    return Mix(tuple(pairs))
+
+
 def group_of(name: str) -> str:
     for g, rx in _GROUPS:
         if rx.search(name):
@@ -241,14 +295,15 @@ def run(model: str | None = None, formats: str | list[FormatSpec] | None = None,
         text: str | Path | None = None, tensors: str | None = None, store: str | Path | None = None,
         sensitivity: bool = False, native: bool = True, resume: bool = True,
         progress: bool | Callable[[int, int, str], None] = True, cancel: threading.Event | None = None,
-        run_id: str | None = None, evaluator=None) -> EvalReport:
+        run_id: str | None = None, evaluator=None, mix: Mix | str | None = None) -> EvalReport:
     """Evaluate formats on a model; every evaluation becomes one ``model_eval`` row.
 
     ``formats``: names/grids (``resolve``) or specs; None: ``default_formats`` (``frontier``:
     the weight-error frontier alone). ``tensors``: a regex; only matching tensors are
     quantized (the rest stay at the reference). ``sensitivity``: besides the whole model, each
     tensor group alone (``GROUP_RULES``) for every format (default ``SENSITIVITY_FORMATS``).
-    ``native``: for an LLM, also llama.cpp's own quantized model of each llama.cpp type."""
+    ``native``: for an LLM, also llama.cpp's own quantized model of each llama.cpp type.
+    ``mix``: one format per tensor (``Mix`` or its text form) instead of ``formats``."""
     from workbench import eval_store
     from workbench.evaltext import load as load_text
     from workbench.sources import compile_regex
@@ -261,7 +316,9 @@ def run(model: str | None = None, formats: str | list[FormatSpec] | None = None,
     names = [n for n in weights if rx is None or rx.search(n)]
     if not names:
         raise EvalError(f"--tensors {tensors!r} matches none of {ev.model_id}'s {len(weights)} weight matrices")
-    if formats is None:
+    if mix is not None:
+        specs = [parse_mix(mix) if isinstance(mix, str) else mix]
+    elif formats is None:
         specs = [resolve(n)[0] for n in SENSITIVITY_FORMATS] if sensitivity else \
             default_formats(store, ev.model_id, frontier_only=frontier)
     elif isinstance(formats, str):
@@ -319,7 +376,7 @@ def run(model: str | None = None, formats: str | list[FormatSpec] | None = None,
                 break
             t0 = time.perf_counter()
             row = {**base, "format": spec.name, "variant": variant, "tensors": tlabel,
-                   "family": spec.family, "mix": None, "created_at": st.provenance(run_id, BACKEND)["created_at"]}
+                   "family": spec.family, "mix": spec.to_json() if isinstance(spec, Mix) else None, "created_at": st.provenance(run_id, BACKEND)["created_at"]}
             if variant == "llama.cpp":
                 try:
                     m = dict(ev.evaluate_native(spec.name))
@@ -339,9 +396,12 @@ def run(model: str | None = None, formats: str | list[FormatSpec] | None = None,
                 if row["bpw"] is None:
                     row["bpw"] = spec.bpw()
             else:
+                per = {n: (spec.spec_for(n) if isinstance(spec, Mix) else spec) for n in names}
                 if cache is None or cache[0] != spec.name:
-                    cache = (spec.name, {n: quantize_tensor(spec, as_kernel_input(weights[n]),
-                                                            imp.get(n) if imp else None) for n in names})
+                    cache = (spec.name, {n: quantize_tensor(per[n], as_kernel_input(weights[n]),
+                                                            imp.get(n) if imp else None)
+                                         if per[n] is not None else Quantized(None, why="no rule of the mix matches")
+                                         for n in names})
                 q = {n: cache[1][n] for n in ns}
                 if all(v.y is None for v in q.values()):
                     why = next(iter(q.values())).why
@@ -351,7 +411,7 @@ def run(model: str | None = None, formats: str | list[FormatSpec] | None = None,
                     elif callable(progress):
                         progress(i + 1, len(todo), spec.name)
                     continue
-                row.update(_summary({n: spec.name for n in ns}, q, weights, means))
+                row.update(_summary({n: (per[n] or spec).name for n in ns}, q, weights, means))
                 if tlabel == label and row["lossless_tensors"]:
                     rep.lossless[spec.name] = row["lossless_tensors"]
                 m = ev.evaluate({n: v.y for n, v in q.items() if v.y is not None})
