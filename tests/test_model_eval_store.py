@@ -300,3 +300,63 @@ def test_mix_one_format_per_tensor(tmp_path):
         evaluate.parse_mix("Q4_0")
     with pytest.raises(ValueError, match="Q9"):
         evaluate.parse_mix(".=Q9")
+
+
+def test_tensors_subset_groups_never_pose_as_whole_groups(tmp_path):
+    run(tmp_path, formats="Q4_0", tensors="layer", sensitivity=True)
+    labels = set(eval_store.evals(tmp_path)["tensors"])
+    assert labels == {"re:layer", "re:layer/group:attn_q", "re:layer/group:ffn_up"}
+    assert truth.sensitivity(eval_store.evals(tmp_path)).empty
+
+
+def test_source_model_is_part_of_the_key(tmp_path):
+    """Two files that share a model id (foo-F16.gguf, foo-Q8_0.gguf) are two references."""
+    a, b = TinyNet(0), TinyNet(1)
+    a.fingerprint, b.fingerprint = "aaa", "bbb"
+    assert run(tmp_path, formats="Q4_0", ev=a).measured == 1
+    assert run(tmp_path, formats="Q4_0", ev=b).measured == 1
+    ev = eval_store.evals(tmp_path)
+    assert sorted(ev["model_fingerprint"]) == ["aaa", "bbb"]
+    assert len(truth.whole_model(ev)) == 1          # one set-up at a time, never both mixed
+
+
+def test_one_setup_at_a_time(tmp_path, monkeypatch):
+    import workbench.evaltext as et
+    run(tmp_path, formats="Q4_0,Q8_0,Q4a32")
+    other = EvalText(name="mine.txt", text="x", sentences=["x"], fingerprint="e" * 64)
+    monkeypatch.setattr(et, "load", lambda path=None: other)
+    run(tmp_path, formats="Q4_0,Q8_0")
+    ev = eval_store.evals(tmp_path)
+    assert len(ev) == 5
+    w = truth.whole_model(ev)
+    assert len(w) == 3 and set(w["text"]) == {"f" * 64}    # the set-up with the most evaluations
+
+
+def test_import_of_a_file_written_by_other_tools(tmp_path):
+    """No pandas metadata, an all-null integer column: the file's own schema is what counts."""
+    import pyarrow as pa
+    a = tmp_path / "a"
+    run(a, formats="Q4_0")
+    t = pq.read_table(eval_store.export(a, tmp_path / "e.parquet") and tmp_path / "e.parquet")
+    t = t.set_column(t.schema.get_field_index("lossless_tensors"), "lossless_tensors",
+                     pa.nulls(t.num_rows, pa.int32())).replace_schema_metadata(None)
+    pq.write_table(t, tmp_path / "plain.parquet")
+    assert st.import_file(tmp_path / "plain.parquet", tmp_path / "b") == (1, 0)
+
+
+def test_failed_evaluation_import_leaves_the_results_unpublished(tmp_path, monkeypatch):
+    a, b = tmp_path / "a", tmp_path / "b"
+    run(a)
+    st.write(a, "results", [{"model": "tiny-net", "tensor": "t", "format": "Q4_0", "family": "ggml", "bpw": 4.5,
+                             "numel": 64, "mse": 0.1, "nmse": 0.01, "backend": "numba-cpu", "device": "d",
+                             "run_id": "r", "created_at": pd.Timestamp.now(tz="UTC"), "workbench_version": "0",
+                             "schema_version": st.SCHEMA_VERSION, "rows": 1, "cols": 64, "imatrix": ""}])
+    out = tmp_path / "x.parquet"
+    st.export(a, out, model="tiny-net")
+
+    def boom(*a, **k):
+        raise st.StoreError("disk full; nothing written")
+    monkeypatch.setattr(eval_store, "import_rows", boom)
+    with pytest.raises(st.StoreError):
+        st.import_file(out, b)
+    assert not [p for p in b.rglob("*") if p.is_file() and p.name != ".lock"]

@@ -313,23 +313,34 @@ def cmd_truth(a) -> int:
     if ev.empty:
         raise ValueError("no evaluations in the store: run `workbench eval` first")
     for model, d in ev.groupby("model"):
-        metric = a.metric or truth.MODEL_METRIC[d["kind"].iloc[0]]
-        if metric not in d:
-            raise ValueError(f"--metric {metric!r} is not a model_eval column")
+        kind = d["kind"].iloc[0]
+        metric = a.metric or truth.MODEL_METRIC[kind]
+        if metric not in truth.METRICS_OF_KIND[kind]:
+            raise ValueError(f"--metric {metric!r} is not a model metric of an {kind} "
+                             f"({', '.join(truth.METRICS_OF_KIND[kind])})")
         excl = truth.contains_q4_1_grid if a.exclude_q4_1_grid else None
+        whole = truth.whole_model(d, model, excl)
+        if whole.empty or not whole[metric].notna().any():
+            print(f"{model}: no whole-model evaluation with {metric}")
+            continue
         table = truth.correlations(d, model, metric, exclude=excl)
-        print(f"{model}: Spearman of each weight metric with {metric} "
-              f"({len(truth.whole_model(d, model))} formats on the whole model)")
+        print(f"{model}: Spearman of each weight metric with {metric} ({len(whole)} formats on the whole "
+              f"model{', leaving out the formats whose grid holds Q4_1' if excl else ''})")
         with pd.option_context("display.width", 200, "display.max_colwidth", 80):
             print(table.drop(columns=["what"]).to_string(index=False, float_format=lambda v: f"{v:+.3f}"))
         best = truth.recommend(table)
         if best:
             print(f"  recommended: {best} ({truth.WEIGHT_METRICS[best]})")
-        add = truth.additivity(d, model, metric)
+        sens = truth.sensitivity(d, model, metric, excl)
+        if len(sens):
+            print(f"  sensitivity: each group's share of the sum of {metric} over the groups quantized alone")
+            print(sens.pivot(index="group", columns="format", values="share").to_string(
+                float_format=lambda v: f"{v:.3f}"))
+        add = truth.additivity(d, model, metric, excl)
         if len(add):
             print("  additivity (sum of groups alone / whole model):")
             print(add.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-        bands = truth.best_per_band(d, model, metric)
+        bands = truth.best_per_band(d, model, metric, exclude=excl)
         if len(bands):
             print("  best per bpw band, by w_nmse and by " + metric + ":")
             print(bands.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
@@ -497,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
 def _warn_skipped_files(a) -> None:
     """Name every store file the command's queries left out (unreadable or foreign)."""
     store = getattr(a, "store", None)
-    if a.cmd not in ("sweep", "eval", "export", "import") or store is True:
+    if a.cmd not in ("sweep", "eval", "truth", "export", "import") or store is True:
         return
     from workbench import store as st
     for path, why in st.skipped_files(store or st.default_store()):

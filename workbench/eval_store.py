@@ -14,6 +14,7 @@ and merges the keys that are new.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import math
@@ -35,13 +36,20 @@ RANGES = (("bpw", 0.0, 64.0), ("drift", 0.0, 2.0), ("cosine_min", -1.0, 1.0),
           ("kld_median", 0.0, None), ("kld_p99", 0.0, None), ("kld_max", 0.0, None), ("top1", 0.0, 1.0),
           ("ppl", 1.0, None), ("ppl_ref", 1.0, None), ("w_nmse", 0.0, None), ("w_wnmse", 0.0, None),
           ("w_max_err", 0.0, None), ("w_bnl", 0.0, None), ("w_bias", 0.0, None), ("w_actmean", 0.0, None),
-          ("n_tensors", 0, None), ("numel", 0, None), ("n_tokens", 1, None), ("n_ctx", 0, None))
+          ("n_tensors", 0, None), ("numel", 0, None), ("n_tokens", 1, None), ("n_ctx", 0, None),
+          ("dppl", None, None), ("eval_s", 0.0, None), ("numel_total", 0, None))
 SLACK = 1e-9   # float64 round-off at a bound (a cosine of 1 + 2^-52, a KLD of -1e-12)
 POSITIVE = ("bpw",)   # strictly above its lower bound
 
 
+def _key_value(c: str, v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    return str(int(v)) if c == "n_ctx" else str(v)     # 512, 512.0 and "512" are one key
+
+
 def _keys(df: pd.DataFrame) -> list[tuple]:
-    return list(zip(*(df[c].astype(str).tolist() for c in st.EVAL_KEY)))
+    return list(zip(*([_key_value(c, v) for v in df[c].tolist()] for c in st.EVAL_KEY)))
 
 
 def _stored_keys(store: str | Path, models: list[str]) -> set[tuple]:
@@ -66,20 +74,22 @@ def _stored_keys(store: str | Path, models: list[str]) -> set[tuple]:
     return have
 
 
-def write_evals(store: str | Path, rows: list[dict] | pd.DataFrame) -> tuple[list[Path], int]:
+def write_evals(store: str | Path, rows: list[dict] | pd.DataFrame, locked: bool = False) -> tuple[list[Path], int]:
     """Append evaluation rows whose natural key is new (in the store and earlier in ``rows``),
-    checked under the store lock; returns (files written, rows dropped)."""
+    checked under the store lock (``locked``: the caller holds it); returns (files, rows dropped)."""
     df = pd.DataFrame(rows) if not isinstance(rows, pd.DataFrame) else rows.copy()
     if len(df) == 0:
         return [], 0
     for c in st.EVAL_KEY:
         if c not in df:
             df[c] = None
+    df["model_fingerprint"] = df["model_fingerprint"].fillna("")
     before = len(df)
-    df = df.drop_duplicates(list(st.EVAL_KEY), keep="first")
-    with st.store_lock(store):
+    keys = _keys(df)
+    first = pd.Series(keys).duplicated(keep="first").to_numpy()
+    with (contextlib.nullcontext() if locked else st.store_lock(store)):
         have = _stored_keys(store, sorted(set(df["model"].astype(str))))
-        mask = np.fromiter((k not in have for k in _keys(df)), bool, len(df))
+        mask = np.fromiter((k not in have for k in keys), bool, len(df)) & ~first
         df = df[mask]
         paths = st._write_unlocked(store, "model_eval", df)
     return paths, before - len(df)
@@ -99,13 +109,13 @@ def evals(store: str | Path, model: str | None = None, variant: str | None = Non
 
 def done(store: str | Path, key_fixed: dict) -> set[tuple[str, str, str]]:
     """(format, variant, tensors) already evaluated under the other natural-key columns
-    ``key_fixed`` (model, text, n_ctx, backend, device, workbench_version, runtime_version)."""
+    ``key_fixed`` (model, model_fingerprint, text, n_ctx, backend, device, versions)."""
     df = evals(store, model=key_fixed["model"])
     if df.empty:
         return set()
     m = np.ones(len(df), bool)
     for c, v in key_fixed.items():
-        m &= df[c].astype(str).to_numpy() == str(v)
+        m &= np.array([_key_value(c, x) == _key_value(c, v) for x in df[c].tolist()], bool)
     d = df[m]
     return set(zip(d["format"], d["variant"], d["tensors"]))
 
@@ -122,14 +132,14 @@ def embed(df: pd.DataFrame) -> bytes:
     return base64.b64encode(buf.getvalue())
 
 
-def embedded(path: str | Path) -> pd.DataFrame | None:
+def embedded(path: str | Path) -> pa.Table | None:
     """The evaluation rows a results export carries (None: it carries none)."""
     meta = pq.read_schema(path).metadata or {}
     raw = meta.get(EMBED_KEY)
     if raw is None:
         return None
     try:
-        return pq.read_table(io.BytesIO(base64.b64decode(raw, validate=True))).to_pandas()
+        return pq.read_table(io.BytesIO(base64.b64decode(raw, validate=True)))
     except Exception as exc:  # noqa: BLE001
         raise st.StoreError(f"{path}: its embedded evaluations are unreadable ({exc.__class__.__name__}); "
                             "nothing was stored") from None
@@ -164,17 +174,17 @@ def is_eval_file(path: str | Path) -> bool:
     return "variant" in schema.names and "tensor" not in schema.names
 
 
-def validate(df: pd.DataFrame, where: str) -> pd.DataFrame:
+def validate(table: pa.Table, where: str) -> pd.DataFrame:
     """Check evaluation rows (a file's or an export's embedded ones) before anything is stored;
-    StoreError naming the first problem. Returns the rows in the store's schema."""
+    StoreError naming the first problem. Column types are judged on the file's own schema.
+    Returns the rows in the store's schema."""
     fail = lambda msg: (_ for _ in ()).throw(st.StoreError(f"{where}: {msg}; nothing was stored"))  # noqa: E731
-    fault = st.schema_fault(pa.Schema.from_pandas(df, preserve_index=False), "model_eval")
+    fault = st.schema_fault(table.schema, "model_eval")
     if fault:
         fail(fault)
+    df = table.to_pandas()
     for c in st.EVAL_KEY + ("run_id", "kind"):
-        if c in ("n_ctx",):
-            continue
-        bad = df[c].isna() | (df[c].astype(str) == "")
+        bad = df[c].isna() if c in ("n_ctx", "model_fingerprint") else (df[c].isna() | (df[c].astype(str) == ""))
         if bad.any():
             fail(f"column {c!r} has {int(bad.sum())} empty values")
     versions = set(df["schema_version"].tolist())
@@ -197,10 +207,11 @@ def validate(df: pd.DataFrame, where: str) -> pd.DataFrame:
             continue
         v = pd.to_numeric(df[col], errors="coerce").to_numpy(float)
         given = ~pd.isna(df[col]).to_numpy()
-        low = (v <= lo) if col in POSITIVE else (v < lo - SLACK)
+        low = False if lo is None else ((v <= lo) if col in POSITIVE else (v < lo - SLACK))
         bad = given & (~np.isfinite(v) | low | ((v > hi + SLACK) if hi is not None else False))
         if bad.any():
-            rng = f"{'(' if col in POSITIVE else '['}{lo}, {hi if hi is not None else 'inf'}{']' if hi is not None else ')'}"
+            rng = (f"{'(' if col in POSITIVE else '['}{lo if lo is not None else '-inf'}, "
+                   f"{hi if hi is not None else 'inf'}{']' if hi is not None else ')'}")
             fail(f"impossible values: {col} outside {rng} ({int(bad.sum())} rows)")
     for g in df.get("group_nmse", pd.Series(dtype=object)).dropna():
         try:
@@ -214,18 +225,18 @@ def validate(df: pd.DataFrame, where: str) -> pd.DataFrame:
     return _table(df).to_pandas()
 
 
-def read_file(path: str | Path) -> pd.DataFrame:
+def read_file(path: str | Path) -> pa.Table:
     path = Path(path)
     try:
-        return pq.read_table(path).to_pandas()
+        return pq.read_table(path)
     except Exception as exc:  # noqa: BLE001
         raise st.StoreError(f"{path}: not a readable Parquet file ({exc.__class__.__name__})") from None
 
 
-def import_rows(df: pd.DataFrame, store: str | Path) -> tuple[int, int]:
+def import_rows(df: pd.DataFrame, store: str | Path, locked: bool = False) -> tuple[int, int]:
     """Merge validated rows; returns (added, skipped as already stored or repeated)."""
     if df is None or len(df) == 0:
         return 0, 0
     df = df.sort_values("created_at", kind="stable")      # the first stored wins, as in results
-    paths, dropped = write_evals(store, df)
+    paths, dropped = write_evals(store, df, locked=locked)
     return len(df) - dropped, dropped

@@ -95,11 +95,17 @@ def parse_mix(text: str) -> Mix:
     from workbench.formats import FormatError
     from workbench.sources import compile_regex
     p = Path(text)
-    if text.endswith(".json") and p.is_file():
+    if text.endswith(".json"):
+        if not p.is_file():
+            raise EvalError(f"--mix {text}: no such file")
         try:
-            pairs = [tuple(map(str, r)) for r in json.loads(p.read_text())]
-        except (ValueError, TypeError) as exc:
-            raise EvalError(f"{p}: not a JSON list of [regex, format] pairs ({exc.__class__.__name__})") from None
+            raw = json.loads(p.read_text())
+        except (OSError, ValueError) as exc:
+            raise EvalError(f"{p}: unreadable JSON ({exc.__class__.__name__})") from None
+        if not isinstance(raw, list) or not all(isinstance(r, list) and len(r) == 2
+                                                and all(isinstance(v, str) for v in r) for r in raw):
+            raise EvalError(f"{p}: not a JSON list of [regex, format] pairs")
+        pairs = [tuple(r) for r in raw]
     else:
         pairs = []
         for part in filter(None, (x.strip() for x in text.split(";"))):
@@ -109,12 +115,14 @@ def parse_mix(text: str) -> Mix:
             pairs.append((rx, fmt.strip()))
     if not pairs:
         raise EvalError("--mix names no REGEX=FORMAT rule")
+    canon = []
     for rx, fmt in pairs:
         compile_regex(rx, "--mix")
         specs = resolve(fmt)
         if len(specs) != 1:
             raise FormatError(f"--mix: {fmt!r} names {len(specs)} formats, a rule takes one")
-    return Mix(tuple(pairs))
+        canon.append((rx, specs[0].name))     # canonical names: q4_k and Q4_K are one mix
+    return Mix(tuple(canon))
 
 
 def group_of(name: str) -> str:
@@ -277,7 +285,8 @@ class EvalReport:
 
 def _importance(ev, names: list[str], weights: dict[str, np.ndarray]):
     """The model's imatrix entries (the embedded encoder's bundled imatrix) of the tensors it
-    covers (llama.cpp types quantize with them, as llama-quantize --imatrix does), or None."""
+    covers, for the w_wnmse metric (formats quantize without them, as a sweep without
+    --imatrix does), or None."""
     path = getattr(ev, "imatrix_path", None)
     if not path:
         return None, None
@@ -333,24 +342,31 @@ def run(model: str | None = None, formats: str | list[FormatSpec] | None = None,
     specs = uniq
     label = "all" if rx is None else f"re:{tensors}"
     jobs: list[tuple[FormatSpec, str, str, list[str]]] = []    # (spec, variant, tensors label, names)
+    native_skips: list[tuple[str, str]] = []
     for s in specs:
         jobs.append((s, "fake", label, names))
         if sensitivity:
             by_group: dict[str, list[str]] = {}
             for n in names:
                 by_group.setdefault(group_of(n), []).append(n)
-            if len(by_group) > 1:
-                jobs += [(s, "fake", f"group:{g}", ns) for g, ns in sorted(by_group.items())]
+            if len(by_group) > 1:   # a --tensors run's groups are labelled apart from whole groups
+                pre = "" if rx is None else f"{label}/"
+                jobs += [(s, "fake", f"{pre}group:{g}", ns) for g, ns in sorted(by_group.items())]
         if native and ev.kind == "llm" and s.family == "ggml" and rx is None:
-            jobs.append((s, "llama.cpp", "all", names))
+            from workbench.llm import NATIVE_FTYPES
+            if s.name in NATIVE_FTYPES:
+                jobs.append((s, "llama.cpp", "all", names))
+            else:
+                native_skips.append((s.name, f"llama.cpp's own model: this llama.cpp cannot write {s.name}"))
 
     run_id = run_id or st.new_run_id()
     prov = st.provenance(run_id, BACKEND)
     runtime_version = getattr(ev, "llama_cpp_version", None) or f"numpy {np.__version__}"
-    fixed = {"model": ev.model_id, "text": txt.fingerprint, "n_ctx": int(getattr(ev, "n_ctx", 0) or 0),
+    fingerprint = getattr(ev, "fingerprint", None) or getattr(getattr(ev, "source", None), "fingerprint", None) or ""
+    fixed = {"model": ev.model_id, "model_fingerprint": fingerprint, "text": txt.fingerprint, "n_ctx": int(getattr(ev, "n_ctx", 0) or 0),
              "backend": BACKEND, "device": prov["device"], "workbench_version": workbench.__version__,
              "runtime_version": runtime_version}
-    rep = EvalReport(ev.model_id, run_id, tensors=len(names))
+    rep = EvalReport(ev.model_id, run_id, tensors=len(names), skipped=list(native_skips))
     have = eval_store.done(store, fixed) if resume else set()
     todo = [j for j in jobs if (j[0].name, j[1], j[2]) not in have]
     rep.already = len(jobs) - len(todo)
@@ -360,7 +376,6 @@ def run(model: str | None = None, formats: str | list[FormatSpec] | None = None,
     base = {**prov, **fixed, "kind": ev.kind, "text_name": txt.name,
             "source_types": ",".join(f"{t}:{c}" for t, c in sorted(Counter(src_types.get(n, "?") for n in names).items())),
             "numel_total": sum(weights[n].size for n in names),
-            "model_fingerprint": getattr(ev, "fingerprint", None),
             "runtime": "llama.cpp" if ev.kind == "llm" else "numpy"}
     bar = None
     if progress is True and todo:
@@ -378,15 +393,7 @@ def run(model: str | None = None, formats: str | list[FormatSpec] | None = None,
             row = {**base, "format": spec.name, "variant": variant, "tensors": tlabel,
                    "family": spec.family, "mix": spec.to_json() if isinstance(spec, Mix) else None, "created_at": st.provenance(run_id, BACKEND)["created_at"]}
             if variant == "llama.cpp":
-                try:
-                    m = dict(ev.evaluate_native(spec.name))
-                except ValueError as exc:     # a type this llama.cpp cannot write (NVFP4 in 0.3.36)
-                    rep.skipped.append((spec.name, f"llama.cpp's own model: {exc}"))
-                    if bar is not None:
-                        bar.update(1)
-                    elif callable(progress):
-                        progress(i + 1, len(todo), spec.name)
-                    continue
+                m = dict(ev.evaluate_native(spec.name))
                 m.pop("tensor_types", None)
                 counts = m.pop("applied_types", None)      # {type: tensors} llama.cpp wrote
                 row["applied_types"] = (",".join(f"{t}:{c}" for t, c in sorted(counts.items()))

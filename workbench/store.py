@@ -118,8 +118,8 @@ MODEL_EVAL_SCHEMA = pa.schema([
     ("workbench_version", pa.string()), ("git_rev", pa.string()), ("packages", pa.string()),
     ("schema_version", pa.int32()),
 ])
-EVAL_KEY = ("model", "format", "variant", "tensors", "text", "n_ctx", "backend", "device",
-            "workbench_version", "runtime_version")
+EVAL_KEY = ("model", "model_fingerprint", "format", "variant", "tensors", "text", "n_ctx", "backend",
+            "device", "workbench_version", "runtime_version")
 EVAL_REQUIRED = EVAL_KEY + ("kind", "bpw", "run_id", "created_at", "schema_version")
 TABLES = {"results": RESULTS_SCHEMA, "skips": SKIPS_SCHEMA, "timings": TIMINGS_SCHEMA,
           "model_eval": MODEL_EVAL_SCHEMA}

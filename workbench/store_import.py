@@ -214,8 +214,12 @@ def import_file(path: str | Path, store: str | Path) -> tuple[int, int]:
     plan = validate_import(path)
     carried = ev.embedded(path)
     carried = ev.validate(carried, f"{path} (embedded evaluations)") if carried is not None else None
-    added, skipped = _import_results(plan, path, store)
-    e_added, e_skipped = ev.import_rows(carried, store)
+    got: dict[str, tuple[int, int]] = {}
+    # under the one lock of the results import: the evaluations are written once the results are
+    # staged, before they are published, so a failure in either leaves the store unchanged
+    added, skipped = _import_results(plan, path, store,
+                                     also=lambda: got.update(e=ev.import_rows(carried, store, locked=True)))
+    e_added, e_skipped = got.get("e", (0, 0))
     LAST.update(results=(added, skipped), model_eval=(e_added, e_skipped))
     return added + e_added, skipped + e_skipped
 
@@ -223,7 +227,7 @@ def import_file(path: str | Path, store: str | Path) -> tuple[int, int]:
 LAST: dict[str, tuple[int, int]] = {}   # the last import_file's (added, skipped) per table
 
 
-def _import_results(plan: ImportPlan, path: Path, store: str | Path) -> tuple[int, int]:
+def _import_results(plan: ImportPlan, path: Path, store: str | Path, also=None) -> tuple[int, int]:
     store = Path(store)
     added, staged = 0, []
     with st.store_lock(store), tempfile.TemporaryDirectory(prefix="workbench-import-") as spill:
@@ -267,6 +271,13 @@ def _import_results(plan: ImportPlan, path: Path, store: str | Path) -> tuple[in
             raise
         finally:
             con.close()
+        if also is not None:          # the caller's writes under the same lock, before publishing
+            try:
+                also()
+            except BaseException:
+                for tmp, _final in staged:
+                    tmp.unlink(missing_ok=True)
+                raise
         for tmp, final in staged:     # every partition staged: publish them all
             n = pq.read_metadata(tmp).num_rows
             if n:

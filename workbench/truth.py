@@ -6,16 +6,21 @@ LLM) and weight metrics of the same quantized tensors (the ``w_*`` columns). For
 metric this module computes the Spearman rank correlation with the model metric
 
 * overall, across every evaluated format, and
-* within equal-bpw bands: formats whose bpw rounds to the same multiple of ``BAND`` (a band is
-  centre ± 0.125 bpw); the within-band figure is the mean of the per-band Spearman coefficients
-  over bands of at least ``MIN_BAND`` formats, weighted by the band's size. This is the figure
+* within equal-bpw bands: formats whose bpw is nearest the same multiple of ``BAND`` (a band is
+  [centre − 0.125, centre + 0.125) bpw); the within-band figure is the mean of the per-band
+  Spearman coefficients over bands of at least ``MIN_BAND`` formats, weighted by the number of
+  formats in the band. This is the figure
   that matters: across bit depths any metric ranks well, within a band is where a user chooses.
 
 ``w_sens`` is the sensitivity-weighted nmse Σ_g α_g · nmse_g (the HIGGS paper's linearity
 theorem: the model's loss is close to a weighted sum of per-tensor errors), with α_g estimated
 from sensitivity runs (one tensor group quantized at a time): α_g = median over formats of
-metric(group g alone) / nmse_g. ``additivity`` compares the sum of group shares with the
-whole-model figure.
+metric(group g alone) / nmse_g. ``additivity`` compares the sum of the groups' figures (each
+group quantized alone) with the whole-model figure.
+
+Rows are compared only within one evaluation set-up: the same text, context, runtime version
+and source model (``setup``: the set-up with the most whole-model evaluations, the bundled text
+first). Mixes and partial evaluations (some tensors skipped) are not whole-model formats.
 """
 from __future__ import annotations
 
@@ -27,7 +32,10 @@ import pandas as pd
 
 MODEL_METRIC = {"encoder": "drift", "llm": "kld_mean"}
 MODEL_METRICS = ("drift", "rank_agreement", "kld_mean", "kld_p99", "dppl", "top1")
-HIGHER_IS_BETTER = {"rank_agreement", "top1", "top1_agreement"}
+HIGHER_IS_BETTER = {"rank_agreement", "top1", "top1_agreement", "cosine_min"}
+METRICS_OF_KIND = {"encoder": ("drift", "cosine_min", "rank_agreement", "top1_agreement"),
+                   "llm": ("kld_mean", "kld_median", "kld_p99", "kld_max", "top1", "ppl", "dppl")}
+SETUP = ("text", "n_ctx", "runtime_version", "model_fingerprint")
 WEIGHT_METRICS = {
     "w_nmse": "nmse (numel-weighted over the quantized tensors)",
     "w_wnmse": "imatrix-weighted nmse (the model's importance matrix)",
@@ -55,23 +63,49 @@ def spearman(a, b) -> float:
 
 
 def band_of(bpw) -> np.ndarray:
-    return np.round(np.asarray(bpw, float) / BAND) * BAND
+    """Band centre: the nearest multiple of BAND, a half-way value going up (4.125 -> 4.25)."""
+    return np.floor(np.asarray(bpw, float) / BAND + 0.5) * BAND
 
 
-def whole_model(ev: pd.DataFrame, model: str | None = None) -> pd.DataFrame:
-    """One row per format evaluated fake-quantized on the whole model (the latest if repeated)."""
-    d = ev[(ev["variant"] == "fake") & (ev["tensors"] == "all")]
-    if model is not None:
-        d = d[d["model"] == model]
+def setup(ev: pd.DataFrame, model: str | None = None) -> pd.DataFrame:
+    """``ev``'s rows of one model and one evaluation set-up (``SETUP``): the one with the most
+    whole-model evaluations, the bundled evaluation text preferred."""
+    if model is None and ev["model"].nunique() > 1:
+        return pd.concat([setup(ev, m) for m in sorted(ev["model"].unique())])
+    d = ev if model is None else ev[ev["model"] == model]
+    if d.empty:
+        return d
+    key = d[list(SETUP)].astype(str).agg("\x00".join, axis=1)
+    whole = (d["variant"] == "fake") & (d["tensors"] == "all")
+    bundled = d["text_name"].astype(str).eq("data/eval/passages.txt") if "text_name" in d else False
+    score = pd.DataFrame({"k": key, "w": whole.astype(int), "b": bundled}).groupby("k").agg(
+        b=("b", "max"), w=("w", "sum")).sort_values(["b", "w"], ascending=False)
+    return d[key == score.index[0]]
+
+
+def _keep(d: pd.DataFrame, exclude) -> pd.DataFrame:
+    return d if exclude is None else d[[not exclude(f) for f in d["format"]]]
+
+
+def whole_model(ev: pd.DataFrame, model: str | None = None, exclude=None) -> pd.DataFrame:
+    """One row per format evaluated fake-quantized on the whole model, in one set-up (the
+    latest if repeated); mixes and rows with skipped tensors are left out."""
+    d = setup(ev, model)
+    d = d[(d["variant"] == "fake") & (d["tensors"] == "all")]
+    if "mix" in d:
+        d = d[d["mix"].isna()]
+    if "skipped_tensors" in d:
+        d = d[d["skipped_tensors"].isna()]
+    d = _keep(d, exclude)
     return d.sort_values("created_at").drop_duplicates("format", keep="last").reset_index(drop=True)
 
 
-def sensitivity(ev: pd.DataFrame, model: str | None = None, metric: str | None = None) -> pd.DataFrame:
+def sensitivity(ev: pd.DataFrame, model: str | None = None, metric: str | None = None,
+                exclude=None) -> pd.DataFrame:
     """Per (format, group): the model metric with only that group quantized, its share of the
     sum over groups, the group's nmse and α = metric / nmse."""
-    d = ev[(ev["variant"] == "fake") & ev["tensors"].str.startswith("group:")]
-    if model is not None:
-        d = d[d["model"] == model]
+    d = setup(ev, model)
+    d = _keep(d[(d["variant"] == "fake") & d["tensors"].str.startswith("group:")], exclude)
     if d.empty:
         return pd.DataFrame(columns=["format", "group", "value", "share", "nmse", "alpha"])
     metric = metric or MODEL_METRIC[d["kind"].iloc[0]]
@@ -89,11 +123,12 @@ def sensitivity(ev: pd.DataFrame, model: str | None = None, metric: str | None =
     return out.sort_values(["format", "group"]).reset_index(drop=True)
 
 
-def additivity(ev: pd.DataFrame, model: str | None = None, metric: str | None = None) -> pd.DataFrame:
+def additivity(ev: pd.DataFrame, model: str | None = None, metric: str | None = None,
+               exclude=None) -> pd.DataFrame:
     """Per format with sensitivity runs: Σ over groups of the metric (each group alone) against
     the whole-model metric; ratio = sum / whole (1 = perfectly additive)."""
-    sens = sensitivity(ev, model, metric)
-    whole = whole_model(ev, model)
+    sens = sensitivity(ev, model, metric, exclude)
+    whole = whole_model(ev, model, exclude)
     if sens.empty or whole.empty:
         return pd.DataFrame(columns=["format", "groups", "sum_of_groups", "whole", "ratio"])
     metric = metric or MODEL_METRIC[whole["kind"].iloc[0]]
@@ -107,8 +142,9 @@ def additivity(ev: pd.DataFrame, model: str | None = None, metric: str | None = 
     return pd.DataFrame(rows)
 
 
-def alphas(ev: pd.DataFrame, model: str | None = None, metric: str | None = None) -> dict[str, float]:
-    sens = sensitivity(ev, model, metric)
+def alphas(ev: pd.DataFrame, model: str | None = None, metric: str | None = None,
+           exclude=None) -> dict[str, float]:
+    sens = sensitivity(ev, model, metric, exclude)
     if sens.empty:
         return {}
     return {g: float(np.nanmedian(d["alpha"])) for g, d in sens.groupby("group") if np.isfinite(d["alpha"]).any()}
@@ -138,8 +174,11 @@ def contains_q4_1_grid(fmt: str) -> bool:
     (A 5-bit grid steps by (max−min)/31 and misses the 4-bit points; a 16-weight block rescales to
     its own min and max: measured, neither is exact.) A format that re-quantizes a tensor
     losslessly is also reported per row (``lossless_tensors``)."""
-    from workbench.formats import resolve
-    s = resolve(fmt)[0]
+    from workbench.formats import FormatError, resolve
+    try:
+        s = resolve(fmt)[0]
+    except FormatError:      # a mix, or a name this version does not know
+        return False
     if s.family == "ggml":
         return fmt == "Q4_1"
     return (not s.symmetric and s.bits == 4 and s.block == 32 and s.scale in ("f16", "f32")
@@ -150,14 +189,12 @@ def correlations(ev: pd.DataFrame, model: str | None = None, metric: str | None 
                  exclude=None) -> pd.DataFrame:
     """The correlation table: per weight metric, formats, overall and within-band Spearman
     against the model metric, the bands used. ``exclude(format) -> bool`` drops formats."""
-    whole = whole_model(ev, model)
+    whole = whole_model(ev, model, exclude)
     cols = ["weight_metric", "what", "formats", "overall", "within_band", "bands"]
     if whole.empty:
         return pd.DataFrame(columns=cols)
     metric = metric or MODEL_METRIC[whole["kind"].iloc[0]]
-    whole = with_sensitivity_metric(whole, alphas(ev, model, metric))
-    if exclude is not None:
-        whole = whole[[not exclude(f) for f in whole["format"]]]
+    whole = with_sensitivity_metric(whole, alphas(ev, model, metric, exclude))
     target = whole[metric].astype(float) * (-1 if metric in HIGHER_IS_BETTER else 1)
     band = band_of(whole["bpw"])
     rows = []
@@ -167,7 +204,7 @@ def correlations(ev: pd.DataFrame, model: str | None = None, metric: str | None 
         x = whole[wm].astype(float)
         per = []
         for b in np.unique(band):
-            m = (band == b) & x.notna().to_numpy() & target.notna().to_numpy()
+            m = (band == b) & np.isfinite(x.to_numpy(float)) & np.isfinite(target.to_numpy(float))
             if m.sum() >= MIN_BAND:
                 r = spearman(x[m], target[m])
                 if np.isfinite(r):
@@ -188,10 +225,10 @@ def recommend(table: pd.DataFrame) -> str | None:
 
 
 def best_per_band(ev: pd.DataFrame, model: str | None = None, metric: str | None = None,
-                  weight: str = "w_nmse") -> pd.DataFrame:
+                  weight: str = "w_nmse", exclude=None) -> pd.DataFrame:
     """Per bpw band: the best format by the weight metric and by the model metric, side by side
     (``agree`` False names a band where weight error sends a user to the wrong format)."""
-    whole = whole_model(ev, model)
+    whole = whole_model(ev, model, exclude)
     if whole.empty:
         return pd.DataFrame(columns=["band", "formats", "best_by_weight", "best_by_model", "agree"])
     metric = metric or MODEL_METRIC[whole["kind"].iloc[0]]
@@ -199,6 +236,9 @@ def best_per_band(ev: pd.DataFrame, model: str | None = None, metric: str | None
     whole = whole.assign(band=band_of(whole["bpw"]))
     rows = []
     for b, d in whole.groupby("band"):
+        d = d[np.isfinite(d[metric].astype(float))]
+        if d.empty:
+            continue
         bw = d.loc[d[weight].astype(float).idxmin(), "format"] if d[weight].notna().any() else None
         bm = d.loc[(sign * d[metric].astype(float)).idxmin(), "format"]
         rows.append({"band": b, "formats": len(d), "best_by_weight": bw, "best_by_model": bm,
@@ -208,10 +248,10 @@ def best_per_band(ev: pd.DataFrame, model: str | None = None, metric: str | None
 
 
 def frontier_disagreements(ev: pd.DataFrame, model: str | None = None, metric: str | None = None,
-                           weight: str = "w_nmse") -> dict[str, list[str]]:
+                           weight: str = "w_nmse", exclude=None) -> dict[str, list[str]]:
     """Formats on the weight-error frontier but not the model-level one, and the reverse."""
     from workbench.views.pareto import pareto_front
-    whole = whole_model(ev, model)
+    whole = whole_model(ev, model, exclude)
     if whole.empty:
         return {"weight_only": [], "model_only": []}
     metric = metric or MODEL_METRIC[whole["kind"].iloc[0]]
