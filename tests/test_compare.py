@@ -20,7 +20,7 @@ def rows(tensors=TENSORS, formats=FORMATS, scale=1.0, run="r1", device="cpu-a", 
         for j, (f, (family, bpw)) in enumerate(formats.items()):
             nmse = 1e-3 * (1 + i) / (1 + 4 * j)
             out.append(dict(model="m", tensor=t, format=f, imatrix="", family=family, bpw=bpw, numel=numel,
-                            nmse=nmse, mse=nmse * 0.01, sqnr_db=-10 * np.log10(nmse), bnl=nmse * 3,
+                            nmse=nmse, mse=nmse * 0.01, sqnr_db=-10 * np.log10(nmse), bnl=nmse * 3, bnl_seed=nmse * 3.2,
                             cosine=1 - nmse / 2, max_abs_err=0.1 * (1 + i + j), wnmse=np.nan, wmse=np.nan,
                             quant_s=scale * numel * 1e-8 * (1 + j), dequant_s=scale * numel * 1e-9 * (1 + j),
                             run_id=run, host="h", device=device, backend="numba-cpu",

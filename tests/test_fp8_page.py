@@ -30,7 +30,7 @@ def test_defaults_and_both_analyses(fp8_store):
     assert (page.enc_a, page.enc_b, page.metric, page.super_bits) == ("e4m3", "f16", "nmse", "all")
     assert list(page.param.enc_a.objects) == ["f16", "bf16", "e4m3", "e4m3_nonorm"]
     assert list(page.param.enc_a.names) == ["f16", "bf16", "e4m3 (normalizer)", "e4m3 (no normalizer)"]
-    assert page.param.metric.objects == ["nmse", "sqnr_db", "bnl", "max_abs_err", "cosine"]
+    assert page.param.metric.objects == ["nmse", "sqnr_db", "bnl", "bnl_seed", "max_abs_err", "cosine"]
     assert list(page.param.super_bits.objects) == ["all", "6", "8"]
     assert not page.message.visible
     pn.panel(page).get_root()
