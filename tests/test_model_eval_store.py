@@ -138,13 +138,18 @@ def test_old_duplicates_read_as_one_row(tmp_path):
     assert len(df) == 1 and df["drift"].iloc[0] == row["drift"]     # the first stored wins
 
 
+def write_one_result(store):
+    """One results row of the tiny network, so a results export has something to carry."""
+    st.write(store, "results", [{"model": "tiny-net", "tensor": "t", "format": "Q4_0", "family": "ggml", "bpw": 4.5,
+                                 "numel": 64, "mse": 0.1, "nmse": 0.01, "backend": "numba-cpu", "device": "d",
+                                 "run_id": "r", "created_at": pd.Timestamp.now(tz="UTC"), "workbench_version": "0",
+                                 "schema_version": st.SCHEMA_VERSION, "rows": 1, "cols": 64, "imatrix": ""}])
+
+
 def test_export_carries_evaluations_and_import_brings_them(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     run(a)
-    st.write(a, "results", [{"model": "tiny-net", "tensor": "t", "format": "Q4_0", "family": "ggml", "bpw": 4.5,
-                             "numel": 64, "mse": 0.1, "nmse": 0.01, "backend": "numba-cpu", "device": "d",
-                             "run_id": "r", "created_at": pd.Timestamp.now(tz="UTC"), "workbench_version": "0",
-                             "schema_version": st.SCHEMA_VERSION, "rows": 1, "cols": 64, "imatrix": ""}])
+    write_one_result(a)
     out = tmp_path / "x.parquet"
     st.export(a, out, model="tiny-net")
     assert eval_store.EMBED_KEY in pq.read_schema(out).metadata
@@ -347,10 +352,7 @@ def test_import_of_a_file_written_by_other_tools(tmp_path):
 def test_failed_evaluation_import_leaves_the_results_unpublished(tmp_path, monkeypatch):
     a, b = tmp_path / "a", tmp_path / "b"
     run(a)
-    st.write(a, "results", [{"model": "tiny-net", "tensor": "t", "format": "Q4_0", "family": "ggml", "bpw": 4.5,
-                             "numel": 64, "mse": 0.1, "nmse": 0.01, "backend": "numba-cpu", "device": "d",
-                             "run_id": "r", "created_at": pd.Timestamp.now(tz="UTC"), "workbench_version": "0",
-                             "schema_version": st.SCHEMA_VERSION, "rows": 1, "cols": 64, "imatrix": ""}])
+    write_one_result(a)
     out = tmp_path / "x.parquet"
     st.export(a, out, model="tiny-net")
 
