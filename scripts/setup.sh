@@ -11,6 +11,9 @@
 #                              pyproject.toml allows (pip install --upgrade), to test against them
 #   WORKBENCH_NO_REFERENCE=1   skip llama.cpp (its tests then skip, saying why)
 #   WORKBENCH_NO_UI=1          do not install chromium (the UI tests then skip, saying why)
+#   WORKBENCH_NO_CONVERT=1     skip the `convert` extra (CPU torch, transformers) that llama.cpp's
+#                              convert_hf_to_gguf.py needs (Hugging Face folders; tests skip)
+#   TORCH_INDEX=URL            an extra index for the CPU torch wheel (see the convert step)
 #   WORKBENCH_WHEEL_CACHE=DIR  where the built llama-cpp-python wheel is kept between runs
 #                              (default ~/.cache/workbench/wheels): it builds from source in
 #                              ~6 minutes on 2 cores, so it is built once per machine
@@ -75,12 +78,19 @@ PYEOF
   export CMAKE_ARGS="-DGGML_NATIVE=OFF ${CMAKE_ARGS:-}"
   CACHE=${WORKBENCH_WHEEL_CACHE:-$HOME/.cache/workbench/wheels}/portable
   mkdir -p "$CACHE"
+  # The sdist, kept: the wheel builds from it, and its vendored llama.cpp has the
+  # convert_hf_to_gguf.py that `workbench eval --model HF_FOLDER` runs (workbench/llm.py).
+  SDIST_DIR=${WORKBENCH_CACHE:-$HOME/.cache/workbench}/sdist
+  SDIST=$SDIST_DIR/llama_cpp_python-$VER.tar.gz
+  if [ ! -f "$SDIST" ]; then
+    pip download -q --no-deps --no-binary :all: "$REF" -d "$SDIST_DIR"
+  fi
   if ! .venv/bin/python -c "import importlib.metadata as m, sys; sys.exit(m.version('llama-cpp-python') != '$VER')" 2>/dev/null \
      || [ ! -f .venv/.llama-cpp-portable ]; then
     WHEEL=$(ls "$CACHE"/llama_cpp_python-"$VER"-*.whl 2>/dev/null | head -1 || true)
     if [ -z "$WHEEL" ]; then
       echo "building $REF from source (about 6 minutes on 2 cores; cached in $CACHE)"
-      pip wheel -q --no-deps --no-cache-dir "$REF" -w "$CACHE"   # no cache: pip would reuse a native build
+      pip wheel -q --no-deps --no-cache-dir "$SDIST" -w "$CACHE"   # no cache: pip would reuse a native build
       WHEEL=$(ls "$CACHE"/llama_cpp_python-"$VER"-*.whl | head -1)
     fi
     # the extra's own dependencies (numpy, jinja2, diskcache, typing-extensions), then the wheel
@@ -89,6 +99,16 @@ PYEOF
     touch .venv/.llama-cpp-portable
   fi
   .venv/bin/python -c "from workbench import oracle; assert oracle.available(), oracle.MISSING; print('llama.cpp reference:', oracle.version())"
+fi
+
+# llama.cpp's convert_hf_to_gguf.py needs torch and transformers (the `convert` extra): CPU
+# torch only. This project's machines keep its wheel on disk (pip's find-links); elsewhere set
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu (not the default: where that host is not
+# reachable, pip would retry it for every package).
+if [ -z "${WORKBENCH_NO_CONVERT:-}" ]; then
+  if ! pip install -q "${PIN[@]}" ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} -e ".[convert]"; then
+    echo "setup.sh: the convert extra (CPU torch, transformers) could not be installed: Hugging Face folders cannot be evaluated and their tests skip (WORKBENCH_NO_CONVERT=1 skips this step)" >&2
+  fi
 fi
 
 # Pre-compile the Numba kernels, where this version of the workbench has the subcommand.

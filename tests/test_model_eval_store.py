@@ -121,6 +121,85 @@ def test_sensitivity_groups_and_additivity(tmp_path):
     assert whole["w_sens"].notna().all()
 
 
+class ThreeTensorNet(TinyNet):
+    """Two tensors of one group (attn_q of layers 0 and 1) and one of another (ffn_up)."""
+
+    def __init__(self, seed=0):
+        rng = np.random.default_rng(seed)
+        self.w = {"layer.0.attention.self.query.weight": (rng.standard_normal((96, 96)) * 0.1).astype(np.float32),
+                  "layer.1.attention.self.query.weight": (rng.standard_normal((64, 96)) * 0.1).astype(np.float32),
+                  "layer.0.intermediate.dense.weight": (rng.standard_normal((96, 64)) * 0.05 + 0.02).astype(np.float32)}
+        self.x = rng.standard_normal((40, 96)).astype(np.float32)
+        self.calls = 0
+
+    def _out(self, w):
+        h = np.maximum(self.x @ w["layer.0.attention.self.query.weight"].T, 0)
+        h = np.maximum(h @ w["layer.1.attention.self.query.weight"].T, 0)
+        o = h @ w["layer.0.intermediate.dense.weight"].T
+        return o / np.linalg.norm(o, axis=1, keepdims=True)
+
+
+def test_sensitivity_single_tensors(tmp_path):
+    """--sensitivity tensor: one row per tensor alone, labelled tensor:<name>, whose drift is
+    that of the network with only that tensor quantized and whose nmse is the tensor's own."""
+    ev = ThreeTensorNet()
+    rep = run(tmp_path, formats="Q4_0,Q3a32", ev=ev, sensitivity="tensor")
+    assert rep.measured == 8 and ev.calls == 8             # 2 formats × (whole + 3 tensors)
+    rows = eval_store.evals(tmp_path)
+    names = sorted(ThreeTensorNet().w)
+    assert sorted(rows["tensors"].unique()) == sorted(["all"] + [f"tensor:{n}" for n in names])
+    sens = truth.sensitivity(rows, level="tensor")
+    assert len(sens) == 6 and np.allclose(sens.groupby("format")["share"].sum(), 1)
+    assert dict(zip(sens["tensor"], sens["group"])) == {
+        "layer.0.attention.self.query.weight": "attn_q", "layer.1.attention.self.query.weight": "attn_q",
+        "layer.0.intermediate.dense.weight": "ffn_up"}
+    # the stored figures are the real ones: recompute one tensor alone by hand
+    from workbench.codecs import codec_for
+    from workbench.formats import resolve
+    from workbench.metrics import tensor_metrics
+    c = codec_for(resolve("Q4_0")[0])
+    name = "layer.1.attention.self.query.weight"
+    x = ev.w[name]
+    y = c.dequantize(c.quantize(x), x.shape)
+    r = sens[(sens["format"] == "Q4_0") & (sens["tensor"] == name)].iloc[0]
+    assert r["value"] == pytest.approx(ThreeTensorNet().evaluate({name: y})["drift"], rel=1e-12)
+    assert r["nmse"] == pytest.approx(tensor_metrics(x, y)["nmse"], rel=1e-12)
+    add = truth.additivity(rows, level="tensor")
+    assert sorted(add["format"]) == ["Q3a32", "Q4_0"] and (add["parts"] == 3).all()
+    whole = truth.whole_model(rows).set_index("format")
+    for f, g in sens.groupby("format"):
+        got = add.set_index("format").loc[f]
+        assert got["sum_of_parts"] == pytest.approx(g["value"].sum()) and got["whole"] == whole.loc[f, "drift"]
+    assert truth.sensitivity(rows, level="group").empty     # no group runs yet
+    assert truth.group_additivity(rows).empty
+    # groups too: within ffn_up (one tensor) the tensor alone is the group alone, exactly
+    run(tmp_path, formats="Q4_0,Q3a32", ev=ThreeTensorNet(), sensitivity=True)
+    within = truth.group_additivity(eval_store.evals(tmp_path)).set_index(["format", "group"])
+    assert sorted(within.index) == [("Q3a32", "attn_q"), ("Q3a32", "ffn_up"), ("Q4_0", "attn_q"), ("Q4_0", "ffn_up")]
+    assert (within.loc[(slice(None), "attn_q"), "tensors"] == 2).all()
+    assert np.allclose(within.loc[(slice(None), "ffn_up"), "ratio"], 1.0, rtol=0, atol=1e-15)
+    assert (within.loc[(slice(None), "attn_q"), "ratio"] > 0).all()
+
+
+def test_sensitivity_single_tensors_of_a_subset_and_bad_levels(tmp_path):
+    """A --tensors run labels its single tensors apart (they are not the whole model's parts);
+    one tensor chosen gives no extra runs; an unknown level is refused before anything runs."""
+    ev = ThreeTensorNet()
+    run(tmp_path, formats="Q4_0", ev=ev, sensitivity="tensor", tensors="query")
+    labels = sorted(eval_store.evals(tmp_path)["tensors"].unique())
+    assert labels == ["re:query", "re:query/tensor:layer.0.attention.self.query.weight",
+                      "re:query/tensor:layer.1.attention.self.query.weight"]
+    assert truth.sensitivity(eval_store.evals(tmp_path), level="tensor").empty
+    rep = run(tmp_path / "one", formats="Q4_0", ev=ThreeTensorNet(), sensitivity="tensor", tensors="layer\\.1\\.")
+    assert rep.measured == 1
+    before = files(tmp_path)
+    with pytest.raises(evaluate.EvalError, match="one of group, tensor"):
+        run(tmp_path, formats="Q4_0", ev=ThreeTensorNet(), sensitivity="tensors")
+    with pytest.raises(ValueError, match="level"):
+        truth.sensitivity(eval_store.evals(tmp_path), level="row")
+    assert files(tmp_path) == before
+
+
 def test_duplicate_key_never_written(tmp_path):
     run(tmp_path, formats="Q4_0")
     row = eval_store.evals(tmp_path).iloc[0].to_dict()

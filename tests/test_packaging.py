@@ -67,11 +67,12 @@ def pyproject_requirements():
     from packaging.requirements import Requirement
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    return [Requirement(r) for r in project["dependencies"] + extras["test"] + extras["reference"]]
+    return [Requirement(r) for r in project["dependencies"] + extras["test"] + extras["reference"]
+            + extras["convert"]]
 
 
 def test_lock_pins_every_direct_dependency_within_pyproject():
-    """Each dependency of pyproject.toml (runtime, [test], reference) is pinned in the lock, at a
+    """Each dependency of pyproject.toml (runtime, [test], reference, convert) is pinned in the lock, at a
     version its specifier allows."""
     pins = lock_pins()
     for req in pyproject_requirements():

@@ -31,6 +31,7 @@ from workbench.formats import parse, spec_columns
 FORMATS = ("Q2a16,Q3a32,Q3s16_e4m3,Q4_0,Q4s32,Q4a64,IQ4_NL,MXFP4,Q4s16_e4m3,Q4_1,Q4a32,Q4s16,Q4_K,"
            "Q5_0,Q5s32,Q5a64,Q8_0")
 SENSITIVITY = "Q4_0,Q4a32,Q3a32"
+TENSOR_SENSITIVITY = "Q4_0,Q4a32"
 LM_FORMATS = "Q3a32,Q4_0,Q4s32,Q4a64,IQ4_NL,Q4s16_e4m3,Q4_1,Q4a32,Q4a16,Q4s16,Q5_0,Q5s32,Q5_1,Q5a32,Q8_0"
 TEXT = EvalText(name="test", text="one. two. three.", sentences=["one.", "two.", "three."], fingerprint="f" * 64)
 
@@ -144,6 +145,7 @@ def build_store(root: Path) -> Path:
     with fixed_text():
         evaluate.run(formats=FORMATS, store=store, evaluator=net, progress=False)
         evaluate.run(formats=SENSITIVITY, store=store, evaluator=net, progress=False, sensitivity=True)
+        evaluate.run(formats=TENSOR_SENSITIVITY, store=store, evaluator=net, progress=False, sensitivity="tensor")
         evaluate.run(formats=LM_FORMATS, store=store, evaluator=TinyLM(), progress=False, native=False)
     (root / ".complete").touch()
     return store
@@ -339,6 +341,33 @@ def test_truth_page_on_an_encoder(truth_store):
     pn.panel(page).get_root()
     page.reload()
     assert page.model == "tiny-net" and page.weight == "w_max_err"
+
+
+def test_truth_page_single_tensor_sensitivity(truth_store):
+    """The level switch shows each tensor alone: bars per tensor and format, additivity over
+    tensors, and the within-group table (one tensor per group here: exactly the group alone)."""
+    from workbench.views.truth_page import TruthPage
+    page = TruthPage(truth_store, model="tiny-net")
+    assert page.level == "group" and "tensor groups" in page.sensitivity_note.object
+    page.level = "tensor"
+    ev = eval_store.evals(truth_store)
+    sens = truth.sensitivity(ev, "tiny-net", level="tensor")
+    bars = page.bars.object
+    assert [d.name for d in bars.kdims] == ["tensor", "format"]
+    assert sorted(bars.data["format"].unique()) == sorted(TENSOR_SENSITIVITY.split(","))
+    assert sorted(bars.data["tensor"].unique()) == sorted(TinyNet().w)
+    merged = bars.data.merge(sens, on=["format", "tensor"], suffixes=("", "_t"))
+    assert len(merged) == len(sens) == 6 and np.allclose(merged["share"], merged["share_t"])
+    assert "2 formats × 3 tensors" in page.sensitivity_note.object
+    add = page.additivity.value
+    assert sorted(add["format"]) == sorted(TENSOR_SENSITIVITY.split(",")) and (add["parts"] == 3).all()
+    assert page.within_box.visible
+    within = page.within.value
+    assert len(within) == 6 and np.allclose(within["ratio"], 1.0, rtol=0, atol=1e-12)
+    assert "over tensors" in page.additivity_note.object
+    pn.panel(page).get_root()
+    page.level = "group"
+    assert [d.name for d in page.bars.object.kdims] == ["format", "group"] and not page.within_box.visible
 
 
 def test_truth_page_on_smollm2_shows_the_caveat_and_filters_q4_1_grids(truth_store):

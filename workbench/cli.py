@@ -28,6 +28,7 @@ EXAMPLES = """examples:
   workbench eval                                   # model-level truth: MiniLM drift, frontier + llama.cpp types
   workbench eval --model smollm2 --formats Q4_0,Q4_K   # KLD/PPL of SmolLM2 through llama.cpp
   workbench eval --sensitivity                     # each tensor group alone: shares, additivity
+  workbench eval --sensitivity tensor --formats Q4_0   # each tensor alone
   workbench truth                                  # which weight metric predicts the model metric
   workbench formats default                        # list a grid with its bits per weight
   workbench formats ggml --model model.gguf        # which tensors each type applies to
@@ -90,8 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", type=Path, default=None, help="a UTF-8 text file to evaluate on (default: "
                    "the bundled data/eval text)")
     p.add_argument("--tensors", default=None, help="regular expression: quantize only these tensors")
-    p.add_argument("--sensitivity", action="store_true", help="also quantize one tensor group at a time "
-                   "(attention q/k/v/o, FFN up/gate/down, embeddings, output) and store each group's share")
+    p.add_argument("--sensitivity", nargs="?", const="group", default=None, choices=["group", "tensor"],
+                   help="also quantize one part at a time and store each part's share: 'group' (the "
+                   "default: attention q/k/v/o, FFN up/gate/down, embeddings, output) or 'tensor' (every "
+                   "chosen tensor alone; narrow it with --tensors on a large model)")
     p.add_argument("--no-native", action="store_true", help="LLM: skip llama.cpp's own quantized models")
     p.add_argument("--no-resume", action="store_true", help="evaluate again what is already stored")
     _store_arg(p)
@@ -287,7 +290,7 @@ def cmd_eval(a) -> int:
     from workbench import evaluate, store as st
     store = a.store or st.default_store()
     rep = evaluate.run(model=a.model, formats=a.formats, frontier=a.frontier, text=a.text, tensors=a.tensors,
-                       store=store, sensitivity=a.sensitivity, native=not a.no_native, resume=not a.no_resume,
+                       store=store, sensitivity=a.sensitivity or False, native=not a.no_native, resume=not a.no_resume,
                        mix=a.mix)
     print(f"evaluated {rep.measured} of {rep.model} ({rep.tensors} tensors) in {rep.seconds:.1f} s; "
           f"{rep.already} already stored; store {store}")
@@ -326,8 +329,11 @@ def cmd_truth(a) -> int:
         table = truth.correlations(d, model, metric, exclude=excl)
         print(f"{model}: Spearman of each weight metric with {metric} ({len(whole)} formats on the whole "
               f"model{', leaving out the formats whose grid holds Q4_1' if excl else ''})")
+        if table.empty:
+            print("  no rank correlation: it needs at least 3 formats evaluated on the whole model")
         with pd.option_context("display.width", 200, "display.max_colwidth", 80):
-            print(table.drop(columns=["what"]).to_string(index=False, float_format=lambda v: f"{v:+.3f}"))
+            if len(table):
+                print(table.drop(columns=["what"]).to_string(index=False, float_format=lambda v: f"{v:+.3f}"))
         best = truth.recommend(table)
         if best:
             print(f"  recommended: {best} ({truth.WEIGHT_METRICS[best]})")
@@ -340,6 +346,21 @@ def cmd_truth(a) -> int:
         if len(add):
             print("  additivity (sum of groups alone / whole model):")
             print(add.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        tens = truth.sensitivity(d, model, metric, excl, level="tensor")
+        if len(tens):
+            top = tens.sort_values("share", ascending=False).groupby("format").head(8)
+            print(f"  single-tensor sensitivity: the largest shares of the sum of {metric} over tensors alone "
+                  f"({tens['tensor'].nunique()} tensors)")
+            print(top[["format", "tensor", "group", "value", "share", "nmse", "alpha"]].to_string(
+                index=False, float_format=lambda v: f"{v:.4g}"))
+            add_t = truth.additivity(d, model, metric, excl, level="tensor")
+            if len(add_t):
+                print("  additivity (sum of tensors alone / whole model):")
+                print(add_t.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+            within = truth.group_additivity(d, model, metric, excl)
+            if len(within):
+                print("  within each group (sum of its tensors alone / the group alone):")
+                print(within.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
         bands = truth.best_per_band(d, model, metric, exclude=excl)
         if len(bands):
             print("  best per bpw band, by w_nmse and by " + metric + ":")

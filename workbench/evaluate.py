@@ -60,6 +60,7 @@ FALLBACK_UNIFORM = (
     "Q4s32_e8m0", "Q(4a16)xQ(6s16)", "Q(4s16)xQ(6s16)_e4m3", "Q5s32", "Q5a32", "Q5a16_e8m0",
     "Q(5a8)xQ(4s8)_e4m3", "Q6s32", "Q6a64_bf16", "Q8s32",
 )
+SENSITIVITY_LEVELS = {True: "group", "group": "group", "tensor": "tensor"}
 SENSITIVITY_FORMATS = ("Q4_0", "Q4_K", "Q4a32", "MXFP4")   # --sensitivity without --formats
 
 
@@ -302,7 +303,7 @@ def _importance(ev, names: list[str], weights: dict[str, np.ndarray]):
 
 def run(model: str | None = None, formats: str | list[FormatSpec] | None = None, frontier: bool = False,
         text: str | Path | None = None, tensors: str | None = None, store: str | Path | None = None,
-        sensitivity: bool = False, native: bool = True, resume: bool = True,
+        sensitivity: bool | str = False, native: bool = True, resume: bool = True,
         progress: bool | Callable[[int, int, str], None] = True, cancel: threading.Event | None = None,
         run_id: str | None = None, evaluator=None, mix: Mix | str | None = None) -> EvalReport:
     """Evaluate formats on a model; every evaluation becomes one ``model_eval`` row.
@@ -310,13 +311,17 @@ def run(model: str | None = None, formats: str | list[FormatSpec] | None = None,
     ``formats``: names/grids (``resolve``) or specs; None: ``default_formats`` (``frontier``:
     the weight-error frontier alone). ``tensors``: a regex; only matching tensors are
     quantized (the rest stay at the reference). ``sensitivity``: besides the whole model, each
-    tensor group alone (``GROUP_RULES``) for every format (default ``SENSITIVITY_FORMATS``).
+    tensor group alone (True or "group": ``GROUP_RULES``) or each tensor alone ("tensor") for
+    every format (default ``SENSITIVITY_FORMATS``).
     ``native``: for an LLM, also llama.cpp's own quantized model of each llama.cpp type.
     ``mix``: one format per tensor (``Mix`` or its text form) instead of ``formats``."""
     from workbench import eval_store
     from workbench.evaltext import load as load_text
     from workbench.sources import compile_regex
     t_start = time.perf_counter()
+    level = SENSITIVITY_LEVELS.get(sensitivity)
+    if level is None and sensitivity not in (False, None):
+        raise EvalError(f"sensitivity {sensitivity!r}: one of group, tensor")
     store = Path(store) if store is not None else st.default_store()
     txt = load_text(text)
     rx = compile_regex(tensors, "--tensors") if tensors else None
@@ -345,13 +350,15 @@ def run(model: str | None = None, formats: str | list[FormatSpec] | None = None,
     native_skips: list[tuple[str, str]] = []
     for s in specs:
         jobs.append((s, "fake", label, names))
-        if sensitivity:
+        pre = "" if rx is None else f"{label}/"   # a --tensors run's parts are labelled apart
+        if level == "group":
             by_group: dict[str, list[str]] = {}
             for n in names:
                 by_group.setdefault(group_of(n), []).append(n)
-            if len(by_group) > 1:   # a --tensors run's groups are labelled apart from whole groups
-                pre = "" if rx is None else f"{label}/"
+            if len(by_group) > 1:
                 jobs += [(s, "fake", f"{pre}group:{g}", ns) for g, ns in sorted(by_group.items())]
+        elif level == "tensor" and len(names) > 1:
+            jobs += [(s, "fake", f"{pre}tensor:{n}", [n]) for n in names]
         if native and ev.kind == "llm" and s.family == "ggml" and rx is None:
             from workbench.llm import NATIVE_FTYPES
             if s.name in NATIVE_FTYPES:

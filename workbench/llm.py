@@ -643,25 +643,57 @@ def vendored_llama_cpp(version: str | None = None) -> Path:
     return src
 
 
+CONVERT_REQUIREMENTS = ("torch", "transformers", "sentencepiece", "google.protobuf")
+
+
+def hf_fingerprint(folder: Path) -> str:
+    """What a conversion depends on: config.json's bytes, and the name, size and mtime of every
+    other file of the folder (its weights and tokenizer), hashed."""
+    h = hashlib.sha256((folder / "config.json").read_bytes())
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and f.name != "config.json" and not f.name.endswith(".gguf"):
+            st_ = f.stat()
+            h.update(f"{f.name}\0{st_.st_size}\0{st_.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
 def convert_hf(folder, outfile=None, outtype: str = "f32") -> Path:
-    """A Hugging Face safetensors folder as GGUF, by llama.cpp's own convert_hf_to_gguf.py
-    (from the sdist in the cache; it needs torch and transformers, which the workbench does
-    not install)."""
+    """A Hugging Face safetensors folder as GGUF, by llama.cpp's own convert_hf_to_gguf.py from
+    the vendored sources of the llama-cpp-python sdist (``vendored_llama_cpp``). It needs torch,
+    transformers, sentencepiece and protobuf: the ``convert`` extra, which scripts/setup.sh
+    installs. Without ``outfile`` the GGUF is cached by the folder's ``hf_fingerprint`` under
+    ``cache_root()/converted`` and reused; nothing is written into ``folder``."""
     import importlib.util
     folder = Path(folder)
     if not (folder / "config.json").is_file() or not list(folder.glob("*.safetensors")):
         raise ValueError(f"{folder}: not a Hugging Face model folder (config.json and *.safetensors)")
-    src = vendored_llama_cpp()
-    missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
+    if outtype not in ("f32", "f16", "bf16"):
+        raise ValueError(f"outtype {outtype!r}: one of f32, f16, bf16 (the reference is unquantized)")
+    missing = [m.split(".")[-1] for m in CONVERT_REQUIREMENTS if importlib.util.find_spec(m.split(".")[0]) is None
+               or (m == "google.protobuf" and importlib.util.find_spec(m) is None)]
     if missing:
-        raise ValueError(f"convert_hf_to_gguf.py needs {', '.join(missing)}: pip install -r "
-                         f"{src / 'requirements' / 'requirements-convert_hf_to_gguf.txt'}")
-    out = Path(outfile) if outfile else folder / f"{folder.name}-{outtype.upper()}.gguf"
+        raise ValueError(f"convert_hf_to_gguf.py needs {', '.join(missing)}: pip install -e '.[convert]' "
+                         "(scripts/setup.sh does it)")
+    src = vendored_llama_cpp()
+    if outfile is None:
+        out = cache_root() / "converted" / f"{folder.resolve().name}-{hf_fingerprint(folder)}" / \
+            f"{folder.resolve().name}-{outtype.upper()}.gguf"
+        if out.is_file():
+            return out
+    else:
+        out = Path(outfile)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    part = out.with_name(f".{out.name}.{os.getpid()}.part")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(src / "gguf-py"), str(src)]))
-    run = subprocess.run([sys.executable, str(src / "convert_hf_to_gguf.py"), str(folder),
-                          "--outfile", str(out), "--outtype", outtype],
-                         capture_output=True, text=True, env=env)
-    if run.returncode != 0 or not out.is_file():
-        raise ValueError(f"convert_hf_to_gguf.py failed on {folder}: "
-                         f"{_reason(run.stderr + run.stdout, f'exit code {run.returncode}')}")
+    try:
+        run = subprocess.run([sys.executable, str(src / "convert_hf_to_gguf.py"), str(folder),
+                              "--outfile", str(part), "--outtype", outtype],
+                             capture_output=True, text=True, env=env)
+        if run.returncode != 0 or not part.is_file():
+            raised = [ln.strip() for ln in run.stderr.splitlines() if re.match(r"^[\w.]*(Error|Exception)\b", ln)]
+            why = raised[-1][:200] if raised else _reason(run.stderr + run.stdout, f"exit code {run.returncode}")
+            raise ValueError(f"convert_hf_to_gguf.py failed on {folder}: {why}")
+        os.replace(part, out)
+    finally:
+        part.unlink(missing_ok=True)
     return out

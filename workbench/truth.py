@@ -100,46 +100,88 @@ def whole_model(ev: pd.DataFrame, model: str | None = None, exclude=None) -> pd.
     return d.sort_values("created_at").drop_duplicates("format", keep="last").reset_index(drop=True)
 
 
+LEVELS = ("group", "tensor")
+
+
 def sensitivity(ev: pd.DataFrame, model: str | None = None, metric: str | None = None,
-                exclude=None) -> pd.DataFrame:
-    """Per (format, group): the model metric with only that group quantized, its share of the
-    sum over groups, the group's nmse and α = metric / nmse."""
+                exclude=None, level: str = "group") -> pd.DataFrame:
+    """Per (format, part): the model metric with only that part quantized, its share of the
+    sum over the parts, the part's nmse and α = metric / nmse. ``level`` "group": the parts are
+    tensor groups (``eval --sensitivity``); "tensor": single tensors (``eval --sensitivity
+    tensor``), with the group each belongs to in ``group`` and its name in ``tensor``."""
+    if level not in LEVELS:
+        raise ValueError(f"level {level!r}: one of {', '.join(LEVELS)}")
+    cols = ["format", "group", "tensor", "value", "share", "nmse", "alpha", "bpw"]
     d = setup(ev, model)
-    d = _keep(d[(d["variant"] == "fake") & d["tensors"].str.startswith("group:")], exclude)
+    prefix = f"{level}:"
+    d = _keep(d[(d["variant"] == "fake") & d["tensors"].str.startswith(prefix)], exclude)
     if d.empty:
-        return pd.DataFrame(columns=["format", "group", "value", "share", "nmse", "alpha"])
+        return pd.DataFrame(columns=cols)
     metric = metric or MODEL_METRIC[d["kind"].iloc[0]]
     d = d.sort_values("created_at").drop_duplicates(["format", "tensors"], keep="last")
+    if level == "tensor":
+        from workbench.evaluate import group_of
     rows = []
     for _, r in d.iterrows():
-        g = r["tensors"][len("group:"):]
-        nm = json.loads(r["group_nmse"]).get(g) if isinstance(r["group_nmse"], str) else None
+        part = r["tensors"][len(prefix):]
+        if level == "group":
+            nm = json.loads(r["group_nmse"]).get(part) if isinstance(r["group_nmse"], str) else None
+            g, t = part, None
+        else:
+            nm = float(r["w_nmse"]) if pd.notna(r.get("w_nmse")) else None
+            g, t = group_of(part), part
         v = float(r[metric])
-        rows.append({"format": r["format"], "group": g, "value": v, "nmse": nm,
+        rows.append({"format": r["format"], "group": g, "tensor": t, "value": v, "nmse": nm,
                      "alpha": v / nm if nm else math.nan, "bpw": r["bpw"]})
-    out = pd.DataFrame(rows)
+    out = pd.DataFrame(rows, columns=[c for c in cols if c != "share"])
     tot = out.groupby("format")["value"].transform("sum")
     out["share"] = np.where(tot > 0, out["value"] / tot, math.nan)
-    return out.sort_values(["format", "group"]).reset_index(drop=True)
+    return out[cols].sort_values(["format", "group", "tensor"], na_position="first").reset_index(drop=True)
 
 
 def additivity(ev: pd.DataFrame, model: str | None = None, metric: str | None = None,
-               exclude=None) -> pd.DataFrame:
-    """Per format with sensitivity runs: Σ over groups of the metric (each group alone) against
-    the whole-model metric; ratio = sum / whole (1 = perfectly additive)."""
-    sens = sensitivity(ev, model, metric, exclude)
+               exclude=None, level: str = "group") -> pd.DataFrame:
+    """Per format with sensitivity runs: Σ over the parts of the metric (each part quantized
+    alone) against the whole-model metric; ratio = sum / whole (1 = perfectly additive)."""
+    sens = sensitivity(ev, model, metric, exclude, level)
     whole = whole_model(ev, model, exclude)
     if sens.empty or whole.empty:
-        return pd.DataFrame(columns=["format", "groups", "sum_of_groups", "whole", "ratio"])
+        return pd.DataFrame(columns=["format", "parts", "sum_of_parts", "whole", "ratio"])
     metric = metric or MODEL_METRIC[whole["kind"].iloc[0]]
     w = dict(zip(whole["format"], whole[metric]))
+    n_whole = dict(zip(whole["format"], whole["n_tensors"]))
     rows = []
     for f, g in sens.groupby("format"):
-        if f in w:
+        # a tensor-level sum is the whole model's only when every quantized tensor ran alone
+        if f in w and (level == "group" or len(g) == n_whole.get(f)):
             s = float(g["value"].sum())
-            rows.append({"format": f, "groups": len(g), "sum_of_groups": s, "whole": float(w[f]),
+            rows.append({"format": f, "parts": len(g), "sum_of_parts": s, "whole": float(w[f]),
                          "ratio": s / float(w[f]) if w[f] else math.nan})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["format", "parts", "sum_of_parts", "whole", "ratio"])
+
+
+def group_additivity(ev: pd.DataFrame, model: str | None = None, metric: str | None = None,
+                     exclude=None) -> pd.DataFrame:
+    """Within each group: Σ of its tensors' figures (each tensor alone) against the figure of
+    the group alone, per (format, group) where both were measured on every tensor of the group."""
+    cols = ["format", "group", "tensors", "sum_of_tensors", "group_alone", "ratio"]
+    ts = sensitivity(ev, model, metric, exclude, "tensor")
+    gs = sensitivity(ev, model, metric, exclude, "group")
+    if ts.empty or gs.empty:
+        return pd.DataFrame(columns=cols)
+    d = setup(ev, model)
+    counts = {}     # (format, group) -> tensors quantized in the group-alone run
+    for _, r in d[(d["variant"] == "fake") & d["tensors"].str.startswith("group:")].iterrows():
+        counts[(r["format"], r["tensors"][len("group:"):])] = int(r["n_tensors"])
+    alone = {(r.format, r.group): r.value for r in gs.itertuples()}
+    rows = []
+    for (f, g), t in ts.groupby(["format", "group"]):
+        if (f, g) in alone and counts.get((f, g)) == len(t):
+            s = float(t["value"].sum())
+            rows.append({"format": f, "group": g, "tensors": len(t), "sum_of_tensors": s,
+                         "group_alone": float(alone[(f, g)]),
+                         "ratio": s / alone[(f, g)] if alone[(f, g)] else math.nan})
+    return pd.DataFrame(rows, columns=cols)
 
 
 def alphas(ev: pd.DataFrame, model: str | None = None, metric: str | None = None,

@@ -27,6 +27,9 @@ SCATTER_SHOWS = """n => Bokeh.documents.some(doc => [...doc.all_models].some(m =
 # True once the stacked sensitivity bars (format, group, share) hold n bars.
 BARS_SHOW = """n => Bokeh.documents.some(doc => [...doc.all_models].some(m => m.type === "ColumnDataSource"
     && "group" in m.data && "share" in m.data && m.get_length() === n))"""
+# True once the single-tensor bars (tensor, format, share) hold n bars.
+TENSOR_BARS_SHOW = """n => Bokeh.documents.some(doc => [...doc.all_models].some(m => m.type === "ColumnDataSource"
+    && "tensor" in m.data && "share" in m.data && m.get_length() === n))"""
 HIGHLIGHTED = "rgb(253, 230, 138)"     # truth_page.HIGHLIGHT's background
 
 
@@ -101,6 +104,16 @@ def test_truth_page_renders_scatter_table_and_bars(page: Page, truth_server, tru
     expect(page.locator(".tabulator-row").filter(has_text=add["format"].iloc[0])).not_to_have_count(0)
     expect(rows).to_have_count(len(truth.correlations(ev, "tiny-net")))
     screenshot(page, "truth")
+
+    # single tensors: one bar per (tensor, format), additivity over tensors, the within-group table
+    tens = truth.sensitivity(ev, "tiny-net", level="tensor")
+    page.locator(".sensitivity-level button", has_text="tensor").click()
+    page.wait_for_function(TENSOR_BARS_SHOW, arg=len(tens), timeout=TIMEOUT_MS)
+    expect(page.get_by_text(f"{tens['format'].nunique()} formats × {tens['tensor'].nunique()} tensors").first
+           ).to_be_visible(timeout=TIMEOUT_MS)
+    expect(page.get_by_text("Within each group").first).to_be_visible()
+    expect(page.locator('.group-additivity .tabulator-cell[tabulator-field="ratio"]')).to_have_count(
+        len(truth.group_additivity(ev, "tiny-net")))
     watch.check()
 
 

@@ -115,6 +115,27 @@ def sensitivity_bars(sens: pd.DataFrame, metric: str) -> hv.Bars:
         title=f"Tensor-group sensitivity: each group alone, its share of {metric}", show_grid=True)
 
 
+def tensor_bars(sens: pd.DataFrame, metric: str, top: int = 40) -> hv.Bars:
+    """Single-tensor sensitivity: each tensor's share of the summed ``metric`` (that tensor
+    alone quantized), one bar per format, the ``top`` tensors by their largest share."""
+    data = sens[["format", "group", "tensor", "share", "value", "nmse", "alpha"]].copy()
+    data["nmse"] = pd.to_numeric(data["nmse"], errors="coerce")
+    order = data.groupby("tensor")["share"].max().sort_values(ascending=False)
+    data = data[data["tensor"].isin(order.index[:top])]
+    data["tensor"] = pd.Categorical(data["tensor"], categories=list(order.index[:top]), ordered=True)
+    data = data.sort_values(["tensor", "format"])
+    data["tensor"] = data["tensor"].astype(str)
+    shown = f"the {top} largest of {len(order)}" if len(order) > top else f"{len(order)}"
+    return hv.Bars(data, ["tensor", "format"], ["share", "value", "group", "nmse", "alpha"]).opts(
+        color="format", cmap="Category10", tools=["hover"], xrotation=60, multi_level=False,
+        hover_tooltips=[("tensor", "@tensor"), ("group", "@group"), ("format", "@format"),
+                        ("share", "@share{0.00%}"), (metric, "@value{0.000e}"),
+                        ("tensor nmse", "@nmse{0.000e}"), ("α", "@alpha{0.00}")],
+        ylabel=f"share of Σ {metric} over tensors", xlabel="tensor", responsive=True, min_height=380,
+        title=f"Single-tensor sensitivity ({shown} tensors): each tensor alone, its share of {metric}",
+        show_grid=True, legend_position="top_right")
+
+
 # ----------------------------------------------------------------------------- the page
 class TruthPage(ModelPage):
     """Weight metrics against model-level truth for one model with evaluations."""
@@ -123,6 +144,8 @@ class TruthPage(ModelPage):
     weight = param.Selector(default="w_nmse", objects=["w_nmse"], doc="Weight metric (x axis)")
     target = param.Selector(default="drift", objects=["drift"], doc="Model-level metric (y axis)")
     exclude_q4_1 = param.Boolean(default=False, doc="Leave out formats whose grid holds Q4_1's")
+    level = param.Selector(default="group", objects=list(truth.LEVELS),
+                           doc="Sensitivity bars: tensor groups or single tensors")
 
     def __init__(self, store: str | Path | None = None, model: str | None = None, notify=None, **params):
         super().__init__(store, **params)
@@ -144,12 +167,22 @@ class TruthPage(ModelPage):
         self.bars = pn.pane.HoloViews(None, sizing_mode="stretch_width", min_height=320)
         self.additivity = pn.widgets.Tabulator(pd.DataFrame(), show_index=False, disabled=True,
                                                sizing_mode="stretch_width", layout="fit_data_stretch", height=180,
-                                               formatters={"sum_of_groups": SCI, "whole": SCI,
+                                               formatters={"sum_of_parts": SCI, "whole": SCI,
                                                            "ratio": NumberFormatter(format="0.000")})
+        self.within = pn.widgets.Tabulator(pd.DataFrame(), show_index=False, disabled=True,
+                                           sizing_mode="stretch_width", layout="fit_data_stretch", height=180,
+                                           css_classes=["group-additivity"],
+                                           formatters={"sum_of_tensors": SCI, "group_alone": SCI,
+                                                       "ratio": NumberFormatter(format="0.000")})
+        self.within_box = pn.Column(pn.pane.Markdown(
+            "**Within each group**: Σ of its tensors' metric (each tensor alone) ÷ the metric of the "
+            "group alone.", margin=(0, 10)), self.within, visible=False, sizing_mode="stretch_width")
+        self.level_widget = pn.widgets.RadioButtonGroup.from_param(
+            self.param.level, name="Sensitivity of", css_classes=["sensitivity-level"])
         self.sensitivity_note = pn.pane.Markdown("", margin=(0, 10))
-        self.sensitivity = pn.Column(self.bars, pn.pane.Markdown(
-            "**Additivity**: Σ over groups of the metric (each group alone) ÷ the whole-model metric "
-            "(1 = the groups' effects add up).", margin=(0, 10)), self.additivity, sizing_mode="stretch_width")
+        self.additivity_note = pn.pane.Markdown("", margin=(0, 10))
+        self.sensitivity = pn.Column(self.bars, self.additivity_note, self.additivity, self.within_box,
+                                     sizing_mode="stretch_width")
         self.content = pn.Column(
             self.summary, self.scatter,
             pn.pane.Markdown("#### Which weight metric to trust", margin=(0, 10)),
@@ -159,7 +192,7 @@ class TruthPage(ModelPage):
                              "every bit depth. The recommended metric is highlighted.",
                              styles={"font-size": "0.9em"}, margin=(0, 10)),
             self.table,
-            pn.pane.Markdown("#### Tensor-group sensitivity", margin=(0, 10)), self.sensitivity_note,
+            pn.pane.Markdown("#### Sensitivity", margin=(0, 10)), self.level_widget, self.sensitivity_note,
             self.sensitivity, sizing_mode="stretch_width")
         self.main = pn.Column(self.message, self.caveat, self.content, sizing_mode="stretch_width")
         self._open(model)
@@ -172,7 +205,8 @@ class TruthPage(ModelPage):
             pn.widgets.Select.from_param(self.param.target, name="Model-level metric (y axis)"),
             self.exclude_toggle,
             pn.pane.Markdown("Points: formats evaluated fake-quantized on the whole model. Bars: "
-                             "`workbench eval --sensitivity` (one tensor group at a time).",
+                             "`workbench eval --sensitivity` (one tensor group at a time) or "
+                             "`--sensitivity tensor` (one tensor at a time).",
                              styles={"font-size": "0.9em"}))
         if self.model is None:
             for widget in self.controls[:3]:
@@ -230,6 +264,11 @@ class TruthPage(ModelPage):
         ex = self.exclude()
         return df if ex is None or df.empty else df[[not ex(f) for f in df["format"]]]
 
+    @param.depends("level", watch=True)
+    def _relevel(self):
+        if self.model is not None and not self._quiet and len(self.evals):
+            self._show_sensitivity(self.evals, self.target)
+
     @param.depends("weight", "target", "exclude_q4_1", watch=True)
     def _refresh(self):
         if self.model is None or self._quiet:
@@ -273,19 +312,33 @@ class TruthPage(ModelPage):
                        f"within-band Spearman {r['within_band']:+.2f} with {self.target}, {r['overall']:+.2f} overall.")
 
     def _show_sensitivity(self, ev: pd.DataFrame, target: str):
-        sens = self._kept(truth.sensitivity(ev, self.model, target))
+        level = self.level
+        sens = self._kept(truth.sensitivity(ev, self.model, target, level=level))
         if sens.empty:
             self.sensitivity.visible = False
-            self.sensitivity_note.object = ("No sensitivity runs for this model: `workbench eval --sensitivity` "
-                                            "quantizes one tensor group at a time.")
+            how = "`workbench eval --sensitivity`" + (" tensor" if level == "tensor" else "")
+            part = "one tensor" if level == "tensor" else "one tensor group"
+            of = " of single tensors" if level == "tensor" else ""
+            self.sensitivity_note.object = (f"No sensitivity runs{of} for this model: {how} "
+                                            f"quantizes {part} at a time.")
             return
-        add = self._kept(truth.additivity(ev, self.model, target))
-        self.bars.object = sensitivity_bars(sens, target)
+        add = self._kept(truth.additivity(ev, self.model, target, level=level))
+        self.bars.object = sensitivity_bars(sens, target) if level == "group" else tensor_bars(sens, target)
         self.additivity.value = add.reset_index(drop=True)
         self.additivity.height = fitted(len(add))
+        parts = "groups" if level == "group" else "tensors"
+        self.additivity_note.object = (
+            f"**Additivity**: Σ over {parts} of the metric (each alone) ÷ the whole-model metric "
+            f"(1 = their effects add up)" + ("" if len(add) else
+                                            f": no format has every tensor of the whole model run alone") + ".")
+        within = self._kept(truth.group_additivity(ev, self.model, target)) if level == "tensor" else pd.DataFrame()
+        self.within.value = within.reset_index(drop=True)
+        self.within.height = fitted(len(within))
+        self.within_box.visible = bool(len(within))
         ratios = add["ratio"].dropna()
+        n_parts = sens["group" if level == "group" else "tensor"].nunique()
         self.sensitivity_note.object = (
-            f"{sens['format'].nunique()} formats × {sens['group'].nunique()} tensor groups"
+            f"{sens['format'].nunique()} formats × {n_parts} {'tensor groups' if level == 'group' else 'tensors'}"
             + (f"; additivity ratio {ratios.min():.3f}–{ratios.max():.3f}" if len(ratios) else "") + ".")
         self.sensitivity.visible = True
 
