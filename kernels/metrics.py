@@ -121,43 +121,70 @@ def lane_stats(x):
 
 
 @njit(cache=True, nogil=True)
+def row_error_sums(x, r, yr, sd, sds, acc, lane_l1):
+    """Row r of ``error_sums_given``: x[r] against its reconstruction yr (float32[cols]), added
+    to acc = [sse, sy2, sxy, mae, bnl_sum, bnl_seed_sum] in the same order, element by element,
+    as the whole-tensor loop (so a caller that reconstructs one row at a time, as the fused
+    kernels of ``workbench.kernels.uniform`` do, gets the same sums bit for bit).
+    lane_l1: float64[min(32, cols)] scratch."""
+    cols = x.shape[1]
+    nb = (cols + BNL_BLOCK - 1) // BNL_BLOCK
+    nl = min(BNL_BLOCK, cols)
+    sse = acc[0]
+    sy2 = acc[1]
+    sxy = acc[2]
+    mae = acc[3]
+    bnl = acc[4]
+    bnls = acc[5]
+    lane_l1[:] = 0.0
+    for b in range(nb):
+        c0 = b * BNL_BLOCK
+        c1 = min(c0 + BNL_BLOCK, cols)
+        n = c1 - c0
+        l1 = 0.0
+        for c in range(c0, c1):
+            a = np.float64(x[r, c])
+            v = np.float64(yr[c])
+            e = a - v
+            sse += e * e
+            sy2 += v * v
+            sxy += a * v
+            ae = abs(e)
+            if ae > mae:
+                mae = ae
+            l1 += ae
+            lane_l1[c - c0] += ae           # c - c0 = c mod 32: the seed's lane
+        s = sd[r * nb + b]
+        if s > 0:
+            bnl += (l1 / n) / s
+    for p in range(nl):
+        s = sds[r * nl + p]
+        if s > 0:
+            bnls += (lane_l1[p] / ((cols - p + BNL_BLOCK - 1) // BNL_BLOCK)) / s
+    acc[0] = sse
+    acc[1] = sy2
+    acc[2] = sxy
+    acc[3] = mae
+    acc[4] = bnl
+    acc[5] = bnls
+
+
+@njit(cache=True, nogil=True, inline="always")
+def pack_sums(acc, sx2, rows, cols):
+    """The ``error_sums`` array from row_error_sums' accumulators."""
+    nb = (cols + BNL_BLOCK - 1) // BNL_BLOCK
+    nl = min(BNL_BLOCK, cols)
+    return np.array([acc[0], sx2, acc[1], acc[2], acc[3], acc[4], np.float64(rows * nb), acc[5],
+                     np.float64(rows * nl)])
+
+
+@njit(cache=True, nogil=True)
 def error_sums_given(x, y, sx2, sd, sds):
     """``error_sums(x, y)`` with x's own sums from ``signal_stats(x)``: the same values, bit for
     bit (every sum in the same order), with about half the arithmetic per format."""
     rows, cols = x.shape
-    nb = (cols + BNL_BLOCK - 1) // BNL_BLOCK
-    nl = min(BNL_BLOCK, cols)
-    sse = 0.0
-    sy2 = 0.0
-    sxy = 0.0
-    mae = 0.0
-    bnl = 0.0
-    bnls = 0.0
-    lane_l1 = np.empty(nl)
+    acc = np.zeros(6)
+    lane_l1 = np.empty(min(BNL_BLOCK, cols))
     for r in range(rows):
-        lane_l1[:] = 0.0
-        for b in range(nb):
-            c0 = b * BNL_BLOCK
-            c1 = min(c0 + BNL_BLOCK, cols)
-            n = c1 - c0
-            l1 = 0.0
-            for c in range(c0, c1):
-                a = np.float64(x[r, c])
-                v = np.float64(y[r, c])
-                e = a - v
-                sse += e * e
-                sy2 += v * v
-                sxy += a * v
-                ae = abs(e)
-                if ae > mae:
-                    mae = ae
-                l1 += ae
-                lane_l1[c - c0] += ae           # c - c0 = c mod 32: the seed's lane
-            s = sd[r * nb + b]
-            if s > 0:
-                bnl += (l1 / n) / s
-        for p in range(nl):
-            s = sds[r * nl + p]
-            if s > 0:
-                bnls += (lane_l1[p] / ((cols - p + BNL_BLOCK - 1) // BNL_BLOCK)) / s
-    return np.array([sse, sx2, sy2, sxy, mae, bnl, np.float64(rows * nb), bnls, np.float64(rows * nl)])
+        row_error_sums(x, r, y[r], sd, sds, acc, lane_l1)
+    return pack_sums(acc, sx2, rows, cols)

@@ -121,7 +121,9 @@ def test_a_store_with_old_duplicates_reads_one_row_per_key_and_repairs(small_sto
     rows = st.results(store)
     later = rows.head(10).assign(created_at=rows["created_at"].max() + pd.Timedelta(hours=1), nmse=0.5)
     fresh = rows.head(3).assign(tensor="another.weight", created_at=later["created_at"].iloc[0])
-    st._write_unlocked(store, "results", rows)                          # a full second copy
+    # a full second copy, measured a second later (with the same created_at the file names would
+    # decide which copy is first: the small store may hold its rows in more than one file)
+    st._write_unlocked(store, "results", rows.assign(created_at=rows["created_at"] + pd.Timedelta(seconds=1)))
     st._write_unlocked(store, "results", pd.concat([later, fresh]))     # 10 later copies + 3 new
     assert raw_counts(store) == (2 * len(rows) + 13, len(rows) + 3)
     got = st.results(store)

@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tensors", default=None, help="regular expression on tensor names")
     p.add_argument("--workers", type=int, default=None, help="threads (default: every core)")
     p.add_argument("--no-resume", action="store_true", help="measure again what is already stored")
+    p.add_argument("--time-all", action="store_true", help="time quantize/dequantize on every tensor "
+                   "(default: every format is timed on one tensor, sweep.timing_tensor, and the error "
+                   "columns of the rest come from the fused kernel: the same values, faster)")
     p.add_argument("--imatrix", type=Path, default=None, help="importance matrix (llama.cpp GGUF or "
                    "legacy .dat): llama.cpp types are quantized with it as llama-quantize --imatrix "
                    "does, and wmse/wnmse are measured for every format")
@@ -190,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_sweep(a) -> int:
     from workbench.sweep import run
     rep = run(a.model, a.formats, a.tensors, a.store, a.workers, resume=not a.no_resume,
-              imatrix=a.imatrix)
+              imatrix=a.imatrix, timing="all" if a.time_all else "one")
     print(f"{rep.model}: measured {rep.measured} (tensor, format) pairs in {rep.seconds:.1f} s; "
           f"{rep.already} already stored; {len(rep.skipped)} skipped")
     falls: dict[tuple[str, str], int] = {}

@@ -76,10 +76,7 @@ class UniformCodec(Codec):
         s = self.spec
         bits, sym, block, enc, sbits, ssym, sblock = self._args()
         rmse = s.search == "rmse"
-        if s.uses_normalizer:
-            norms = U.normalizers(x, bits, sym, block, enc, sbits, ssym, sblock, rmse)
-        else:
-            norms = np.empty(0, np.float32)
+        norms = self._norms(x)
         packed = np.empty(s.nbytes(x.shape), np.uint8)
         assert norms.nbytes == s.header_bytes, (s.name, norms.nbytes, s.header_bytes)
         packed[:norms.nbytes] = norms.view(np.uint8)
@@ -87,6 +84,22 @@ class UniformCodec(Codec):
         if used != packed.size:  # the layout and the closed form must agree, byte for byte
             raise AssertionError(f"{s.name}: wrote {used} bytes, closed form says {packed.size}")
         return packed
+
+    def _norms(self, x: np.ndarray) -> np.ndarray:
+        s = self.spec
+        if not s.uses_normalizer:
+            return np.empty(0, np.float32)
+        bits, sym, block, enc, sbits, ssym, sblock = self._args()
+        return U.normalizers(x, bits, sym, block, enc, sbits, ssym, sblock, s.search == "rmse")
+
+    def error_sums(self, x: np.ndarray, stats) -> np.ndarray:
+        """The fused path: ``kernels.metrics.error_sums_given(x, dequantize(quantize(x)),
+        *stats)``, bit for bit, in one pass without the bytes (``kernels.uniform.error_sums``).
+        ``stats``: ``metrics.signal_sums(x)``."""
+        s = self.spec
+        bits, sym, block, enc, sbits, ssym, sblock = self._args()
+        return U.error_sums(x, *stats, bits, sym, block, enc, sbits, ssym, sblock,
+                            s.search == "rmse", s.naive, self._norms(x))
 
     def dequantize(self, packed: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         bits, sym, block, enc, sbits, ssym, sblock = self._args()

@@ -32,10 +32,15 @@ def tensor_metrics(x: np.ndarray, y: np.ndarray, stats=None) -> dict[str, float]
     ``stats``: ``signal_sums(x)``, when several reconstructions of one x are measured."""
     if x.shape != y.shape:
         raise ValueError(f"shape mismatch {x.shape} vs {y.shape}")
-    sums = error_sums(x, y) if stats is None else error_sums_given(x, y, *stats)
+    return metrics_from_sums(error_sums(x, y) if stats is None else error_sums_given(x, y, *stats), x.size)
+
+
+def metrics_from_sums(sums: np.ndarray, n: int) -> dict[str, float]:
+    """The metrics of ``tensor_metrics`` from the kernels' error sums (``error_sums`` layout)
+    of a tensor of ``n`` weights: the reconstruction path and the fused one
+    (``codecs.UniformCodec.error_sums``) share it."""
     # Python floats: no numpy warnings
     sse, sx2, sy2, sxy, mae, bnl, nblk, bnl_seed, nlanes = (float(v) for v in sums)
-    n = x.size
     mse = sse / n
     nmse = sse / sx2 if sx2 > 0 else (0.0 if sse == 0 else math.inf)
     return {

@@ -45,6 +45,9 @@ NATURAL_KEY = ("model", "tensor", "format", "imatrix", "backend", "device", "wor
 MAY_BE_EMPTY = ("imatrix",)  # natural-key columns where "" is a value (no imatrix)
 MODEL_ID = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 
+# quant_s/dequant_s: seconds of the real quantize → bytes and bytes → dequantize of that pair;
+# empty (null) where the error columns came from the fused kernel without bytes (a default
+# sweep times each uniform format on one tensor only: workbench/sweep.py ``timing_tensor``).
 RESULTS_SCHEMA = pa.schema([
     ("model", pa.string()), ("tensor", pa.string()), ("format", pa.string()),
     ("family", pa.string()), ("bits", pa.int16()), ("block", pa.int32()), ("symmetric", pa.bool_()),
@@ -636,7 +639,8 @@ def summary(store: str | Path, model: str | None = None, tensor_regex: str | Non
            sum(bnl * numel) / sum(numel) AS bnl, sum(bnl_seed * numel) / sum(numel) AS bnl_seed, sum(cosine * numel) / sum(numel) AS cosine,
            sum(wmse * numel) / sum(numel) AS wmse, sum(wnmse * numel) / sum(numel) AS wnmse,
            max(max_abs_err) AS max_abs_err,
-           sum(numel) / sum(quant_s) AS quant_wps, sum(numel) / sum(dequant_s) AS dequant_wps,
+           sum(numel) FILTER (WHERE quant_s > 0) / sum(quant_s) FILTER (WHERE quant_s > 0) AS quant_wps,
+           sum(numel) FILTER (WHERE dequant_s > 0) / sum(dequant_s) FILTER (WHERE dequant_s > 0) AS dequant_wps,
            count(*) FILTER (WHERE applied_type IS NOT NULL AND applied_type <> format) AS fallback_tensors,
            string_agg(DISTINCT applied_type, ',' ORDER BY applied_type) AS applied_types
     FROM per_tensor GROUP BY model, format ORDER BY model, bpw"""

@@ -24,7 +24,8 @@ from workbench import store as st
 from workbench.codecs import BACKEND, as_kernel_input, codec_for
 from workbench.formats import FormatSpec, resolve, spec_columns  # noqa: F401 (public here too)
 from workbench.imatrix import load as load_imatrix, weights_for
-from workbench.metrics import tensor_metrics, signal_sums, weighted_metrics
+from workbench.kernels.metrics import error_sums_given
+from workbench.metrics import metrics_from_sums, tensor_metrics, signal_sums, weighted_metrics
 from workbench.sources import ModelSource, TensorInfo, open_model
 
 CHUNK = 24            # formats per task: small enough to balance a big tensor across cores
@@ -46,31 +47,67 @@ class SweepReport:
     seconds: float = 0.0
 
 
-def measure(spec: FormatSpec, x: np.ndarray, importance: np.ndarray | None = None, stats=None) -> dict:
+def measure(spec: FormatSpec, x: np.ndarray, importance: np.ndarray | None = None, stats=None,
+            timed: bool = True) -> dict:
     """Quantize → packed bytes → dequantize, timed; metrics of the reconstruction. With an
     importance vector (an imatrix entry for the tensor), formats that use one quantize with it
-    (as llama-quantize --imatrix does) and the importance-weighted errors are added."""
+    (as llama-quantize --imatrix does) and the importance-weighted errors are added.
+
+    ``timed=False``: the error columns only, by the fused kernel where the family has one (the
+    uniform grid: ``codecs.UniformCodec.error_sums``, one pass, no bytes) — the same metrics
+    bit for bit — and no timings (quant_s/dequant_s None). A timed measurement of a format with
+    a fused kernel checks the fused sums against the real path's and fails loudly if they
+    differ."""
     codec = codec_for(spec)
     rows, cols = x.shape
     applied, note = spec.plan(x.shape)
     use = importance is not None and codec.uses_importance(x.shape)
-    t0 = time.perf_counter()
-    packed = codec.quantize(x, importance if use else None)
-    t1 = time.perf_counter()
-    y = codec.dequantize(packed, x.shape)
-    t2 = time.perf_counter()
-    m = tensor_metrics(x, y, stats)
+    fused = getattr(codec, "error_sums", None) if importance is None else None
+    if stats is None and fused is not None:
+        stats = signal_sums(x)
+    if not timed and fused is not None:
+        nbytes = spec.nbytes(x.shape)
+        m = metrics_from_sums(fused(x, stats), x.size)
+        t0 = t1 = t2 = None
+    else:
+        t0 = time.perf_counter()
+        packed = codec.quantize(x, importance if use else None)
+        t1 = time.perf_counter()
+        y = codec.dequantize(packed, x.shape)
+        t2 = time.perf_counter()
+        nbytes = int(packed.size)
+        sums = error_sums_given(x, y, *stats) if stats is not None else None
+        m = metrics_from_sums(sums, x.size) if sums is not None else tensor_metrics(x, y)
+        if fused is not None and not np.array_equal(fused(x, stats), sums, equal_nan=True):
+            raise AssertionError(f"{spec.name}: the fused error kernel disagrees with quantize → "
+                                 "dequantize on this tensor (a bug: report it)")
+        if importance is not None:
+            m.update(weighted_metrics(x, y, importance))
     if not (math.isfinite(m["mse"]) and math.isfinite(m["cosine"])):   # x is finite: y is not
         raise Unrepresentable(f"{spec.name} cannot represent this tensor (absmax "
                               f"{float(np.abs(x).max()):.3g}): its reconstruction holds Inf/NaN, a scale "
                               f"overflows its {spec.scale} encoding")
-    if importance is not None:
-        m.update(weighted_metrics(x, y, importance))
-    return {**m, "bpw": packed.size * 8 / x.size, "nbytes": int(packed.size), "rows": rows, "cols": cols,
+    return {**m, "bpw": nbytes * 8 / x.size, "nbytes": nbytes, "rows": rows, "cols": cols,
             "row_tail": spec.row_tail(cols) if spec.family == "uniform" else 0,
             "applied_type": applied if spec.family == "ggml" else None, "fallback_note": note,
             "imatrix_note": None if importance is None or use else f"{applied} ignores the imatrix",
-            "quant_s": t1 - t0, "dequant_s": t2 - t1}
+            "quant_s": None if t0 is None else t1 - t0, "dequant_s": None if t0 is None else t2 - t1}
+
+
+TIMING_MAX_WEIGHTS = 1 << 22
+
+
+def timing_tensor(weights: list[TensorInfo]) -> str | None:
+    """The tensor a default sweep times every format on: the largest of at most
+    ``TIMING_MAX_WEIGHTS`` (4 Mi) weights — big enough for a stable rate, small enough to be
+    cheap — else the smallest; the first in model order among equals. (MiniLM: the 1536×384
+    ``encoder.layer.0.intermediate.dense.weight``.)"""
+    if not weights:
+        return None
+    sizes = [(t.numel, i) for i, t in enumerate(weights)]
+    small = [(n, -i) for n, i in sizes if n <= TIMING_MAX_WEIGHTS]
+    pick = -max(small)[1] if small else min(sizes)[1]
+    return weights[pick].name
 
 
 class Unrepresentable(ValueError):
@@ -109,6 +146,7 @@ def warm_up(formats: list[FormatSpec], progress: bool | Callable[[int, int], Non
             if f.applies_to(x.shape):
                 continue
             measure(f, x, stats=signal_sums(x))
+            measure(f, x, stats=signal_sums(x), timed=False)    # the fused kernel too
             if f.family == "ggml":
                 measure(f, x, np.linspace(0.5, 2, cols, dtype=np.float32))
         if bar is not None:
@@ -128,7 +166,7 @@ def run(model: str | os.PathLike | None = None, formats: str | list[FormatSpec] 
         tensors: str | None = None, store: str | os.PathLike | None = None, workers: int | None = None,
         resume: bool = True, progress: bool | Callable[[int, int], None] = True,
         cancel: threading.Event | None = None, imatrix: str | os.PathLike | None = None,
-        run_id: str | None = None) -> SweepReport:
+        run_id: str | None = None, timing: str = "one") -> SweepReport:
     """Sweep a model; see the module docstring. ``progress`` is True (a tqdm bar), False, or a
     callback(done, total). Setting ``cancel`` stops after the tasks in flight and keeps them.
     ``imatrix``: an importance-matrix file (llama.cpp's GGUF or legacy .dat): llama.cpp types
@@ -136,7 +174,14 @@ def run(model: str | os.PathLike | None = None, formats: str | list[FormatSpec] 
     importance-weighted errors; rows are keyed by the file's fingerprint, so a sweep with and
     one without an imatrix live side by side. A tensor the file has no entry for is measured
     without one, and the row says why (``imatrix_note``). ``run_id``: the id the rows get (new
-    by default); a caller that watches the store while the sweep runs picks it first."""
+    by default); a caller that watches the store while the sweep runs picks it first.
+
+    ``timing``: "one" (the default) times the real quantize → bytes → dequantize path of every
+    format on one tensor (``timing_tensor``) and measures the error columns of the others with
+    the fused kernel where the family has one (same values, bit for bit; quant_s/dequant_s
+    stay empty on those rows); "all" times every (tensor, format) pair, as before."""
+    if timing not in ("one", "all"):
+        raise ValueError(f"timing {timing!r}: one of one, all")
     t_start = time.perf_counter()
     src: ModelSource = open_model(model)            # validates the whole file before any write
     imx = load_imatrix(imatrix) if imatrix is not None else None   # likewise: one-line error
@@ -153,6 +198,7 @@ def run(model: str | os.PathLike | None = None, formats: str | list[FormatSpec] 
     weights = src.weights(tensors)
     if tensors and not weights:
         raise st.StoreError(f"no weight tensor of {src.model_id} matches --tensors {tensors!r}")
+    timed_name = timing_tensor(weights) if timing == "one" else None
     tasks: list[tuple[TensorInfo, list[FormatSpec]]] = []
     for t in weights:
         todo = []
@@ -218,7 +264,7 @@ def run(model: str | os.PathLike | None = None, formats: str | list[FormatSpec] 
         out, sk = [], []
         for f in fs:
             try:
-                m = measure(f, x, w, stats)
+                m = measure(f, x, w, stats, timed=timed_name is None or t.name == timed_name)
             except Unrepresentable as exc:
                 sk.append((t.name, f.name, str(exc)))
                 continue

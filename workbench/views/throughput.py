@@ -2,9 +2,11 @@
 and reference timings (``workbench.store.timings``) in, tables and HoloViews out.
 
 Weights per second of a format on one backend and device = Σ numel / Σ seconds over the
-tensors it was measured on, each (tensor, format) counted once per backend and device (the
+tensors it was timed on, each (tensor, format) counted once per backend and device (the
 fastest of repeated measurements, as ``store.summary`` does), so one slow tensor weighs by its
-size. Nothing here touches the store or Panel.
+size. A default sweep times each uniform format on one tensor (``sweep.timing_tensor``; the
+other rows' errors come from the fused kernel and carry no timing): ``tensors`` counts the
+timed ones. Nothing here touches the store or Panel.
 """
 from __future__ import annotations
 
@@ -60,8 +62,9 @@ def throughput_table(results: pd.DataFrame, imatrix: str | None = "") -> pd.Data
     """Weights per second per (format, backend, device) of one model's results rows.
 
     ``imatrix``: keep the runs with that importance matrix ("" = without one, None = all).
-    Columns: format, family, backend, device, where ('backend · device'), tensors, numel, bpw
-    (stored bits / weights of those tensors), quant_wps, dequant_wps; sorted by bpw, format."""
+    Columns: format, family, backend, device, where ('backend · device'), tensors (timed), numel
+    and bpw (stored bits / weights, over every tensor measured), quant_wps, dequant_wps; sorted by
+    bpw, format."""
     _check(results, REQUIRED, "the results")
     cols = ["format", "family", "backend", "device", "where", "tensors", "numel", "bpw",
             "quant_wps", "dequant_wps"]
@@ -79,7 +82,8 @@ def throughput_table(results: pd.DataFrame, imatrix: str | None = "") -> pd.Data
     for (fmt, backend, device), g in per_tensor.groupby(keys, dropna=False, sort=False):
         numel = g["numel"].astype(float)
         rows.append({"format": fmt, "family": g["family"].iloc[0], "backend": backend, "device": device,
-                     "where": f"{backend} · {device}", "tensors": len(g), "numel": int(numel.sum()),
+                     "where": f"{backend} · {device}",
+                     "tensors": int((g["quant_s"].astype(float) > 0).sum()), "numel": int(numel.sum()),
                      "bpw": g["nbytes"].sum() * 8.0 / numel.sum(),
                      "quant_wps": _wps(numel, g["quant_s"]), "dequant_wps": _wps(numel, g["dequant_s"])})
     return pd.DataFrame(rows, columns=cols).sort_values(["bpw", "format", "where"]).reset_index(drop=True)
