@@ -462,7 +462,12 @@ def cmd_serve(a) -> int:
            "--allow-websocket-origin", f"{a.address}:{a.port}"]
     if a.show:
         cmd.append("--show")
-    return subprocess.call(cmd, env=env)
+    # The server replaces this process (exec), so one `kill` (SIGTERM/SIGINT) reaches it and
+    # frees the port: a wrapper waiting on a child would die alone and leave the child serving.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, cmd, env)
+    return 1    # not reached
 
 
 COMMANDS = {"sweep": cmd_sweep, "eval": cmd_eval, "truth": cmd_truth, "formats": cmd_formats, "export": cmd_export, "import": cmd_import,

@@ -23,6 +23,7 @@ import contextlib
 import datetime as _dt
 import fcntl
 import functools
+import threading
 import json
 import os
 import platform
@@ -521,12 +522,59 @@ def connect(store: str | Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
+def store_version(store: str | Path) -> tuple:
+    """What every query of ``store`` depends on: (path, size, mtime) of each table file. Store
+    files are immutable and every write adds, replaces or moves one, so a write changes it."""
+    sig = []
+    for path in sorted(Path(store).glob("model=*/table=*/*.parquet")):
+        try:
+            s_ = path.stat()
+        except OSError:
+            continue
+        sig.append((path.as_posix(), s_.st_size, s_.st_mtime_ns))
+    return tuple(sig)
+
+
+# Query answers, shared by every dashboard session of this process: (store, version, sql,
+# params) -> DataFrame. Twenty users opening the Pareto page run the same few queries; they are
+# answered once per store version (a write changes the version: the stale answers are dropped
+# then, so their memory goes back). Bounded by QUERY_CACHE_CELLS cells; callers get copies.
+_QUERY_CACHE: dict[tuple, pd.DataFrame] = {}
+_QUERY_LOCK = threading.Lock()
+QUERY_CACHE_CELLS = 20_000_000
+QUERY_STATS = {"hits": 0, "misses": 0}
+
+
+def _cache_put(key: tuple, df: pd.DataFrame) -> None:
+    with _QUERY_LOCK:
+        for k in [k for k in _QUERY_CACHE if k[0] == key[0] and k[1] != key[1]]:
+            del _QUERY_CACHE[k]            # answers of an older version of the same store
+        _QUERY_CACHE[key] = df
+        while sum(d.size for d in _QUERY_CACHE.values()) > QUERY_CACHE_CELLS and len(_QUERY_CACHE) > 1:
+            del _QUERY_CACHE[next(iter(_QUERY_CACHE))]    # oldest first
+
+
+def clear_query_cache() -> None:
+    with _QUERY_LOCK:
+        _QUERY_CACHE.clear()
+
+
 def query(store: str | Path, sql: str, params: list | None = None) -> pd.DataFrame:
+    """``sql`` over the store's views (``connect``). Answers are cached per store version
+    (``store_version``): the same query of an unchanged store is not run again."""
+    key = (str(Path(store).resolve()), store_version(store), sql, repr(params or []))
+    with _QUERY_LOCK:
+        hit = _QUERY_CACHE.get(key)
+        QUERY_STATS["hits" if hit is not None else "misses"] += 1
+    if hit is not None:
+        return hit.copy()
     con = connect(store)
     try:
-        return con.execute(sql, params or []).df()
+        df = con.execute(sql, params or []).df()
     finally:
         con.close()
+    _cache_put(key, df)
+    return df.copy()
 
 
 def results(store: str | Path, model: str | None = None) -> pd.DataFrame:
