@@ -53,7 +53,7 @@ def free_port() -> int:
 @contextlib.contextmanager
 def serve(store: str | os.PathLike, start_s: float = SERVER_START_S, env: dict | None = None):
     """`python -m panel serve workbench` on a free port, reading ``store``; yields a dict with its
-    ``url``, the ``log`` lines so far (a live list) and the ``store`` path."""
+    ``url``, the ``log`` lines so far (a live list), the ``store`` path and the server's ``pid``."""
     port = free_port()
     cmd = [sys.executable, "-m", "panel", "serve", "workbench", "--port", str(port),
            "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}"]
@@ -79,7 +79,7 @@ def serve(store: str | os.PathLike, start_s: float = SERVER_START_S, env: dict |
                 pass
             if time.monotonic() > deadline:
                 raise ServerError(f"panel serve did not start in {start_s} s:\n{''.join(log)}")
-        yield {"url": f"http://127.0.0.1:{port}/workbench", "log": log, "store": Path(store)}
+        yield {"url": f"http://127.0.0.1:{port}/workbench", "log": log, "store": Path(store), "pid": proc.pid}
     finally:
         proc.terminate()
         try:

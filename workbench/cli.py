@@ -147,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", type=int, default=1_000_000, help="--import: rows in the file")
     p.add_argument("--eval", dest="eval_", action="store_true", help="model-level evaluation: one format on "
                    "SmolLM2 through llama.cpp (target <= 60 s, reference cached), 40+ formats on MiniLM (<= 5 min)")
+    p.add_argument("--sessions", type=int, default=None, metavar="N", help="N users at once on the Pareto "
+                   "page in headless chromium: time to plot, brushes registered, server memory")
     p.add_argument("--cold", action="store_true", help="the README's main job from a cold Numba cache: "
                    "`workbench sweep` of the default grid with compilation, then again warm")
     p.add_argument("--threads", type=int, default=None, help="--vs: threads for the all-cores columns")
@@ -372,6 +374,10 @@ def cmd_truth(a) -> int:
 
 
 def cmd_bench(a) -> int:
+    if a.sessions is not None:
+        from workbench.bench_sessions import main as sessions_main
+        return sessions_main(["--sessions", str(a.sessions)] + (["--base", str(a.base)] if a.base else [])
+                             + (["--out", str(a.out)] if a.out else []))
     if a.eval_:
         from workbench.bench_eval import main as eval_main
         return eval_main(out=a.out)

@@ -5,8 +5,9 @@ random module name, so relative imports would load a second copy of the views.
 """
 import panel as pn
 
-from workbench.views.app import Workbench
+from workbench.views.app import Workbench, release_memory
 
 pn.extension("tabulator", sizing_mode="stretch_width", notifications=True)
+pn.state.on_session_destroyed(release_memory)
 
 Workbench().template().servable()   # reads $WORKBENCH_STORE, else the default store
