@@ -234,3 +234,25 @@ def test_ratio_plot_keeps_one_in_range():
     hv.render(ov)
     with pytest.raises(ValueError, match="bpw"):
         ratio_plot(f.drop(columns="bpw"), "dequant_wps")
+
+
+def test_log_axes_label_their_data_range_without_e_notation():
+    """Ratios between 0.6 and 5, and nmse values at 1e-4..1e-2: the ticks sit inside the data,
+    written as plain numbers; the hover reads at least 4 significant digits."""
+    a = rows()
+    b = a.copy()
+    b["nmse"] = a["nmse"] / np.linspace(0.6, 5.0, len(a))
+    t = compare_stores(a, b)
+    f = format_comparison(t)
+    fig = hv.render(ratio_plot(t, "nmse"))
+    ticks = fig.yaxis[0].ticker.ticks
+    assert len([v for v in ticks if 0.6 <= v <= 5.0]) >= 3
+    assert all("e" not in fig.yaxis[0].major_label_overrides[v] for v in ticks)
+    hover = next(tool for tool in fig.tools if type(tool).__name__ == "HoverTool")
+    assert dict(hover.tooltips)["A / B"].endswith("{0.000000}")          # 1.0000xx: 7 significant digits
+    fig = hv.render(comparison_scatter(t, "nmse"))
+    vals = np.concatenate([t.nmse_a, t.nmse_b])
+    for axis in (fig.xaxis[0], fig.yaxis[0]):
+        inside = [v for v in axis.ticker.ticks if vals.min() <= v <= vals.max()]
+        assert len(inside) >= 3 and all("e" not in axis.major_label_overrides[v] for v in axis.ticker.ticks)
+    assert len(f) == len(FORMATS)

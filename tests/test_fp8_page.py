@@ -7,12 +7,13 @@ import pytest
 
 from workbench import store as st
 from workbench.views.fp8_page import EMPTY_STORE, Fp8Page
-from workbench.views.ratios import double_ratio_table, gain_row_styles, single_ratio_table
+from workbench.views.ratios import (OUT_OF_RANGE, double_ratio_table, gain_row_styles, gain_summary,
+                                    paired_summary, single_ratio_table)
 
 # The seed's pairs: e4m3 (and bf16) at B/2 against f16 at B, 8×8 e4m3 against 16×16 f16.
 FORMATS = ("Q3s16_e4m3,Q3s32,Q4s16_e4m3,Q4s32,Q4a16_e4m3,Q4a32,Q4s32_e4m3,Q4s64,Q4s16_bf16,"
            "Q4a16_bf16,Q4s16_e4m3_nonorm,Q(4s8)xQ(6s8)_e4m3,Q(4s16)xQ(6s16),Q(4a8)xQ(6s8)_e4m3,"
-           "Q(4a16)xQ(6s16),Q(4s8)xQ(8s8)_e4m3,Q(4s16)xQ(8s16),Q4_0")
+           "Q(4a16)xQ(6s16),Q(4s8)xQ(8s8)_e4m3,Q(4s16)xQ(8s16),Q4_0,Q3s64,Q4a64")
 TENSOR = r"layer\.0\.attention\.self\.query"
 
 
@@ -38,24 +39,66 @@ def test_defaults_and_both_analyses(fp8_store):
     single = single_ratio_table(summary, "e4m3", "f16")
     double = double_ratio_table(summary, "e4m3", "f16")
     assert len(single) == 4 and len(double) == 3
-    for section, table, head in ((page.single, single, "e4m3 (normalizer) at B/2 beats f16 at B"),
-                                 (page.double, double, "8×8 with e4m3 (normalizer) beats 16×16 with f16")):
-        wins = int((table["ratio"] < 1).sum())
-        assert section.summary.object == (f"{head} in {wins} of {len(table)} pairs "
-                                          f"(median ratio {table['ratio'].median():.3g})")
+    for section, table, double_ in ((page.single, single, False), (page.double, double, True)):
+        # the headline is at equal bpw; the seed's pairing stays, with its bpw difference
+        assert section.summary.object == gain_summary(table, "e4m3", "f16", double_)
+        assert section.summary.object.startswith("At equal bpw: ")
+        wins = int((table["eq_ratio"] < 1).sum())
+        assert f" in {wins} of {len(table)} pairs (median ratio " in section.summary.object
+        assert section.paired.object == paired_summary(table, "e4m3", "f16", double_)
         shown = section.table.value
         assert sorted(shown["format_a"]) == sorted(table["format_a"])
-        assert shown["ratio"].is_monotonic_increasing          # gains first
-        assert {"nmse A", "nmse B"} <= set(shown.columns)
+        gains = shown["gain"].astype(bool)
+        assert gains.tolist() == sorted(gains, reverse=True)           # gains first
+        assert shown.loc[gains, "ratio at equal bpw"].is_monotonic_increasing
+        assert {"nmse A", "nmse B", "nmse B curve at bpw A", "ratio at equal bpw", "paired ratio",
+                "bpw A − B (paired)"} <= set(shown.columns)
+        assert section.table.hidden_columns == ["gain"]
         assert section.heatmap.object is not None and section.figures.visible
-        assert section.heatmap.object.data["format_a"].tolist() == table["format_a"].tolist()
+        heat = section.heatmap.object.get(0)
+        assert heat.vdims[0].name == "eq_log2_ratio"
+        assert heat.data["format_a"].tolist() == table["format_a"].tolist()
+    # double: 8×8 costs more than 16×16, so no pair is a gain by its paired ratio alone, and
+    # the 5.75-bpw asymmetric one lies past every f16 double format
+    assert (double["bpw_diff"] > 0).all()
+    assert (double["gain"] == (double["eq_ratio"] < 1)).all()
+    assert OUT_OF_RANGE in set(double["eq_status"])
+    # ≥ 4 significant digits in the table: ratios to 4 decimals (all ≥ 0.1 here), errors d.ddde-x
+    f = page.single.table.formatters
+    assert f["ratio at equal bpw"].format == "0.0000" and f["paired ratio"].format == "0.0000"
+    assert f["nmse A"].precision == 3 and f["ratio at equal bpw"].nan_format == OUT_OF_RANGE
+    assert (single["ratio"] >= 0.1).all()
+
+
+def test_a_equals_b_reports_no_gain(fp8_store):
+    """f16 against f16: the seed's pairing finds B/2 better at +bpw; none of it is a gain, and
+    no row is highlighted."""
+    page = Fp8Page(store=fp8_store)
+    page.enc_a = "f16"
+    table = page.single.table.value
+    assert len(table) == 3 and (table["paired ratio"] < 1).all()
+    assert not table["gain"].any() and (table["ratio at equal bpw"].dropna() >= 1).all()
+    assert page.single.summary.object.startswith("At equal bpw: f16 at B/2 beats the f16 curve in 0 of 3 pairs")
+    assert page.single.paired.object.endswith("0 of them at equal or lower bpw.")
+    styles = page.single.table._get_style_data()["data"]
+    assert not any(styles.values())
+
+
+def test_heatmap_colour_toggle(fp8_store):
+    page = Fp8Page(store=fp8_store)
+    assert page.single.heatmap.object.get(0).vdims[0].name == "eq_log2_ratio"
+    assert "f16 curve at equal bpw" in page.single.heatmap.object.opts.get().kwargs["title"]
+    page.colour_by = "paired"
+    assert page.single.heatmap.object.get(0).vdims[0].name == "log2_ratio"
+    assert page.double.heatmap.object.get(0).vdims[0].name == "log2_ratio"
+    assert page.single.heatmap.object.opts.get().kwargs["title"] == "nmse(B/2, e4m3 (normalizer)) / nmse(B, f16)"
 
 
 def test_encoding_a_changes_everything_and_missing_sides_are_named(fp8_store):
     page = Fp8Page(store=fp8_store)
     page.enc_a = "bf16"
     assert set(page.single.table.value["format_a"]) == {"Q4s16_bf16", "Q4a16_bf16"}
-    assert page.single.summary.object.startswith("bf16 at B/2 beats f16 at B in ")
+    assert page.single.summary.object.startswith("At equal bpw: bf16 at B/2 beats the f16 curve in ")
     assert "Single quantization: blocks of B/2 with bf16 scales" in page.single.heading.object
     # no bf16 double formats: one line says so and nothing is drawn
     assert page.double.summary.object == "missing: the store has no double formats with bf16 scales"
@@ -66,16 +109,18 @@ def test_encoding_a_changes_everything_and_missing_sides_are_named(fp8_store):
     assert page.double.table.value["format_a"].tolist() == ["Q(4s8)xQ(8s8)_e4m3"]
     page.metric = "sqnr_db"
     assert {"sqnr_db A", "sqnr_db B"} <= set(page.single.table.value.columns)
-    assert (page.single.table.value["ratio"] > 0).all()
+    assert (page.single.table.value["paired ratio"] > 0).all()
 
 
 def test_gain_rows_are_styled_in_the_table(fp8_store):
     page = Fp8Page(store=fp8_store)
-    shown = page.single.table.value
-    styles = page.single.table._get_style_data()["data"]     # what Tabulator sends to the browser
-    styled_rows = {r for r, cells in styles.items() if cells}
-    expected = {i for i, row in shown.iterrows() if gain_row_styles(row)[0]}
-    assert styled_rows == expected and expected
+    for section in (page.single, page.double):
+        shown = section.table.value
+        styles = section.table._get_style_data()["data"]     # what Tabulator sends to the browser
+        styled_rows = {r for r, cells in styles.items() if cells}
+        expected = {i for i, row in shown.iterrows() if gain_row_styles(row)[0]}
+        assert styled_rows == expected == set(shown.index[shown["gain"].astype(bool)])
+    assert set(page.single.table.value.index[page.single.table.value["gain"]])      # some gains to show
 
 
 def test_reload_picks_up_a_new_model(fp8_store, tmp_path):

@@ -178,21 +178,28 @@ def test_plot_layers_markers_and_direction():
     labels = [el.label for el in _layers(quant)]
     assert labels == [f"cupy-cuda · {GPU}", f"numba-cpu · {CPU}", "llama.cpp, 1 thread", "workbench-numba, 1 thread"]
     cpu = _layers(quant)[1]
-    assert sorted(cpu.data["wps"]) == sorted(t.loc[t["backend"] == "numba-cpu", "quant_wps"])
+    assert sorted(cpu.data["wps"]) == pytest.approx(sorted(t.loc[t["backend"] == "numba-cpu", "quant_wps"] / 1e6))
     for el, impl in zip(_layers(quant)[2:], ("llama.cpp", "workbench-numba")):
         opts = hv.Store.lookup_options("bokeh", el, "style").kwargs
-        assert opts["marker"] == MARKERS[impl] and el.data["wps"].tolist() == ref.loc[
-            ref["implementation"] == impl, "quant_wps"].tolist()
+        assert opts["marker"] == MARKERS[impl] and el.data["wps"].tolist() == pytest.approx(
+            (ref.loc[ref["implementation"] == impl, "quant_wps"] / 1e6).tolist())
     # dequantize: the same formats at their dequantize rates; the reference (quantize only) is gone
     deq = throughput_plot(t, "dequant", ref)
     assert [el.label for el in _layers(deq)] == labels[:2]
-    assert sorted(_layers(deq)[1].data["wps"]) == sorted(t.loc[t["backend"] == "numba-cpu", "dequant_wps"])
+    assert sorted(_layers(deq)[1].data["wps"]) == pytest.approx(sorted(t.loc[t["backend"] == "numba-cpu", "dequant_wps"] / 1e6))
     for obj in (quant, deq, throughput_plot(t.iloc[:0], "quant", None), throughput_plot(t.iloc[:1], "quant")):
         fig = hv.render(obj, backend="bokeh")
         doc = Document()
         doc.add_root(fig)
         assert check_integrity(doc.models).error == []
         assert fig.y_scale.__class__.__name__ == "LogScale"
+        # one unit with the table (Mw/s), plain-number ticks at 1-2-5 of each decade
+        assert fig.yaxis[0].axis_label.endswith("M weights per second")
+        assert fig.yaxis[0].formatter.format == "0,0.[00]" and list(fig.yaxis[0].ticker.mantissas) == [1, 2, 5]
+        from bokeh.models import HoverTool
+        hover = list(fig.select(type=HoverTool))
+        if any(len(el) for el in obj):     # (the empty frame has no points to hover)
+            assert hover and all(("Mw/s", "@wps{0,0.000}") in list(h.tooltips) for h in hover), [h.tooltips for h in hover]
 
 
 # ------------------------------------------------------------------------------ the page

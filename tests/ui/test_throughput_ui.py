@@ -45,8 +45,9 @@ def wait_for_rates(page, expected: list[float], kind: str = "where"):
 
 
 def expected_rates(store: Path, direction: str) -> list[float]:
+    """The plotted rates, in M weights/s (the plot's unit, as the table's)."""
     table = throughput_table(st.results(store, st.models(store)[0]))
-    return sorted(table[f"{direction}_wps"].dropna().tolist())
+    return sorted((table[f"{direction}_wps"].dropna() / 1e6).tolist())
 
 
 def test_throughput_page_renders_and_toggles(page: Page, server, watch, screenshot):
@@ -78,8 +79,8 @@ def test_recorded_reference_is_overlaid(page: Page, own_server, own_watch, oracl
     name = "encoder.layer.0.output.dense.weight"
     long = measure_vs_llamacpp({name: minilm_tensors[name][:16]}, types=["Q4_0", "Q8_0"], threads=2, repeat=1)
     record(own_server["store"], long, st.models(own_server["store"])[0])
-    reference = sorted(st.timings(own_server["store"])
-                       .loc[lambda t: t["imatrix"] == "", "quant_wps"].tolist())
+    reference = sorted((st.timings(own_server["store"])
+                        .loc[lambda t: t["imatrix"] == "", "quant_wps"] / 1e6).tolist())
     assert len(reference) == 2 * 2 * 2          # 2 types × 2 implementations × 1 and 2 threads
 
     watch = own_watch

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.views.pareto import METRICS
+from workbench.views.ratios import axis_ticks
 
 COMPARE_KEY = ("model", "tensor", "format", "imatrix")
 # words per second, from the time columns (numel / seconds)
@@ -198,15 +199,17 @@ def comparison_scatter(table: pd.DataFrame, metric: str = "nmse") -> hv.Overlay:
     xdim, ydim = hv.Dimension(va, label=f"A: {label}"), hv.Dimension(vb, label=f"B: {label}")
     vdims = [c for c in ("agreement", "tensor", "format", "ratio") if c in data.columns]
     hover = [(c, f"@{{{c}}}") for c in ("tensor", "format") if c in data.columns]
-    hover += [("A", f"@{{{va}}}{{0.0000e}}"), ("B", f"@{{{vb}}}{{0.0000e}}"), ("A / B", "@ratio{0.000000}")]
+    hover += [("A", f"@{{{va}}}{{0.000e}}"), ("B", f"@{{{vb}}}{{0.000e}}"), ("A / B", "@ratio{0.000000}")]
     points = hv.Points(data, [xdim, ydim], vdims).opts(
         color="agreement", cmap={"identical": "#1f77b4", "differs": "#d62728"}, size=7, alpha=0.8,
         tools=["hover"], hover_tooltips=hover, show_legend=True)
     lo, hi = (float(vals.min()), float(vals.max())) if vals.size else (1.0, 10.0)
     diagonal = hv.Curve(([lo, hi], [lo, hi]), xdim, ydim, label="B = A").opts(color="#888888", line_dash="dashed")
+    # log axes ticked inside the data range, in plain numbers (no e-notation)
+    ticks = dict(xticks=axis_ticks(lo, hi), yticks=axis_ticks(lo, hi)) if log and vals.size else {}
     return (diagonal * points).opts(title=f"{metric}: store B against store A", logx=log, logy=log,
                                     padding=0.05, responsive=True, min_height=380,
-                                    legend_position="top_left", show_grid=True)
+                                    legend_position="top_left", show_grid=True, **ticks)
 
 
 def ratio_plot(table: pd.DataFrame, metric: str = "nmse") -> hv.Overlay:
@@ -223,10 +226,10 @@ def ratio_plot(table: pd.DataFrame, metric: str = "nmse") -> hv.Overlay:
     vdims = [c for c in ("format", "tensors", "agreement") if c in data.columns]
     points = hv.Points(data, [xdim, ydim], vdims).opts(
         size=8, color="#1f77b4", tools=["hover"],
-        hover_tooltips=[("format", "@format"), ("bpw", "@bpw{0.000}"), ("A / B", "@ratio{0.000}")])
+        hover_tooltips=[("format", "@format"), ("bpw", "@bpw{0.0000}"), ("A / B", "@ratio{0.000000}")])
     # explicit limits: all ratios equal to 1 would leave a log axis a range of zero width
     r = data["ratio"].to_numpy(float)
-    ylim = (min(r.min(initial=1.0), 1.0) / 1.25, max(r.max(initial=1.0), 1.0) * 1.25)
+    lo, hi = min(r.min(initial=1.0), 1.0), max(r.max(initial=1.0), 1.0)
     return (points * hv.HLine(1.0).opts(color="#888888", line_dash="dashed")).opts(
-        title=f"{metric}: A / B per format", logy=True, ylim=ylim, responsive=True, min_height=320,
-        show_grid=True)
+        title=f"{metric}: A / B per format", logy=True, ylim=(lo / 1.25, hi * 1.25), responsive=True,
+        min_height=320, show_grid=True, yticks=axis_ticks(lo, hi), xformatter="%.4g")

@@ -1,6 +1,8 @@
 """The fp8-vs-fp16-scales page: the seed's two ratio analyses (workbench.views.ratios) for any
-pair of scale encodings, model and metric; net gains of the A side (ratio < 1) stand out in
-the heatmap's diverging colours and in the highlighted table rows."""
+pair of scale encodings, model and metric, each ratio also taken at equal bpw (the A format
+against encoding B's error curve). Only gains — a lower error at equal or lower bpw — are
+highlighted in the table; the heatmap's diverging colours (equal-bpw or the seed's paired
+ratio) carry each cell's number."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,14 +16,19 @@ from bokeh.models.widgets.tables import NumberFormatter, ScientificFormatter
 from workbench import store as st
 from workbench.views.page import EMPTY_STORE, ModelPage  # noqa: F401  (EMPTY_STORE: re-exported)
 from workbench.views.pareto import METRICS, WEIGHTED
-from workbench.views.ratios import (RATIO_METRICS, double_ratio_table, encoding_label, encodings_present,
-                                    gain_row_styles, gain_summary, missing_pairs, parse_encoding,
-                                    ratio_heatmap, ratio_scatter, single_ratio_table, super_bits_present)
+from workbench.views.ratios import (OUT_OF_RANGE, RATIO_METRICS, VALUES, double_ratio_table, encoding_label,
+                                    encodings_present, gain_row_styles, gain_summary, missing_pairs,
+                                    paired_summary, parse_encoding, ratio_heatmap, ratio_scatter,
+                                    single_ratio_table, super_bits_present)
 
 DEFAULT_A, DEFAULT_B = "e4m3", "f16"
 TABLE_HEIGHT, ROW_HEIGHT = 300, 30      # px: short tables shrink to their rows
-TABLE_COLUMNS = ("label", "bits", "format_a", "format_b", "metric_a", "metric_b", "ratio",
-                 "bpw_diff", "bpw_diff_pct")
+TABLE_COLUMNS = ("label", "bits", "format_a", "format_b", "metric_a", "metric_b", "curve_b", "eq_ratio",
+                 "ratio", "bpw_label", "bpw_a", "bpw_b", "gain")
+# the table's headers (metric_a/metric_b/curve_b are named after the metric when shown)
+HEADERS = {"eq_ratio": "ratio at equal bpw", "ratio": "paired ratio", "bpw_label": "bpw A − B (paired)",
+           "bpw_a": "bpw A", "bpw_b": "bpw B"}
+COLOUR_BY = {label: key for key, (_, _, label) in VALUES.items()}
 
 
 class RatioSection:
@@ -32,6 +39,7 @@ class RatioSection:
         self.x = x
         self.heading = pn.pane.Markdown("", margin=(10, 10, 0, 10))
         self.summary = pn.pane.Markdown("", styles={"font-weight": "600"}, margin=(0, 10))
+        self.paired = pn.pane.Markdown("", margin=(0, 10))
         # unlinked: the single and double heatmaps share dimension names but not categories
         self.heatmap = pn.pane.HoloViews(None, sizing_mode="stretch_width", min_height=340, linked_axes=False)
         self.scatter = pn.pane.HoloViews(None, sizing_mode="stretch_width", min_height=340, linked_axes=False)
@@ -40,28 +48,39 @@ class RatioSection:
                                           layout="fit_data_stretch")
         self.table.style.apply(gain_row_styles, axis=1)     # kept across value updates
         self.figures = pn.Row(self.heatmap, self.scatter, sizing_mode="stretch_width")
-        self.layout = pn.Column(self.heading, self.summary, self.figures, self.table,
+        self.layout = pn.Column(self.heading, self.summary, self.paired, self.figures, self.table,
                                 sizing_mode="stretch_width")
 
-    def show(self, heading: str, table: pd.DataFrame, summary: str, title: str, metric: str):
+    def show(self, heading: str, table: pd.DataFrame, summary: str, title: str, metric: str,
+             paired: str = "", colour_by: str = "eq"):
         self.heading.object = f"#### {heading}"
         self.summary.object = summary
+        self.paired.object = paired
         has = not table.empty
-        self.figures.visible = self.table.visible = has
+        self.figures.visible = self.table.visible = self.paired.visible = has
         if not has:
             self.heatmap.object = self.scatter.object = None
             self.table.value = pd.DataFrame(columns=list(TABLE_COLUMNS))
             return
-        self.heatmap.object = ratio_heatmap(table, title)
-        self.scatter.object = ratio_scatter(table, x=self.x).opts(title="ratio against the bpw difference")
-        rows = table[list(TABLE_COLUMNS)].sort_values("ratio", kind="stable").reset_index(drop=True)
-        self.table.value = rows.rename(columns={"metric_a": f"{metric} A", "metric_b": f"{metric} B"})
-        value = (ScientificFormatter(precision=3, power_limit_low=0) if METRICS[metric].log
-                 else NumberFormatter(format="0.0000"))
-        self.table.formatters = {f"{metric} A": value, f"{metric} B": value,
-                                 "ratio": NumberFormatter(format="0.000"),
-                                 "bpw_diff": NumberFormatter(format="+0.0000"),   # a normalizer: ~2e-4
-                                 "bpw_diff_pct": NumberFormatter(format="+0.000")}
+        self.heatmap.object = ratio_heatmap(table, title, value=colour_by)
+        self.scatter.object = ratio_scatter(table, x=self.x).opts(
+            title="paired ratio vs its bpw cost; at equal bpw (0)")
+        # gains first (by their ratio at equal bpw), then the rest; out of range last
+        rows = table.assign(_rank=~table["gain"].astype(bool)).sort_values(
+            ["_rank", "eq_ratio", "ratio"], kind="stable", na_position="last")
+        rows = rows[list(TABLE_COLUMNS)].reset_index(drop=True)
+        names = {"metric_a": f"{metric} A", "metric_b": f"{metric} B", "curve_b": f"{metric} B curve at bpw A",
+                 **HEADERS}
+        self.table.value = rows.rename(columns=names)
+        value = (ScientificFormatter(precision=3, power_limit_low=0, nan_format=OUT_OF_RANGE,
+                                     null_format=OUT_OF_RANGE) if METRICS[metric].log
+                 else NumberFormatter(format="0.00000", nan_format=OUT_OF_RANGE, null_format=OUT_OF_RANGE))
+        ratio = NumberFormatter(format="0.0000", nan_format=OUT_OF_RANGE, null_format=OUT_OF_RANGE)
+        bpw = NumberFormatter(format="0.0000")
+        self.table.formatters = {f"{metric} A": value, f"{metric} B": value, names["curve_b"]: value,
+                                 HEADERS["eq_ratio"]: ratio, HEADERS["ratio"]: ratio,
+                                 HEADERS["bpw_a"]: bpw, HEADERS["bpw_b"]: bpw}
+        self.table.hidden_columns = ["gain"]
         self.table.height = min(TABLE_HEIGHT, ROW_HEIGHT * (len(rows) + 1) + 12)
 
 
@@ -74,6 +93,7 @@ class Fp8Page(ModelPage):
     enc_a = param.Selector(default=None, objects=[], doc="Scale encoding of side A (B/2, 8×8)")
     enc_b = param.Selector(default=None, objects=[], doc="Scale encoding of side B (B, 16×16)")
     super_bits = param.Selector(default="all", objects=["all"], doc="Super-scale bits (double)")
+    colour_by = param.Selector(default="eq", objects=COLOUR_BY, doc="The ratio the heatmaps colour")
 
     def __init__(self, store: str | Path | None = None, model: str | None = None, notify=None, **params):
         super().__init__(store, **params)
@@ -90,11 +110,18 @@ class Fp8Page(ModelPage):
             pn.widgets.Select.from_param(self.param.enc_a, name="Encoding A (half block, 8×8)"),
             pn.widgets.Select.from_param(self.param.enc_b, name="Encoding B (full block, 16×16)"),
             pn.widgets.Select.from_param(self.param.super_bits, name="Super-scale bits (double)"),
-            pn.pane.Markdown("ratio = error(A) / error(B): below 1 (blue, highlighted rows) A is "
-                             "better. Runs without an importance matrix.", styles={"font-size": "0.9em"}),
+            pn.widgets.RadioButtonGroup.from_param(self.param.colour_by, name="Heatmap colour",
+                                                   orientation="vertical"),
+            pn.pane.Markdown("ratio = error(A) / error(B): below 1 (blue) A is better. **At equal bpw**: "
+                             "the A format against encoding B's error curve (its frontier, log-"
+                             "interpolated) at the A format's bpw; 'out of range' ('–' in a cell) where "
+                             "B has no format that cheap or that dear; grey: no pair. **Paired**: the seed's pairs, at "
+                             "their own bpw difference. Highlighted rows are gains only: a lower "
+                             "error at equal or lower bpw. Runs without an importance matrix.",
+                             styles={"font-size": "0.9em"}),
         )
         if self.model is None:
-            for widget in self.controls[:5]:
+            for widget in self.controls[:6]:
                 widget.disabled = True
 
     def _forget(self):
@@ -151,7 +178,7 @@ class Fp8Page(ModelPage):
     def _super_bits(self) -> int | None:
         return None if self.super_bits == "all" else int(self.super_bits)
 
-    @param.depends("metric", "enc_a", "enc_b", "super_bits", watch=True)
+    @param.depends("metric", "enc_a", "enc_b", "super_bits", "colour_by", watch=True)
     def _refresh(self):
         if self.model is None or self._loading:
             return
@@ -174,10 +201,19 @@ class Fp8Page(ModelPage):
             return missing_pairs(self.summary(), self.enc_a, self.enc_b, double,
                                  self._super_bits() if double else None)
 
+        def seed(table, double):
+            return paired_summary(table, self.enc_a, self.enc_b, double) if len(table) else ""
+
+        eq = self.colour_by == "eq"
         self.single.show(f"Single quantization: blocks of B/2 with {a} scales vs blocks of B with {b}",
-                         single, caption(single, False), f"{m}(B/2, {a}) / {m}(B, {b})", m)
+                         single, caption(single, False),
+                         f"{m}(B/2, {a}) / {b} curve at equal bpw" if eq else f"{m}(B/2, {a}) / {m}(B, {b})", m,
+                         seed(single, False), self.colour_by)
         self.double.show(f"Double quantization: 8×8 hyper-blocks with {a} super-scales vs 16×16 with {b}",
-                         double, caption(double, True), f"{m}(8×8, {a}) / {m}(16×16, {b})", m)
+                         double, caption(double, True),
+                         f"{m}(8×8, {a}) / {b} double curve at equal bpw" if eq
+                         else f"{m}(8×8, {a}) / {m}(16×16, {b})", m,
+                         seed(double, True), self.colour_by)
 
     def _show_message(self, text: str, kind: str):
         self.message.object, self.message.alert_type, self.message.visible = text, kind, True

@@ -16,6 +16,7 @@ import holoviews as hv
 import holoviews.plotting.bokeh  # noqa: F401  (registers the bokeh backend the opts below name)
 import numpy as np
 import pandas as pd
+from bokeh.models import LogTicker, NumeralTickFormatter
 from bokeh.palettes import Category10
 
 NO_REFERENCE = "no llama.cpp reference measured: run `workbench bench --vs llama.cpp --store`"
@@ -145,12 +146,12 @@ def throughput_plot(table: pd.DataFrame, direction: str = "quant",
     One layer per legend entry: bokeh refuses a legend item over renderers with different data
     sources (E-1006), which one layer coloured by a column would need."""
     d = DIRECTIONS[direction]
-    wps = hv.Dimension("wps", label=f"{d.label}: weights per second")
-    data = plottable(table, direction).assign(wps=lambda t: t[d.wps].astype(float))
+    wps = hv.Dimension("wps", label=f"{d.label}: M weights per second")
+    data = plottable(table, direction).assign(wps=lambda t: t[d.wps].astype(float) / 1e6)
     ref = reference if reference is not None and d.name == "quant" else None
-    ref = plottable(ref, "quant").assign(wps=lambda t: t["quant_wps"].astype(float)) if ref is not None else None
+    ref = plottable(ref, "quant").assign(wps=lambda t: t["quant_wps"].astype(float) / 1e6) if ref is not None else None
     colors = series_colors(list(data["where"]) + (list(ref["series"]) if ref is not None else []))
-    hover = [("format", "@format"), ("bpw", "@bpw{0.000}"), ("weights/s", "@wps{0.00a}")]
+    hover = [("format", "@format"), ("bpw", "@bpw{0.000}"), ("Mw/s", "@wps{0,0.000}")]
     vdims = ["where", "format", "family", "tensors"]
     layers = [hv.Points(g[["bpw", "wps", *vdims]], kdims=[BPW, wps], vdims=vdims, label=name).opts(
         color=colors[name], size=9, alpha=0.85, line_color="white", logy=True, tools=["hover"],
@@ -166,5 +167,17 @@ def throughput_plot(table: pd.DataFrame, direction: str = "quant",
     if not layers:     # nothing measured: an empty frame with the right axes
         layers = [hv.Points([], kdims=[BPW, wps]).opts(logy=True)]
     return hv.Overlay(layers).opts(
-        title=f"{d.label}: weights per second (higher is faster)",
-        logy=True, show_grid=True, responsive=True, min_height=460, legend_position="right")
+        title=f"{d.label}: M weights per second (higher is faster)",
+        logy=True, show_grid=True, responsive=True, min_height=460, legend_position="right",
+        yticks=rate_ticker(), yformatter=rate_formatter())
+
+
+# Rates in M weights/s on a log axis: ticks at 1, 2 and 5 of every decade, so a range narrower
+# than a decade (most formats sit within 100-500 Mw/s) still has labels, written as plain numbers.
+# (New models per plot: a Bokeh model belongs to one document, i.e. one session.)
+def rate_formatter() -> NumeralTickFormatter:
+    return NumeralTickFormatter(format="0,0.[00]")
+
+
+def rate_ticker() -> LogTicker:
+    return LogTicker(mantissas=[1, 2, 5], desired_num_ticks=10)
