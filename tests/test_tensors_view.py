@@ -183,6 +183,25 @@ def test_error_heatmap_dims_order_tools_and_render():
         assert f in fields
 
 
+@pytest.mark.parametrize("n_formats", [12, 70])
+def test_error_heatmap_stays_readable_with_many_columns(n_formats):
+    """Up to FIT_COLUMNS formats the heatmap stretches to the page; beyond, every column gets
+    COLUMN_PX pixels (the page scrolls it sideways), at least a 7-point label's height, so the
+    upright format labels cannot overlap whatever the number of formats."""
+    from workbench.views.tensors import COLUMN_PX, FIT_COLUMNS
+    rng = np.random.default_rng(3)
+    df = pd.DataFrame([(f"w{t}", f"F{i:02d}", 2 + i * 0.1, float(rng.uniform(0.01, 0.5)))
+                       for t in range(3) for i in range(n_formats)], columns=["tensor", "format", "bpw", "nmse"])
+    plot = hv.render(error_heatmap(relative_error_table(df), row_height=22), backend="bokeh")
+    assert len(plot.x_range.factors) == n_formats
+    if n_formats > FIT_COLUMNS:
+        assert plot.frame_width == COLUMN_PX * n_formats and plot.sizing_mode in (None, "fixed")
+        assert plot.frame_width / n_formats >= 7 * 96 / 72 + 2      # a 7-pt line plus a gap, in px
+    else:
+        assert plot.sizing_mode in ("stretch_width", "stretch_both", "scale_width")
+    assert plot.xaxis[0].major_label_orientation == pytest.approx(math.pi / 2)
+
+
 def test_error_heatmap_inf_ratio_and_several_models_render():
     df = pd.DataFrame([("m", "t", "X", 8.0, 0.0), ("m", "t", "Y", 8.0, 1e-3),
                        ("n", "t", "X", 8.0, 2e-3), ("n", "t", "Y", 8.0, 1e-3)],

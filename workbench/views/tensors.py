@@ -309,20 +309,31 @@ def error_heatmap(rel_df: pd.DataFrame, row_height: int | None = None) -> hv.Hea
              (metric, "@metric{0.000e}"), ("best at this bpw", "@best_format"),
              ("ratio", "@ratio{0.000}")]
     n_rows = max(len(rows), 1)
+    n_cols = len(order)
     # aligned: no zoom or pan, which would move one plot's rows and not the other's; the
     # colorbar below, so the columns get the width
     size = (dict(frame_height=frame_height(n_rows, row_height), default_tools=["save"],
                  colorbar_position="bottom", xrotation=90, fontsize={"xticks": "7pt"}) if row_height
             else dict(min_height=max(320, 14 * n_rows), xrotation=60))
+    responsive = True
+    if n_cols > FIT_COLUMNS:     # too many to label in the page's width: a fixed column width
+        size.update(frame_width=COLUMN_PX * n_cols)   # (the page scrolls the plot sideways)
+        responsive = False
     return hv.HeatMap(data[["format", "row", "log10_ratio", "tensor", "bpw", "metric",
                             "best_format", "ratio"]],
                       kdims=[hv.Dimension("format", label="format (by bpw)"),
                              hv.Dimension("row", label="tensor row")],
                       vdims=vdims).opts(
         cmap="viridis", clim=(0.0, hi), colorbar=True, tools=["hover", "tap"], **_TAPPED,
-        hover_tooltips=hover, invert_yaxis=True, responsive=True,
+        hover_tooltips=hover, invert_yaxis=True, responsive=responsive,
         xlabel="format (by bpw)", ylabel="tensor", **size,
         title=f"{metric} relative to the best format at the same bpw")
+
+
+# Beyond FIT_COLUMNS formats the heatmap stops stretching to the page and gives each column
+# COLUMN_PX pixels, enough for its 7-point label turned upright, so no two labels overlap.
+FIT_COLUMNS = 40
+COLUMN_PX = 16
 
 
 def stats_plot(stats_df: pd.DataFrame, rows: list[str], row_height: int = 22) -> hv.Overlay:

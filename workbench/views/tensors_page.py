@@ -91,7 +91,10 @@ class TensorsPage(ModelPage):
         # Unlinked: Panel would share the `row` range between them and keep the old rows on a redraw.
         self.stats_pane = pn.pane.HoloViews(None, visible=False, linked_axes=False)
         self.heatmap_pane = pn.pane.HoloViews(None, sizing_mode="stretch_width", linked_axes=False)
-        self.overview = pn.Row(self.stats_pane, self.heatmap_pane, sizing_mode="stretch_width", visible=False)
+        # the heatmap scrolls sideways when its columns no longer fit (tensors.FIT_COLUMNS)
+        self.heatmap_box = pn.Column(self.heatmap_pane, scroll=True, sizing_mode="stretch_width",
+                                     css_classes=["heatmap-box"])
+        self.overview = pn.Row(self.stats_pane, self.heatmap_box, sizing_mode="stretch_width", visible=False)
         self.hint = pn.pane.Markdown("Click a tensor (a heatmap cell or its statistics) for its "
                                      "weight and error histograms.", visible=False)
         self.caption = pn.pane.Markdown("")
