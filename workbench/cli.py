@@ -149,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "SmolLM2 through llama.cpp (target <= 60 s, reference cached), 40+ formats on MiniLM (<= 5 min)")
     p.add_argument("--sessions", type=int, default=None, metavar="N", help="N users at once on the Pareto "
                    "page in headless chromium: time to plot, brushes registered, server memory")
+    p.add_argument("--fused", action="store_true", help="the fused error kernel against quantize → bytes → "
+                   "dequantize → metrics, side by side (uniform grid, layer 0; --out FILE)")
     p.add_argument("--cold", action="store_true", help="the README's main job from a cold Numba cache: "
                    "`workbench sweep` of the default grid with compilation, then again warm")
     p.add_argument("--threads", type=int, default=None, help="--vs: threads for the all-cores columns")
@@ -374,6 +376,9 @@ def cmd_truth(a) -> int:
 
 
 def cmd_bench(a) -> int:
+    if a.fused:
+        from workbench.bench_fused import main as fused_main
+        return fused_main(["--out", str(a.out)] if a.out else [])
     if a.sessions is not None:
         from workbench.bench_sessions import main as sessions_main
         return sessions_main(["--sessions", str(a.sessions)] + (["--base", str(a.base)] if a.base else [])
