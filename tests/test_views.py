@@ -122,7 +122,7 @@ def test_pareto_plot_layers():
     assert ("format", "@format") in opts_of(points[0])["hover_tooltips"]
     assert opts_of(curve)["interpolation"] == "steps-post"
     assert curve.dimension_values("bpw").tolist() == pareto_front(df)["bpw"].tolist()
-    assert sorted(v for el in labels for v in el.dimension_values("format")) == ["Q4_0", "Q8_0"]
+    assert sorted(v for el in labels for v in el.dimension_values("label")) == ["Q4_0", "Q8_0"]
     assert opts_of(plot)["logy"] is True
     assert opts_of(pareto_plot(df, "sqnr_db"))["logy"] is False
 
@@ -165,7 +165,7 @@ def test_page_on_an_empty_store(tmp_path):
     page = ParetoPage(store=tmp_path / "nothing-here")
     assert page.model is None and page.data.empty
     assert page.message.visible and EMPTY_STORE in page.message.object
-    assert not page.plot.visible and not page.table.visible
+    assert not page.results.visible and not page.message.object.startswith("Selected")
     assert page.controls[0].disabled and not page.controls[4].visible and not page.controls[3].visible
     pn.panel(page).get_root()      # builds the bokeh models without an exception
 
@@ -185,7 +185,7 @@ def test_page_on_a_real_store(small_store):
     assert page.model == "all-MiniLM-L6-v2"
     assert len(page.data) == len(summary) == 12
     assert page.family == ["ggml", "uniform"] and page.bits == sorted(set(summary["bits"]))
-    assert page.plot.visible and not page.message.visible
+    assert page.results.visible and not page.message.visible
     assert page.table.value.empty and "none yet" in page.caption.object
     pn.panel(page).get_root()
 
@@ -223,10 +223,11 @@ def test_page_on_a_real_store(small_store):
     page.family = ["ggml"]
     assert set(page.data["family"]) == {"ggml"}
     page.family = []
-    assert page.message.visible and not page.plot.visible
+    assert page.message.visible and not page.results.visible
+    assert "nothing chosen in Family" in page.message.object and page.caption.object == ""
     page.family = list(page.param.family.objects)
     page.bits = [4]
-    assert set(page.data["bits"]) == {4} and page.plot.visible
+    assert set(page.data["bits"]) == {4} and page.results.visible
     page.structure = ["double"]
     assert page.data.empty or set(page.data["super_bits"].notna()) == {True}
 
@@ -244,8 +245,12 @@ def test_page_on_a_real_store(small_store):
     assert page.message.alert_type == "danger" and "tensor regex '('" in page.message.object
     page.tensor_regex = "no-such-tensor"
     assert page.message.visible and "no tensor matches" in page.message.object
+    page.tensor_regex = "("
+    page.metric = "bnl"             # no figures of the previous tensors come back under the message
+    assert page.message.visible and not page.results.visible and "tensor regex" in page.message.object
     page.tensor_regex = ""
-    assert page.plot.visible
+    assert page.results.visible and not page.message.visible
+    page.metric = "sqnr_db"
 
     # every (tensor, format) point under the formats
     page.show_tensors = True
@@ -291,8 +296,8 @@ def test_llama_cpp_fallbacks_are_marked_and_explained():
         "family": ["ggml", "ggml", "uniform"], "bpw": [5.34, 8.5, 4.5], "nmse": [2e-3, 3e-5, 8e-3],
         "applied_types": ["Q4_K,Q5_0", "Q8_0", None], "fallback_tensors": [34, 0, 0],
         "tensors": [40, 40, 40]})
-    above, below = llama_cpp_labels(df, "nmse")     # neighbours in bpw alternate sides
-    assert list(above.data["label"]) == ["Q4_K*"] and list(below.data["label"]) == ["Q8_0"]
+    labels = llama_cpp_labels(df, "nmse")
+    assert sorted(labels.data["label"]) == ["Q4_K*", "Q8_0"]
     assert _written_as(df) == ["Q4_K,Q5_0 (34 of 40 tensors by fallback)", "Q8_0", "Q4s32"]
 
 
@@ -424,3 +429,221 @@ def test_store_tensor_results_and_summary_over_a_tensor_subset(small_store):
         lambda g: np.average(g["nmse"], weights=g["numel"]), include_groups=False)
     assert np.allclose(sub.set_index("format")["nmse"], pooled.loc[sub["format"]])
     assert st.tensor_results(small_store, "all-MiniLM-L6-v2", formats=["Q4_0"], tensors=names[:1]).shape[0] == 1
+
+
+# ------------------------------------------------------------------------ readable numbers
+SUPERSCRIPTS = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁻", "0123456789-")
+
+
+def parse_readable(text: str) -> float:
+    """The number a ``readable`` text stands for (``m×10ⁿ`` or a plain decimal)."""
+    mantissa, _, power = text.partition("×10")
+    return float(mantissa) * (10.0 ** int(power.translate(SUPERSCRIPTS)) if power else 1.0)
+
+
+def test_readable_numbers_keep_four_significant_digits_without_e_notation():
+    from workbench.views.pareto import BPW_SIG, readable
+    assert readable(1.5229e-5) == "1.523×10⁻⁵"          # not 0.0000
+    assert readable(0.007799) == "0.007799" and readable(0.006) == "0.006000"
+    assert readable(4.4375, BPW_SIG) == "4.4375" and readable(4.5, BPW_SIG) == "4.5000"
+    assert readable(22.18) == "22.18" and readable(123456.7) == "123457"
+    assert readable(float("nan")) == "NaN" and readable(0.0) == "0" and readable(-2.5e-8) == "-2.500×10⁻⁸"
+    # the default grid's four best formats at 4.42-4.5 bpw lie within 3% in nmse: four texts
+    near = [0.006052, 0.006082, 0.006125, 0.006217]
+    assert len({readable(v) for v in near}) == 4
+    rng = np.random.default_rng(1)
+    for x in 10 ** rng.uniform(-12, 8, 500) * rng.choice([-1, 1], 500):
+        text = readable(x)
+        assert "e" not in text, text
+        assert abs(parse_readable(text) - x) <= 5e-4 * abs(x), (x, text)
+
+
+def test_log_ticks_label_every_data_range():
+    from workbench.views.pareto import log_ticks, tick_labels
+    rng = np.random.default_rng(2)
+    cases = [(0.6, 5.0), (1e8, 5e8), (5.3e-6, 1.58), (0.0061, 0.0064), (0.6, 25)]   # the issue's ranges
+    cases += [(lo, lo * 10 ** span) for lo, span in zip(10 ** rng.uniform(-10, 6, 300), 10 ** rng.uniform(-2, 1.2, 300))]
+    for lo, hi in cases:
+        major, minor = log_ticks(lo, hi)
+        assert 2 <= len(major) <= 12, (lo, hi, major)
+        assert all(lo * (1 - 1e-9) <= t <= hi * (1 + 1e-9) for t in major + minor), (lo, hi)
+        assert major == sorted(set(major)) and not set(major) & set(minor)
+        labels = tick_labels(major)
+        assert len(set(labels)) == len(labels) and not any("e" in label for label in labels), labels
+        assert all(abs(parse_readable(label) - t) <= 1e-9 * t for label, t in zip(labels, major))
+    assert tick_labels(log_ticks(0.6, 5.0)[0]) == ["0.7", "1", "2", "3", "5"]
+    assert len(log_ticks(1e8, 5e8)[0]) >= 3            # labels where the points are, not from 5e8 on
+
+
+def _hover_of(fig, field_name):
+    from bokeh.models import HoverTool
+    return next(t for t in fig.tools if isinstance(t, HoverTool) and t.tooltips
+                and any(field_name in v for _, v in t.tooltips))
+
+
+def test_rendered_pareto_plot_has_readable_ticks_hover_and_cosine_as_a_distance():
+    from bokeh.models import CustomJSHover, CustomJSTicker, CustomJSTickFormatter, LinearAxis, LogAxis
+    df = summary_like().assign(cosine=lambda d: 1 - d["nmse"] / 2)
+    fig = hv.render(pareto_plot(df), backend="bokeh")
+    (y,), (x,) = fig.left, fig.below
+    assert isinstance(y, LogAxis) and isinstance(y.ticker, CustomJSTicker)
+    assert isinstance(y.formatter, CustomJSTickFormatter) and isinstance(x.formatter, CustomJSTickFormatter)
+    assert "log_ticks(cb_data.start, cb_data.end)" in y.ticker.major_code
+    hover = _hover_of(fig, "@{format}")
+    tips = dict(hover.tooltips)
+    assert tips["nmse"] == "@{nmse}{custom}" and tips["bpw"] == "@{bpw}{custom}"
+    assert isinstance(hover.formatters["@{nmse}"], CustomJSHover) and "readable(value, 4)" in hover.formatters["@{nmse}"].code
+    assert "readable(value, 5)" in hover.formatters["@{bpw}"].code
+
+    fig = hv.render(pareto_plot(df, "cosine"), backend="bokeh")
+    (y,) = fig.left
+    assert isinstance(y, LogAxis) and y.axis_label.startswith("1 − cosine")
+    source = next(r.data_source for r in fig.renderers if "format" in r.data_source.data and "kind" in r.data_source.data)
+    frame = df.set_index("format")
+    assert np.allclose(source.data["cosine_distance"], 1 - frame.loc[source.data["format"], "cosine"])
+    assert isinstance(hv.render(pareto_plot(df, "sqnr_db"), backend="bokeh").left[0], LinearAxis)
+
+
+def test_marker_shapes_and_legend_names_of_kinds():
+    from workbench.views.pareto import kind_label, kind_marker
+    fig = hv.render(pareto_plot(summary_like()), backend="bokeh")
+    (legend,) = fig.legend
+    (grouped,) = [item for item in legend.items if getattr(item.label, "field", None)]   # one entry per value
+    data = grouped.renderers[0].data_source.data
+    names = list(dict.fromkeys(data[grouped.label.field]))
+    assert names == ["llama.cpp", "single f16", "single bf16", "single e4m3", "double e4m3"]
+    shapes = dict(zip(data[grouped.label.field], data["marker"]))
+    assert shapes == {"llama.cpp": "triangle", "single f16": "circle", "single bf16": "circle",
+                      "single e4m3": "circle", "double e4m3": "square"}     # as drawn on the points
+    assert not any(n.startswith("uniform") for n in names)     # 'uniform' is the family (both)
+    source = next(r for r in fig.renderers if "format" in r.data_source.data and "kind" in r.data_source.data)
+    marker = dict(zip(source.data_source.data["format"], source.data_source.data["marker"]))
+    assert marker == {"Q4_0": "triangle", "Q8_0": "triangle", "Q4s32": "circle", "Q4s16_e4m3": "circle",
+                      "Q3a64_bf16": "circle", "Q(4a16)xQ(6s16)_e4m3": "square"}
+    assert source.glyph.marker == {"field": "marker"} or getattr(source.glyph.marker, "field", None) == "marker"
+    assert [kind_marker(k) for k in ("llama.cpp", "uniform f16", "double e8m0")] == ["triangle", "circle", "square"]
+    assert kind_label("uniform e4m3") == "single e4m3" and kind_label("double f16") == "double f16"
+
+
+# ------------------------------------------------------------------------- label placement
+@pytest.fixture(scope="module")
+def default_grid_summary(tmp_path_factory):
+    """The default grid (462 formats, llama.cpp's types among them) over the layer-0 tensors of
+    the default model, measured once: a real summary as crowded as a full sweep's."""
+    from workbench import sweep
+    store = tmp_path_factory.mktemp("default-grid") / "store"
+    sweep.run(formats="default", tensors=r"layer\.0\.", store=store, progress=False)
+    return with_kind(st.summary(store, st.models(store)[0]))
+
+
+def _overlap(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+@pytest.mark.parametrize("metric,frame", [("nmse", None), ("cosine", None), ("max_abs_err", (480, 300)),
+                                          ("sqnr_db", (1100, 420))])
+def test_llama_cpp_labels_do_not_overlap_each_other_or_labelled_points(default_grid_summary, metric, frame):
+    from workbench.views.pareto import (LABEL_FRAME, LABEL_RADII, MARKER_PX, _screen, llama_cpp_labels,
+                                        place_labels, plotted)
+    frame = frame or LABEL_FRAME
+    df = default_grid_summary
+    placed, dropped = place_labels(df, metric, frame)
+    boxes = placed[["x0", "y0", "x1", "y1"]].to_numpy(float)
+    assert len(boxes) and all(b[0] >= 0 and b[1] >= 0 and b[2] <= frame[0] and b[3] <= frame[1] for b in boxes)
+    for i, j in itertools.combinations(range(len(boxes)), 2):
+        assert not _overlap(boxes[i], boxes[j]), (placed.iloc[i]["label"], placed.iloc[j]["label"])
+    col = plotted(metric)
+    sx, sy = _screen(plottable(df, col), col, frame, METRICS[metric].log or metric == "cosine")
+    ggml = (plottable(df, col)["family"] == "ggml").to_numpy()
+    marks = [(x - MARKER_PX, y - MARKER_PX, x + MARKER_PX, y + MARKER_PX) for x, y in zip(sx[ggml], sy[ggml])]
+    assert not [(label, m) for label, b in zip(placed["label"], boxes) for m in marks if _overlap(b, m)]
+    # every llama.cpp type is named once (types at the same point share a label), or left to the hover
+    names = sorted(n for text in [*placed["label"], *dropped] for n in text.split("/"))
+    assert names == sorted(df.loc[df["family"] == "ggml", "label"])
+    assert len(dropped) <= len(placed) // 3
+    # each label stays beside its point: its anchor at most the largest radius away (diagonals: ×1.07)
+    assert (np.hypot(placed["dx"], placed["dy"]) <= 1.07 * max(LABEL_RADII)).all()
+    assert (np.hypot(placed["dx"], placed["dy"]) <= 1.07 * min(LABEL_RADII)).mean() >= 0.5   # mostly nearest
+    labels = llama_cpp_labels(df, metric, frame)
+    assert sorted(labels.data["label"]) == sorted(placed["label"])
+    fig = hv.render(labels, backend="bokeh")
+    (glyph,) = [r.glyph for r in fig.renderers]
+    assert glyph.x_offset.field == "dx" and glyph.text_align.field == "align"
+
+
+def test_the_old_alternating_labels_overlapped_on_the_same_summary(default_grid_summary):
+    """The placement test above can fail: on this summary, labels alternated above-right and
+    below-left in bpw order (the previous layout) overlap."""
+    from workbench.views.pareto import LABEL_CHAR_PX, LABEL_FRAME, LABEL_HEIGHT_PX, _screen
+    df = plottable(default_grid_summary, "nmse")
+    sx, sy = _screen(df, "nmse", LABEL_FRAME, True)
+    ggml = df.assign(sx=sx, sy=sy)[df["family"] == "ggml"].sort_values(["bpw", "nmse"])
+    boxes = []
+    for k, (x, y, text) in enumerate(zip(ggml["sx"], ggml["sy"], ggml["label"])):
+        w = LABEL_CHAR_PX * len(text)
+        boxes.append((x + 4, y - LABEL_HEIGHT_PX, x + 4 + w, y) if k % 2 == 0 else (x - 4 - w, y, x - 4, y + LABEL_HEIGHT_PX))
+    assert any(_overlap(a, b) for a, b in itertools.combinations(boxes, 2))
+
+
+# ------------------------------------------------------------------------ best at a budget
+def test_best_at_budget_names_the_best_the_runner_up_and_the_nearest_llama_cpp_type():
+    from workbench.views.pareto import best_at_budget, budget_readout
+    df = with_kind(summary_like())
+    r = best_at_budget(df, "nmse", 4.5)
+    # Q4_0 and Q4s32: 7.9e-3 at 4.5 bpw (the same numbers); Q4s16_e4m3 is 4.5001 bpw, over
+    assert r["best"]["format"] == "Q4_0" and r["same"] == ["Q4s32"] and r["within"] == 3
+    assert r["runner_up"]["format"] == "Q3a64_bf16" and r["llama_cpp"]["format"] == "Q4_0"
+    text = budget_readout(r)
+    assert "Best at ≤ 4.5 bpw by nmse: `Q4_0` (4.5000 bpw, nmse 0.007900)" in text
+    assert "same numbers as `Q4s32`" in text and "Runner-up: `Q3a64_bf16` (3.5000 bpw, nmse 0.03900), 4.937×" in text
+    assert "is the best itself" in text
+
+    r = best_at_budget(df, "nmse", 7)
+    assert r["best"]["format"] == "Q(4a16)xQ(6s16)_e4m3" and r["runner_up"]["format"] == "Q4s16_e4m3"
+    assert r["llama_cpp"]["format"] == "Q8_0"             # 1.5 bpw away, against Q4_0's 2.5
+    assert "Nearest llama.cpp type in bpw: `Q8_0` (8.5000 bpw, nmse 3.300×10⁻⁵) (over the budget)" in budget_readout(r)
+
+    r = best_at_budget(df, "sqnr_db", 4.6)                # higher is better: a difference in dB
+    assert r["best"]["format"] == "Q4s16_e4m3" and "dB worse than the best" in budget_readout(r)
+    assert best_at_budget(df, "cosine", 4.6)["metric"] == "cosine_distance"
+
+    r = best_at_budget(df, "nmse", 3)
+    assert r["best"] is None and "the cheapest is `Q3a64_bf16`" in budget_readout(r)
+
+
+def test_page_budget_readout_cosine_and_family_names(small_store):
+    from workbench.views.pareto import best_at_budget, budget_readout
+    page = ParetoPage(store=small_store)
+    assert page.param.family.names == {"llama.cpp": "ggml", "uniform grid": "uniform"}
+    assert page.readout.object == budget_readout(best_at_budget(page.data, "nmse", page.budget))
+    assert "Best at ≤ 4.5 bpw by nmse" in page.readout.object
+    chosen = list(page.data.sort_values("bpw")["format"][:3])
+    page.select(chosen)
+    brush, plot = page.brush, page.plot.object
+    page.budget = 8.5                       # the readout follows; the plot and the brush stay
+    assert page.brush is brush and page.plot.object is plot and sorted(page.selected()["format"]) == sorted(chosen)
+    best = best_at_budget(page.data, "nmse", 8.5)
+    assert f"`{best['best']['format']}`" in page.readout.object and "8.5 bpw" in page.readout.object
+
+    page.metric = "cosine"                  # 1 − cosine: plotted, tabled and named as such
+    assert "1 − cosine" in page.readout.object and "cosine_distance" in page.data.columns
+    assert np.allclose(page.data["cosine_distance"], 1 - page.data["cosine"])
+    assert page.table.titles.get("cosine_distance") == "1 − cosine"
+    page.family = []
+    assert page.readout.object == "" and not page.results.visible
+
+
+def test_page_reads_the_url_as_location_sync_writes_it(small_store):
+    """``location.sync`` writes a change as JSON, and re-encodes the keys it did not change as
+    Python literals (['ggml'], True); both read back (the served round trip is a UI test)."""
+    page = ParetoPage(store=small_store)
+    assert page._from_url("family", '["ggml"]') == page._from_url("family", "['ggml']") == ["ggml"]
+    assert page._from_url("bits", "[4, 8]") == [4, 8] and page._from_url("selection", "[]") == []
+    assert page._from_url("show_tensors", "True") is True and page._from_url("show_tensors", "false") is False
+    assert page._from_url("budget", "5.25") == 5.25 and page._from_url("tensor_regex", "1.50") == "1.50"
+    with pytest.raises(ValueError):
+        page._from_url("bits", "[4, 8")
+    page.select(list(page.data["format"][:2]))           # the selection is a parameter (in the URL)
+    assert sorted(page.selection) == sorted(page.data["format"][:2])
+    page.metric = "bnl"                                   # a redraw drops it
+    assert page.selection == []

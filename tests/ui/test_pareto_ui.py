@@ -88,7 +88,7 @@ def test_pareto_filters_click_for_per_tensor_errors_and_every_point(page: Page, 
     page.wait_for_function(POINTS_SHOWN, arg=total, timeout=TIMEOUT_MS)
 
     # a filter changes the plot: only llama.cpp's types (family ggml) stay
-    uniform = page.get_by_role("button", name="uniform", exact=True)
+    uniform = page.get_by_role("button", name="uniform grid", exact=True)   # the uniform family: single and double
     uniform.click()
     expect(caption).not_to_contain_text(f"({total} formats of", timeout=TIMEOUT_MS)
     ggml = int(TOTAL.search(caption.text_content()).group(1))

@@ -6,30 +6,38 @@ the chart holds both frontiers (model-level, and the same formats' weight error 
 and a note names the formats where they disagree. Such a model opens on the weight metric that
 ranks its model-level metric best within equal-bpw bands (``truth.recommend``).
 
+A bpw budget names the best format at or under it by the chosen metric, the runner-up and the
+llama.cpp type nearest in bpw (``pareto.best_at_budget``). When served, the view (model, metric,
+importance matrix, tensor subset, format filters, budget, the format drilled into) is kept in the
+URL's query string (``pn.state.location.sync``), so a link opens the same view.
+
 Widgets only: the figures come from ``workbench.views.pareto`` (pure functions) and the data
 from ``workbench.store`` / ``workbench.eval_store`` (a view never queries DuckDB itself).
 """
 from __future__ import annotations
 
+import ast
 import contextlib
+import json
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import duckdb
 import holoviews as hv
 import pandas as pd
 import panel as pn
 import param
-from bokeh.models.widgets.tables import NumberFormatter, ScientificFormatter
 
 from workbench import eval_store, truth
 from workbench import store as st
 from workbench.views.page import EMPTY_STORE, ModelPage, imatrix_options
 from workbench.sources import TENSOR_KINDS, tensor_kind
-from workbench.views.pareto import (ALL_METRICS, FORMAT_FILTERS, METRICS, MODEL_METRICS, TABLE_COLUMNS,
-                                    WEIGHT_ERROR, WEIGHTED, disagreement_note, filter_formats,
-                                    filter_values, frontier_gap, gap_label, kind_colors, model_level_plot,
-                                    model_level_rows, ordered_kinds, pareto_plot, pareto_points,
-                                    per_tensor_errors, plottable, selected_table, tensor_cloud,
+from workbench.views.pareto import (BPW_SIG, DEFAULT_BUDGET, FORMAT_FILTERS, METRICS, MODEL_METRICS,
+                                    TABLE_COLUMNS, WEIGHT_ERROR, WEIGHTED, best_at_budget,
+                                    budget_readout, metric_name, disagreement_note, filter_formats, filter_values,
+                                    frontier_gap, gap_label, kind_colors, model_level_plot, model_level_rows,
+                                    ordered_kinds, pareto_plot, pareto_points, per_tensor_errors, place_labels,
+                                    plottable, plotted, readable_cell, selected_table, tensor_cloud,
                                     tensors_matching, with_kind)
 
 GAP = "vs_frontier"
@@ -38,6 +46,12 @@ GAP = "vs_frontier"
 SWEEP_METRIC = {"w_nmse": "nmse", "w_wnmse": "wnmse", "w_max_err": "max_abs_err", "w_bnl": "bnl"}
 FILTER_LABELS = {"family": "Family", "structure": "Single / double", "scale_dtype": "Scale encoding",
                  "bits": "Bits", "block": "Block size", "symmetry": "Symmetric / asymmetric"}
+# the Family buttons: the uniform family holds single- and double-level formats (the legend's
+# 'single …' and 'double …' kinds), 'ggml' is llama.cpp's own types (the legend's 'llama.cpp')
+FAMILY_LABELS = {"ggml": "llama.cpp", "uniform": "uniform grid"}
+# the view in the URL's query string, applied in this order (later ones depend on earlier ones)
+URL_PARAMS = ("model", "imatrix", "metric", "tensor_regex", "tensor_kinds", *FORMAT_FILTERS, "show_tensors",
+              "budget", "selection", "focus")
 
 
 class ParetoPage(ModelPage):
@@ -56,7 +70,10 @@ class ParetoPage(ModelPage):
     block = param.ListSelector(default=[], objects=[])
     symmetry = param.ListSelector(default=[], objects=[])
     show_tensors = param.Boolean(default=False, doc="Also draw every (tensor, format) point")
+    budget = param.Number(default=DEFAULT_BUDGET, bounds=(0, 64), softbounds=(1, 17), step=0.125,
+                          doc="bpw budget: the best format at or under it is named")
     focus = param.String(default="", doc="The format whose per-tensor errors are shown")
+    selection = param.List(default=[], item_type=str, doc="The formats box-, lasso- or tap-selected")
 
     def __init__(self, store: str | Path | None = None, model: str | None = None, notify=None, **params):
         super().__init__(store, **params)
@@ -75,26 +92,38 @@ class ParetoPage(ModelPage):
         self._evals = pd.DataFrame()         # this model's model_eval rows
         self._model_rows = pd.DataFrame()    # its whole-model evaluations as Pareto rows
         self._defaulted: str | None = None   # the model whose recommended metric was applied
+        self._dropped_labels: list[str] = []  # llama.cpp names with no room beside their point
+        self._pending_selection: list[str] | None = None   # from the URL, for the next drawing
 
         self.message = pn.pane.Alert("", alert_type="info", visible=False)
         self.recommendation = pn.pane.Markdown("", visible=False, css_classes=["recommended-metric"],
                                                sizing_mode="stretch_width", margin=(0, 10))
         self.frontier_note = pn.pane.Alert("", alert_type="warning", visible=False,
                                            css_classes=["frontier-note"], sizing_mode="stretch_width")
-        self.plot = pn.pane.HoloViews(None, sizing_mode="stretch_width", min_height=480, visible=False)
-        self.caption = pn.pane.Markdown("", visible=False, styles={"font-weight": "600"})
+        self.readout = pn.pane.Markdown("", css_classes=["budget-readout"], sizing_mode="stretch_width",
+                                        margin=(0, 10))
+        # The plot panes are never hidden themselves: a HoloViews pane passes ``visible`` on to
+        # its bokeh pane, which then fails to copy the figure's stylesheets back (a TypeError in
+        # the server log). ``results`` holds them and is what an empty view hides.
+        self.plot = pn.pane.HoloViews(None, sizing_mode="stretch_width", min_height=480)
+        self.labels_note = pn.pane.Markdown("", visible=False, css_classes=["labels-note"],
+                                            styles={"font-size": "0.85em"}, margin=(0, 10))
+        self.caption = pn.pane.Markdown("", styles={"font-weight": "600"}, css_classes=["selection-caption"])
         self.table = pn.widgets.Tabulator(
             pd.DataFrame(columns=[*TABLE_COLUMNS, self.metric, GAP]),
             show_index=False, disabled=True, sizing_mode="stretch_width", height=320,
-            layout="fit_data_stretch", visible=False, selectable=1)
+            layout="fit_data_stretch", selectable=1)
         self.table.on_click(self._clicked)
         self._table_metric = None
-        self.detail_title = pn.pane.Markdown("", visible=False)
+        self.detail_title = pn.pane.Markdown("")
         self.detail = pn.pane.HoloViews(None, sizing_mode="stretch_width")
-        self.main = pn.Column(self.message, self.recommendation, self.frontier_note, self.plot, self.caption,
-                              self.table, self.detail_title, self.detail, sizing_mode="stretch_width")
+        self.results = pn.Column(self.readout, self.plot, self.labels_note, self.caption, self.table,
+                                 self.detail_title, self.detail, visible=False, sizing_mode="stretch_width")
+        self.main = pn.Column(self.message, self.recommendation, self.frontier_note, self.results,
+                              sizing_mode="stretch_width")
         self._open(model)
         self.controls = self._controls()
+        self._sync_url()
 
     def _controls(self) -> pn.Column:
         """Widgets last, so they start from the loaded options and values."""
@@ -114,6 +143,8 @@ class ParetoPage(ModelPage):
             pn.widgets.Select.from_param(self.param.model, name="Model"),
             pn.widgets.Select.from_param(self.param.metric, name="Metric"),
             pn.widgets.Select.from_param(self.param.imatrix, name="Importance matrix"),
+            pn.widgets.FloatInput.from_param(self.param.budget, name="bpw budget (best at or under it)",
+                                             css_classes=["bpw-budget"], format="0.000"),
             self.tensor_filter, self.filters,
             pn.widgets.Checkbox.from_param(self.param.show_tensors, css_classes=["every-point"],
                                            name="Every (tensor, format) point (density when many)"),
@@ -233,6 +264,11 @@ class ParetoPage(ModelPage):
         return self.metric in MODEL_METRICS
 
     # -------------------------------------------------------------------------- updates
+    @property
+    def column(self) -> str:
+        """The column plotted for the chosen metric (``cosine_distance``, 1 − cosine, for cosine)."""
+        return plotted(self.metric)
+
     def _fail(self, what: str, exc: Exception):
         self._data = pd.DataFrame()
         self._show_message(f"{what}: {str(exc).splitlines()[0]}", "danger")
@@ -268,24 +304,30 @@ class ParetoPage(ModelPage):
         the format filters offer what they hold (all chosen)."""
         if self._quiet or self.model is None:
             return
+        # until the tensor subset is read again, nothing is drawn (a metric or format filter
+        # change must not bring back figures of the previous subset under the message)
+        self._summary_df, self._tensors = pd.DataFrame(), []
         try:
-            self._tensors = tensors_matching(self._all_tensors, self.tensor_regex, self.tensor_kinds)
+            tensors = tensors_matching(self._all_tensors, self.tensor_regex, self.tensor_kinds)
         except ValueError as exc:
             return self._fail("tensor filter", exc)
-        if not self._tensors:
+        if not tensors:
             self._data = pd.DataFrame()
             return self._show_message(f"{self.model}: no tensor matches the tensor filter "
                                       f"({len(self._all_tensors)} tensors have results)", "warning")
+        self._tensors = tensors
         try:
             df = self._summary()
         except (duckdb.Error, OSError) as exc:
+            self._tensors = []
             return self._fail(f"cannot read {self.model} from {self.store}", exc)
         both = pd.concat([df, self._model_rows], ignore_index=True) if len(self._model_rows) else df
         self._colors = kind_colors(ordered_kinds(both))
         with self._batch():
             for name, values in filter_values(both).items():
                 before, current = list(self.param[name].objects or []), list(getattr(self, name))
-                self.param[name].objects = values
+                self.param[name].objects = ({FAMILY_LABELS.get(v, v): v for v in values} if name == "family"
+                                            else values)
                 # a filter the user narrowed stays narrowed; one that allowed everything (or
                 # whose choices are all gone) allows everything again
                 kept = [v for v in current if v in values]
@@ -299,27 +341,53 @@ class ParetoPage(ModelPage):
             return
         df = self._model_rows if self.model_level else self._summary_df
         chosen = {name: getattr(self, name) for name in FORMAT_FILTERS}
-        data = plottable(filter_formats(df, **chosen), self.metric)
-        self._data = data.assign(**{GAP: frontier_gap(data, self.metric)}) if len(data) else data
+        col = self.column
+        data = plottable(filter_formats(df, **chosen), col)
+        self._data = data.assign(**{GAP: frontier_gap(data, col)}) if len(data) else data
         self._show_focus("")
         if self._data.empty:
             self._new_brush(None)
-            why = "no formats pass the format filters" if not df.empty else EMPTY_STORE
+            off = [FILTER_LABELS[n] for n in FORMAT_FILTERS if not chosen[n] and self.param[n].objects]
+            why = ("no formats pass the format filters" + (f" (nothing chosen in {', '.join(off)})" if off else "")
+                   if not df.empty else EMPTY_STORE)
             self._show_message(f"{self.model}: {why} to plot for {self.metric}", "warning")
+            return
+        self.message.visible = False
+        points = pareto_points(self._data, col, self._colors)
+        restore, self._pending_selection = self._pending_selection, None
+        picked = [i for i, f in enumerate(points.data["format"]) if f in set(restore or ())]
+        if picked:     # drawn selected (the browser's own selection), and the stream told so
+            points = points.opts(selected=picked)
+        self._new_brush(points)
+        if self.model_level:
+            self.plot.object = model_level_plot(self._data, col, points=self.points, colors=self._colors)
+            self.frontier_note.object = self._frontier_note()
         else:
-            self.message.visible = False
-            self._new_brush(pareto_points(self._data, self.metric, self._colors))
-            if self.model_level:
-                self.plot.object = model_level_plot(self._data, self.metric, points=self.points,
-                                                    colors=self._colors)
-                self.frontier_note.object = self._frontier_note()
-            else:
-                underlay = self._tensor_cloud() if self.show_tensors else None
-                self.plot.object = pareto_plot(self._data, self.metric, points=self.points,
-                                               colors=self._colors, underlay=underlay)
-            self.frontier_note.visible = self.model_level
-            self.plot.visible = self.caption.visible = self.table.visible = self.detail_title.visible = True
-        self._update_table()
+            underlay = self._tensor_cloud() if self.show_tensors else None
+            self.plot.object = pareto_plot(self._data, col, points=self.points, colors=self._colors,
+                                           underlay=underlay)
+        _, self._dropped_labels = place_labels(self._data, col)
+        self.labels_note.object = (f"No room for the label of {', '.join(self._dropped_labels)}: hover the "
+                                   f"point{'s' if len(self._dropped_labels) > 1 else ''} for the name."
+                                   if self._dropped_labels else "")
+        self.labels_note.visible = bool(self._dropped_labels)
+        self.frontier_note.visible = self.model_level
+        self.results.visible = True
+        if picked:
+            self.brush.event(index=picked)      # → _brushed: the table, and the selection kept
+        else:
+            self.selection = []
+            self._update_table()
+        self._show_readout()
+
+    @param.depends("budget", watch=True)
+    def _show_readout(self):
+        """The best format at or under the budget, the runner-up and the nearest llama.cpp type
+        (among the plotted formats); the plot is not redrawn, so a brush stays."""
+        if self._data.empty:
+            self.readout.object = ""
+            return
+        self.readout.object = budget_readout(best_at_budget(self._data, self.column, self.budget))
 
     def _frontier_note(self) -> str:
         """Where the plotted formats' model-level and weight-error frontiers disagree."""
@@ -342,6 +410,8 @@ class ParetoPage(ModelPage):
             self.brush.param.watch(self._brushed, "index")
 
     def _brushed(self, event):
+        self.selection = [str(f) for f in self.points.data["format"].iloc[
+            [i for i in event.new if 0 <= i < len(self.points.data)]]]
         self._update_table()
         if len(event.new) == 1:     # one point (a tap): straight to its per-tensor errors
             self.focus = str(self.points.data["format"].iloc[event.new[0]])
@@ -353,18 +423,16 @@ class ParetoPage(ModelPage):
 
     def _update_table(self, *_):
         sel = self.selected()
-        table = selected_table(sel, self.metric, extra=(WEIGHT_ERROR,) if self.model_level else ())
+        col = self.column
+        table = selected_table(sel, col, extra=(WEIGHT_ERROR,) if self.model_level else ())
         if GAP in sel.columns:
             table[GAP] = sel.set_index("format").loc[table["format"], GAP].to_numpy()
-        if self._table_metric != self.metric:   # new column set-up only with a new metric: it
-            self._table_metric = self.metric      # makes the browser rebuild the whole table
-            log = ALL_METRICS[self.metric].log
-            self.table.formatters = {"bpw": NumberFormatter(format="0.000"),
-                                     self.metric: ScientificFormatter(precision=3, power_limit_low=0)
-                                     if log else NumberFormatter(format="0.0000"),
-                                     WEIGHT_ERROR: ScientificFormatter(precision=3, power_limit_low=0),
-                                     GAP: NumberFormatter(format="0.000")}
-            self.table.titles = {GAP: gap_label(self.metric)}
+        if self._table_metric != col:   # new column set-up only with a new metric: it
+            self._table_metric = col      # makes the browser rebuild the whole table
+            # every number to 4 significant digits (bpw to 5), no e-notation: pareto.readable
+            self.table.formatters = {"bpw": readable_cell(BPW_SIG), col: readable_cell(),
+                                     WEIGHT_ERROR: readable_cell(), GAP: readable_cell()}
+            self.table.titles = {GAP: gap_label(col), **({col: "1 − cosine"} if col != self.metric else {})}
         self.table.value = table
         n, total = len(sel), len(self._data)
         self.caption.object = (f"Selected formats: {n} of {total} — click one for its per-tensor errors" if n else
@@ -389,7 +457,7 @@ class ParetoPage(ModelPage):
             self.detail.object = None
             self.detail_title.object = "#### Per-tensor errors: click a format in the table"
             return
-        metric = self.metric if self.metric in METRICS else "nmse"   # per tensor: the weight error
+        metric = self.column if self.metric in METRICS else "nmse"   # per tensor: the weight error
         try:
             rows = st.tensor_results(self.store, self.model, self.imatrix, formats=[name], tensors=self._tensors)
         except (duckdb.Error, OSError) as exc:
@@ -402,12 +470,89 @@ class ParetoPage(ModelPage):
         fallback = rows["applied_type"].notna() & (rows["applied_type"] != rows["format"])
         note = (f"; {int(fallback.sum())} written as {', '.join(sorted(set(rows.loc[fallback, 'applied_type'])))}"
                 if fallback.any() else "")
-        self.detail_title.object = (f"#### {name}: {metric} on each tensor ({len(shown)} of "
+        self.detail_title.object = (f"#### {name}: {metric_name(metric)} on each tensor ({len(shown)} of "
                                     f"{len(rows)} tensors{note})")
         self.detail.object = per_tensor_errors(rows, metric, title=f"{name} per tensor")
 
     def _show_message(self, text: str, kind: str):
+        """One line instead of the figures: the plot, readout, caption and table go (hidden with
+        their container, and emptied, so that nothing stale is left to come back)."""
         self.message.object, self.message.alert_type, self.message.visible = text, kind, True
-        self.plot.visible = self.caption.visible = self.table.visible = self.detail_title.visible = False
+        self.results.visible = False
         self.frontier_note.visible = False
+        self.readout.object = self.caption.object = ""
+        self.selection = []
         self.detail.object = None
+
+    # ------------------------------------------------------------------------- the URL
+    def _sync_url(self):
+        """When served: the view in the query string, both ways. The link's values are applied
+        first, in URL_PARAMS order (a model's options come before the filters over them), then
+        ``pn.state.location.sync`` keeps the URL following every change."""
+        location = pn.state.location
+        if location is None or self.model is None:
+            return
+        query = dict(parse_qsl(location.search.lstrip("?"), keep_blank_values=True))
+        values, ignored = {}, []
+        for name in URL_PARAMS:
+            if name in query:
+                try:
+                    values[name] = self._from_url(name, query[name])
+                except ValueError:
+                    ignored.append(name)
+        def apply(names) -> bool:
+            changed = False
+            for name in names:
+                if name in values and values[name] != getattr(self, name):
+                    try:
+                        setattr(self, name, values[name])
+                        changed = True
+                    except (ValueError, TypeError):
+                        ignored.append(name)
+            return changed
+        # a plain link (no view in it) costs nothing more: the page is drawn once, as built
+        apply(["model"])
+        with self._batch():
+            subset = apply(["imatrix"])
+            if subset:
+                self._set_metric_options()
+            subset = apply(["metric", "tensor_regex", "tensor_kinds"]) or subset
+        if subset:
+            self._load_runs()
+        with self._batch():
+            drawn = apply([*FORMAT_FILTERS, "show_tensors"])
+        if drawn or values.get("selection"):
+            self._pending_selection = values.get("selection")
+            self._refresh()
+            self._pending_selection = None
+        apply(["budget", "focus"])
+        location.sync(self, {name: name for name in URL_PARAMS}, on_error=lambda _: None)
+        if ignored:
+            note = f"From the link, not applied (not in this store): {', '.join(sorted(set(ignored)))}."
+            self.recommendation.object = (self.recommendation.object + "\n\n" + note
+                                          if self.recommendation.visible else note)
+            self.recommendation.visible = True
+
+    def _from_url(self, name: str, text: str):
+        """A parameter's value from its query-string text (as ``location.sync`` writes it)."""
+        p = self.param[name]
+        if isinstance(p, (param.ListSelector, param.List)):
+            # JSON as sync writes a change; a Python literal as Location.update_query re-encodes
+            # the keys it did not change (["a"] comes back as ['a'])
+            if not text.startswith("["):
+                return [v for v in text.split(",") if v]
+            try:
+                value = json.loads(text)
+            except ValueError:
+                try:
+                    value = ast.literal_eval(text)
+                except (ValueError, SyntaxError):
+                    raise ValueError(name) from None
+            if not isinstance(value, list):
+                raise ValueError(name)
+            return value
+        if isinstance(p, param.Boolean):
+            return text.lower() in ("true", "1", "yes")
+        if isinstance(p, param.Number):
+            return float(text)
+        return text
