@@ -69,10 +69,11 @@ def percentile(values: list[float], q: float) -> float:
 async def _one(browser, url: str, timeout_s: float, out: dict, start: asyncio.Event):
     from workbench.browser import is_local
     ctx = await browser.new_context(viewport={"width": 1400, "height": 1000})
-    out.update(blocked=0, console_errors=0, plot_s=None, brush_s=None, registered=False, error=None)
+    out.update(blocked=0, blocked_urls=[], console_errors=0, plot_s=None, brush_s=None, registered=False, error=None)
 
     async def route(r):
         out["blocked"] += 1
+        out["blocked_urls"].append(r.request.url)
         await r.abort()
     await ctx.route(lambda u: not is_local(u), route)
     page = await ctx.new_page()
@@ -151,6 +152,7 @@ def measure(store: Path, n: int, timeout_s: float = 240.0, settle_s: float = 45.
             "blocked_requests": sum(o["blocked"] for o in outs),
             "console_errors": sum(o["console_errors"] for o in outs),
             "server_errors": len(errors), "server_error_lines": errors[:5],
+            "blocked_urls": sorted({u for o in outs for u in o["blocked_urls"]})[:10],
             "failures": [o["error"] for o in outs if o["error"]],
             "wall_s": wall}
 
@@ -203,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         print("  failure:", f)
     for line in r["server_error_lines"]:
         print("  server:", line)
+    for url in r["blocked_urls"]:
+        print("  blocked:", url)
     if a.out:
         a.out.write_text(f"# {a.sessions} sessions at once on the Pareto page (headless chromium)\n\n"
                          f"`workbench bench --sessions {a.sessions}` on {st.device_name()}, "
