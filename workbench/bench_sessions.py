@@ -123,6 +123,18 @@ async def _sessions(url: str, n: int, timeout_s: float) -> list[dict]:
     return outs
 
 
+def _run(n: int, url: str, timeout_s: float) -> list[dict]:
+    """``_sessions`` on an event loop of its own: in a thread of its own where this thread
+    already runs one (a test session's playwright does), where asyncio.run would refuse."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(_sessions(url, n, timeout_s))
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(_sessions(url, n, timeout_s))).result()
+
+
 def measure(store: Path, n: int, timeout_s: float = 240.0, settle_s: float = 45.0) -> dict:
     from workbench.browser import serve
     with serve(store) as srv:
@@ -131,12 +143,12 @@ def measure(store: Path, n: int, timeout_s: float = 240.0, settle_s: float = 45.
         started = rss_mb(pid)
         # idle = after one session has come and gone: the libraries a session imports (Panel's
         # models, HoloViews, the views) stay loaded for the server's life, whatever it serves
-        asyncio.run(_sessions(srv["url"], 1, timeout_s))
+        _run(1, srv["url"], timeout_s)
         time.sleep(settle_s)
         idle = rss_mb(pid)
         t0 = time.perf_counter()
         with RssSampler(pid) as sampler:
-            outs = asyncio.run(_sessions(srv["url"], n, timeout_s))
+            outs = _run(n, srv["url"], timeout_s)
             wall = time.perf_counter() - t0
             time.sleep(settle_s)
         after = rss_mb(pid)
