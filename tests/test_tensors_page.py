@@ -63,8 +63,8 @@ def test_heatmap_and_statistics_on_a_real_store(small_store, weights):
     assert page.model == MODEL and not page.message.visible and not page.note.visible
     # default columns: llama.cpp's types and the f16 uniform singles at block 32
     cat = format_catalog(results)
-    expected = pick_formats(cat, ["llama.cpp", "uniform f16"], 32)
-    assert page.format_kinds == ["llama.cpp", "uniform f16"] and page.block == 32
+    expected = pick_formats(cat, ["llama.cpp", "single f16"], 32)
+    assert page.format_kinds == ["llama.cpp", "single f16"] and page.block == 32
     assert set(page.shown["format"]) == set(expected) and "Q4s16_e4m3" not in expected
     # rows: every measured tensor, and the ratios are those of all measured formats
     assert sorted(page.rows()) == sorted(weights) and len(page.rows()) == 6

@@ -347,8 +347,8 @@ def test_format_catalog_kinds_and_bpw_order():
     assert list(cat.columns) == ["format", "kind", "family", "block", "bpw"]
     assert list(cat["format"]) == ["Q4s64", "Q4s32_e4m3", "Q4_0", "Q4s32", "Q4_K", "Q(4s8)xQ(6s8)"]
     kinds = dict(zip(cat["format"], cat["kind"]))
-    assert kinds == {"Q4_0": "llama.cpp", "Q4_K": "llama.cpp", "Q4s32": "uniform f16", "Q4s64": "uniform f16",
-                     "Q4s32_e4m3": "uniform e4m3", "Q(4s8)xQ(6s8)": "double f16"}
+    assert kinds == {"Q4_0": "llama.cpp", "Q4_K": "llama.cpp", "Q4s32": "single f16", "Q4s64": "single f16",
+                     "Q4s32_e4m3": "single e4m3", "Q(4s8)xQ(6s8)": "double f16"}
     assert cat.set_index("format").loc["Q4_K", "bpw"] == pytest.approx(5.0)
     assert format_catalog(_catalog_input().iloc[:0]).empty
 
@@ -357,7 +357,7 @@ def test_pick_formats_by_kind_block_and_regex():
     cat = format_catalog(_catalog_input())
     assert pick_formats(cat, DEFAULT_FORMAT_KINDS, DEFAULT_BLOCK) == ["Q4_0", "Q4s32", "Q4_K"]
     assert pick_formats(cat, DEFAULT_FORMAT_KINDS) == ["Q4s64", "Q4_0", "Q4s32", "Q4_K"]
-    assert pick_formats(cat, ["uniform e4m3", "double f16"], 8) == ["Q(4s8)xQ(6s8)"]
+    assert pick_formats(cat, ["single e4m3", "double f16"], 8) == ["Q(4s8)xQ(6s8)"]
     assert pick_formats(cat, cat["kind"].unique(), None, r"_K$|e4m3") == ["Q4s32_e4m3", "Q4_K"]
     assert pick_formats(cat, [], None) == []
     assert pick_formats(cat, DEFAULT_FORMAT_KINDS, None, "^nothing") == []

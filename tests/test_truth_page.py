@@ -194,7 +194,7 @@ def test_model_level_rows_carry_the_format_columns_the_name_implies(truth_store)
                 assert rows.loc[f, col] == value, (f, col)
     assert np.allclose(rows.loc[whole["format"], "bpw"], whole["bpw"])
     assert np.allclose(rows.loc[whole["format"], "drift"], whole["drift"])
-    assert rows.loc["Q4_0", "kind"] == "llama.cpp" and rows.loc["Q4s32", "kind"] == "uniform f16"
+    assert rows.loc["Q4_0", "kind"] == "llama.cpp" and rows.loc["Q4s32", "kind"] == "single f16"
     assert model_level_rows(whole.iloc[:0]).empty
 
 

@@ -96,12 +96,12 @@ def summary_like() -> pd.DataFrame:
 
 def test_kind_is_family_and_scale_encoding():
     kinds = with_kind(summary_like())["kind"].tolist()
-    assert kinds == [LLAMA_CPP, "uniform f16", "uniform e4m3", "double e4m3", "uniform bf16", LLAMA_CPP]
-    assert ordered_kinds(summary_like()) == [LLAMA_CPP, "uniform f16", "uniform bf16", "uniform e4m3",
+    assert kinds == [LLAMA_CPP, "single f16", "single e4m3", "double e4m3", "single bf16", LLAMA_CPP]
+    assert ordered_kinds(summary_like()) == [LLAMA_CPP, "single f16", "single bf16", "single e4m3",
                                              "double e4m3"]
     colors = kind_colors(ordered_kinds(summary_like()))
     assert len(set(colors.values())) == len(colors)
-    assert kind_colors(["uniform e4m3"]) == {"uniform e4m3": colors["uniform e4m3"]}  # stable
+    assert kind_colors(["single e4m3"]) == {"single e4m3": colors["single e4m3"]}  # stable
 
 
 # ------------------------------------------------------------------------------ pareto_plot
@@ -339,7 +339,7 @@ def test_filter_formats_by_each_filter():
     df["super_bits"] = pd.array([pd.NA, 6, pd.NA, pd.NA], dtype="Int16")
     values = filter_values(df)
     assert values == {"family": ["ggml", "uniform"], "structure": ["single", "double"],
-                      "scale_dtype": ["f16", "e4m3"], "bits": [4, 5], "block": [32, 64],
+                      "scale_encoding": ["f16", "e4m3"], "bits": [4, 5], "block": [32, 64],
                       "symmetry": ["asymmetric", "symmetric"]}
     assert formats(filter_formats(df)) == ["f0", "f1", "f2", "f3"]                 # no filter
     assert formats(filter_formats(df, **values)) == ["f0", "f1", "f2", "f3"]       # all allowed
@@ -348,7 +348,7 @@ def test_filter_formats_by_each_filter():
     assert formats(filter_formats(df, structure=["single"], bits=[4])) == ["f0", "f3"]
     assert formats(filter_formats(df, block=[64])) == ["f1"]
     assert formats(filter_formats(df, symmetry=["asymmetric"])) == ["f1"]
-    assert formats(filter_formats(df, scale_dtype=["f16"], family=["uniform"])) == ["f0", "f2"]
+    assert formats(filter_formats(df, scale_encoding=["f16"], family=["uniform"])) == ["f0", "f2"]
     assert filter_formats(df, bits=[]).empty
     with pytest.raises(ValueError, match="unknown format filter"):
         filter_formats(df, colour=["red"])
@@ -521,8 +521,8 @@ def test_marker_shapes_and_legend_names_of_kinds():
     assert marker == {"Q4_0": "triangle", "Q8_0": "triangle", "Q4s32": "circle", "Q4s16_e4m3": "circle",
                       "Q3a64_bf16": "circle", "Q(4a16)xQ(6s16)_e4m3": "square"}
     assert source.glyph.marker == {"field": "marker"} or getattr(source.glyph.marker, "field", None) == "marker"
-    assert [kind_marker(k) for k in ("llama.cpp", "uniform f16", "double e8m0")] == ["triangle", "circle", "square"]
-    assert kind_label("uniform e4m3") == "single e4m3" and kind_label("double f16") == "double f16"
+    assert [kind_marker(k) for k in ("llama.cpp", "single f16", "double e8m0")] == ["triangle", "circle", "square"]
+    assert kind_label("single e4m3") == "single e4m3" and kind_label("double f16") == "double f16"
 
 
 # ------------------------------------------------------------------------- label placement

@@ -64,6 +64,21 @@ class GgmlType:
     fallback: str | None = None   # llama-quantize's type for rows the block does not divide
     uses_imatrix: bool = True     # False: quantize_<type> ignores quant_weights
     kind: str = "legacy"          # legacy | k-quant | non-linear | fp4 | float
+    # Scale granularity as users know it (the store's block / scale_dtype / super_block_weights /
+    # super_scale_dtype): weights per scale and the scale's encoding; a two-level type's
+    # sub-block scales are integer codes ("int6": 6 bits) of a super-block scale in
+    # super_scale. 0 / None: the block itself (one scale per block, no super-scale).
+    scale_block: int = 0
+    scale_dtype: str | None = None
+    super_scale: str | None = None
+
+    @property
+    def weights_per_scale(self) -> int:
+        return self.scale_block or self.block
+
+    @property
+    def scale_encoding(self) -> str:
+        return self.scale_dtype or self.scale
 
     @property
     def bpw(self) -> float:
@@ -81,15 +96,21 @@ GGML_TYPES = {t.name: t for t in (
     GgmlType("Q5_1", 32, 2 + 2 + 4 + 16, 5, False, "f16"),
     GgmlType("Q8_0", 32, 2 + 32, 8, True, "f16", uses_imatrix=False),
     # k-quants: super-block of 256 = 16 blocks of 16 (Q2_K, Q3_K, Q6_K) or 8 of 32 (Q4_K, Q5_K)
-    GgmlType("Q2_K", 256, 16 + 64 + 2 + 2, 2, False, "f16", "Q4_0", kind="k-quant"),
-    GgmlType("Q3_K", 256, 32 + 64 + 12 + 2, 3, True, "f16", "Q4_0", kind="k-quant"),
-    GgmlType("Q4_K", 256, 2 + 2 + 12 + 128, 4, False, "f16", "Q5_0", kind="k-quant"),
-    GgmlType("Q5_K", 256, 2 + 2 + 12 + 32 + 128, 5, False, "f16", "Q5_1", kind="k-quant"),
-    GgmlType("Q6_K", 256, 128 + 64 + 16 + 2, 6, True, "f16", "Q8_0", kind="k-quant"),
+    GgmlType("Q2_K", 256, 16 + 64 + 2 + 2, 2, False, "f16", "Q4_0", kind="k-quant",
+             scale_block=16, scale_dtype="int4", super_scale="f16"),
+    GgmlType("Q3_K", 256, 32 + 64 + 12 + 2, 3, True, "f16", "Q4_0", kind="k-quant",
+             scale_block=16, scale_dtype="int6", super_scale="f16"),
+    GgmlType("Q4_K", 256, 2 + 2 + 12 + 128, 4, False, "f16", "Q5_0", kind="k-quant",
+             scale_block=32, scale_dtype="int6", super_scale="f16"),
+    GgmlType("Q5_K", 256, 2 + 2 + 12 + 32 + 128, 5, False, "f16", "Q5_1", kind="k-quant",
+             scale_block=32, scale_dtype="int6", super_scale="f16"),
+    GgmlType("Q6_K", 256, 128 + 64 + 16 + 2, 6, True, "f16", "Q8_0", kind="k-quant",
+             scale_block=16, scale_dtype="int8", super_scale="f16"),
     GgmlType("IQ4_NL", 32, 2 + 16, 4, True, "f16", kind="non-linear"),
-    GgmlType("IQ4_XS", 256, 2 + 2 + 4 + 128, 4, True, "f16", "IQ4_NL", kind="non-linear"),
+    GgmlType("IQ4_XS", 256, 2 + 2 + 4 + 128, 4, True, "f16", "IQ4_NL", kind="non-linear",
+             scale_block=32, scale_dtype="int6", super_scale="f16"),
     GgmlType("MXFP4", 32, 1 + 16, 4, True, "e8m0", uses_imatrix=False, kind="fp4"),
-    GgmlType("NVFP4", 64, 4 + 32, 4, True, "ue4m3", uses_imatrix=False, kind="fp4"),
+    GgmlType("NVFP4", 64, 4 + 32, 4, True, "ue4m3", uses_imatrix=False, kind="fp4", scale_block=16),
 )}
 assert [t.block_bytes for t in GGML_TYPES.values()] == [18, 20, 22, 24, 34, 84, 110, 144, 176, 210,
                                                         18, 136, 17, 36]
@@ -253,12 +274,55 @@ class FormatSpec:
         return replace(self, **kw)
 
 
+def scale_layout(spec: FormatSpec) -> dict:
+    """How a format's scales are laid out, as users name it (the store's columns since schema 4):
+
+    * ``block``: weights per (innermost) scale — Q4_K 32, Q6_K 16, NVFP4 16, Q4s32 32, and a
+      double format's block;
+    * ``scale_dtype``: that scale's encoding — a float encoding (``f16``, ``e4m3``, ``ue4m3`` …)
+      or, in two-level formats, an integer code of the super-scale (``int6``: 6 bits);
+    * ``super_block_weights``: weights sharing a super-scale (Q4_K 256; a double format's
+      block × blocks per super-block); None for single-level formats;
+    * ``super_scale_dtype``: the super-scale's float encoding (Q4_K f16, a double format's
+      suffix); None for single-level formats.
+
+    ``scale_encoding`` (not stored) is the float encoding a user picks between — the
+    super-scale's in two-level formats, else the scale's: what the Scale-encoding filter files
+    a format under."""
+    if spec.family == "ggml":
+        t = GGML_TYPES[spec.ggml_type]
+        two_level = t.super_scale is not None
+        out = {"block": t.weights_per_scale, "scale_dtype": t.scale_encoding,
+               "super_block_weights": t.block if two_level else None, "super_scale_dtype": t.super_scale}
+    elif spec.double:
+        out = {"block": spec.block, "scale_dtype": f"int{spec.super_bits}",
+               "super_block_weights": spec.block * spec.super_block, "super_scale_dtype": spec.scale}
+    else:
+        out = {"block": spec.block, "scale_dtype": spec.scale, "super_block_weights": None,
+               "super_scale_dtype": None}
+    out["scale_encoding"] = out["super_scale_dtype"] or out["scale_dtype"]
+    return out
+
+
 def spec_columns(spec: FormatSpec) -> dict:
-    """The store's format columns of a spec (what its name implies)."""
-    return {"format": spec.name, "family": spec.family, "bits": spec.bits, "block": spec.block,
-            "symmetric": spec.symmetric, "scale_dtype": spec.scale, "super_bits": spec.super_bits,
+    """The store's format columns of a spec (what its name implies; ``scale_layout`` for the
+    block and scale columns)."""
+    lay = scale_layout(spec)
+    return {"format": spec.name, "family": spec.family, "bits": spec.bits, "block": lay["block"],
+            "symmetric": spec.symmetric, "scale_dtype": lay["scale_dtype"], "super_bits": spec.super_bits,
             "super_block": spec.super_block, "super_symmetric": spec.super_symmetric,
+            "super_block_weights": lay["super_block_weights"], "super_scale_dtype": lay["super_scale_dtype"],
             "search": spec.search, "normalizer": spec.uses_normalizer, "naive": spec.naive}
+
+
+def legacy_spec_columns(spec: FormatSpec) -> dict:
+    """The format columns as schema versions 1-3 wrote them: ``block`` the format's unit (Q4_K
+    256, NVFP4 64), ``scale_dtype`` the float encoding (a double format's super-scale's), no
+    super_block_weights / super_scale_dtype. Read only to accept and migrate older files."""
+    cols = spec_columns(spec)
+    cols.update(block=spec.block, scale_dtype=spec.scale)
+    del cols["super_block_weights"], cols["super_scale_dtype"]
+    return cols
 
 
 def validate(spec: FormatSpec) -> None:

@@ -41,7 +41,14 @@ import pyarrow.parquet as pq
 
 import workbench
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+# Schema 4 records a format's scale granularity as users know it (formats.scale_layout): block =
+# weights per scale (Q4_K 32, NVFP4 16), scale_dtype = that scale's encoding (int6 for Q4_K's
+# sub-block scales and a double format's block scales), super_block_weights / super_scale_dtype
+# for two-level formats. Versions 1-3 stored the unit (Q4_K 256) and the float encoding there:
+# rows of those versions are migrated on read (``connect``), from the format name.
+LAYOUT_SINCE = 4
+LAYOUT_COLS = ("block", "scale_dtype", "super_block_weights", "super_scale_dtype")
 NATURAL_KEY = ("model", "tensor", "format", "imatrix", "backend", "device", "workbench_version")
 MAY_BE_EMPTY = ("imatrix",)  # natural-key columns where "" is a value (no imatrix)
 MODEL_ID = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
@@ -53,7 +60,7 @@ RESULTS_SCHEMA = pa.schema([
     ("model", pa.string()), ("tensor", pa.string()), ("format", pa.string()),
     ("family", pa.string()), ("bits", pa.int16()), ("block", pa.int32()), ("symmetric", pa.bool_()),
     ("scale_dtype", pa.string()), ("super_bits", pa.int16()), ("super_block", pa.int32()),
-    ("super_symmetric", pa.bool_()), ("search", pa.string()), ("normalizer", pa.bool_()),
+    ("super_symmetric", pa.bool_()), ("super_block_weights", pa.int32()), ("super_scale_dtype", pa.string()), ("search", pa.string()), ("normalizer", pa.bool_()),
     ("naive", pa.bool_()), ("applied_type", pa.string()), ("fallback_note", pa.string()),
     ("imatrix", pa.string()), ("imatrix_file", pa.string()), ("imatrix_note", pa.string()),
     ("bpw", pa.float64()), ("nbytes", pa.int64()), ("numel", pa.int64()), ("rows", pa.int64()),
@@ -465,17 +472,56 @@ def _key_sql(have, alias: str = "") -> str:
                      else f'{alias}"{c}"' for c in NATURAL_KEY)
 
 
-def schema_columns(schema: pa.Schema, have, alias: str = "") -> str:
+def schema_columns(schema: pa.Schema, have, alias: str = "", migrate: str | None = None) -> str:
     """SELECT list presenting raw columns ``have`` in ``schema``'s current form: each column cast
-    to its type, a column older files lack as NULL ("" for a natural-key column such as imatrix)."""
+    to its type, a column older files lack as NULL ("" for a natural-key column such as imatrix).
+    ``migrate``: the alias of a table of ``LAYOUT_COLS`` by format (``layout_table``) that
+    replaces those columns in rows written before schema ``LAYOUT_SINCE``."""
     cols = []
+    old = f'coalesce({alias}"schema_version", 0) < {LAYOUT_SINCE}' if "schema_version" in have else "TRUE"
     for f in schema:
         if f.name in have:
             expr = f"coalesce({alias}\"{f.name}\", '')" if f.name in MAY_BE_EMPTY else f'{alias}"{f.name}"'
         else:
             expr = "''" if f.name in MAY_BE_EMPTY else "NULL"
+        if migrate and f.name in LAYOUT_COLS:
+            expr = f'CASE WHEN {old} AND {migrate}."format" IS NOT NULL THEN {migrate}."{f.name}" ELSE {expr} END'
         cols.append(f'CAST({expr} AS {sql_type(f.type)}) AS "{f.name}"')
     return ", ".join(cols)
+
+
+_LAYOUTS: dict[tuple, list[str]] = {}   # results files (path, size, mtime) -> formats in pre-4 rows
+
+
+def layout_table(con: duckdb.DuckDBPyConnection, src: str, have, sig: tuple | None = None) -> str | None:
+    """Register ``layout_v4``: ``LAYOUT_COLS`` of each format name found in rows of ``src``
+    written before schema ``LAYOUT_SINCE`` (names that do not parse keep their stored values).
+    None when there are no such rows. ``sig``: cache key of immutable files."""
+    from workbench.formats import FormatError, parse, spec_columns
+    if "format" not in have:
+        return None
+    if sig is None or sig not in _LAYOUTS:
+        cond = f'coalesce("schema_version", 0) < {LAYOUT_SINCE}' if "schema_version" in have else "TRUE"
+        names = [n for (n,) in con.execute(f'SELECT DISTINCT "format" FROM {src} WHERE {cond}').fetchall()]
+        if sig is not None:
+            if len(_LAYOUTS) > 256:
+                _LAYOUTS.clear()
+            _LAYOUTS[sig] = names
+    else:
+        names = _LAYOUTS[sig]
+    rows = []
+    for name in names:
+        try:
+            cols = spec_columns(parse(name))
+        except (FormatError, TypeError, ValueError):
+            continue
+        rows.append({"format": name, **{c: cols[c] for c in LAYOUT_COLS}})
+    if not rows:
+        return None
+    table = pa.Table.from_pylist(rows, schema=pa.schema([("format", pa.string())] + [
+        RESULTS_SCHEMA.field(c) for c in LAYOUT_COLS]))
+    con.register("layout_v4", table)
+    return "layout_v4"
 
 
 _DUPLICATES: dict[tuple, bool] = {}   # results files (path, size, mtime) -> any key stored twice
@@ -510,13 +556,20 @@ def connect(store: str | Path) -> duckdb.DuckDBPyConnection:
             # files of an older schema lack newer columns: present them as NULL ("" for a
             # natural-key column), so every query sees the current schema
             have = {r[0] for r in con.execute(f"DESCRIBE {table}_files").fetchall()}
+            migrate = None
+            if table == "results":     # rows of schema < 4: block/scale columns from the name
+                sig = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+                migrate = layout_table(con, f"{table}_files", have, sig)
+            join = f'LEFT JOIN {migrate} m ON m."format" = r."format"' if migrate else ""
             dedupe = ""
             key = {"results": _key_sql(have) if table == "results" else "",
                    "model_eval": ", ".join(f'"{c}"' for c in EVAL_KEY)}.get(table)
             if key and _has_duplicates(con, table, files, key):
-                dedupe = (f"QUALIFY row_number() OVER (PARTITION BY {key} "
-                          "ORDER BY created_at, filename, file_row_number) = 1")
-            con.execute(f"CREATE VIEW {table} AS SELECT {schema_columns(schema, have)} FROM {table}_files {dedupe}")
+                key_r = _key_sql(have, "r.") if table == "results" else ", ".join(f'r."{c}"' for c in EVAL_KEY)
+                dedupe = (f"QUALIFY row_number() OVER (PARTITION BY {key_r} "
+                          "ORDER BY r.created_at, r.filename, r.file_row_number) = 1")
+            con.execute(f"CREATE VIEW {table} AS SELECT {schema_columns(schema, have, 'r.', 'm' if migrate else None)} "
+                        f"FROM {table}_files r {join} {dedupe}")
         else:  # an empty store still answers queries, with the right columns
             con.from_arrow(schema.empty_table()).create_view(table)
     return con
@@ -640,7 +693,7 @@ def done_keys(store: str | Path, model: str, backend: str, device: str, version:
 
 
 FORMAT_COLS = ("family", "bits", "block", "symmetric", "scale_dtype", "super_bits", "super_block",
-               "super_symmetric", "search", "normalizer", "naive")
+               "super_symmetric", "super_block_weights", "super_scale_dtype", "search", "normalizer", "naive")
 
 
 def imatrices(store: str | Path, model: str | None = None) -> dict[str, str]:

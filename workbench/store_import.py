@@ -91,12 +91,12 @@ def _check_formats(con, src: str, path: Path, cols: set[str]) -> None:
     bits, block, symmetry, scale encoding, the type llama.cpp writes, and bpw recomputed from the
     name and the tensor's shape (the store's bpw comes from the real packed bytes, which equal
     the closed form)."""
-    from workbench.formats import FormatError, parse, spec_columns
+    from workbench.formats import FormatError, legacy_spec_columns, parse, spec_columns
     fmt_cols = [c for c in st.FORMAT_COLS if c in cols]
     shape_cols = [c for c in ("rows", "cols", "nbytes", "applied_type") if c in cols]
-    sel = ", ".join(f'"{c}"' for c in ["format", *fmt_cols, *shape_cols, "numel", "bpw"])
+    names = ["format", *fmt_cols, *shape_cols, "numel", "bpw", *(["schema_version"] if "schema_version" in cols else [])]
+    sel = ", ".join(f'"{c}"' for c in names)
     cur = con.execute(f"SELECT DISTINCT {sel} FROM {src}")
-    names = ["format", *fmt_cols, *shape_cols, "numel", "bpw"]
     specs: dict[str, object] = {}
     while batch := cur.fetchmany(5000):
         for values in batch:
@@ -112,8 +112,12 @@ def _check_formats(con, src: str, path: Path, cols: set[str]) -> None:
                 specs[name] = spec
             spec = specs[name]
             want = spec_columns(spec)
+            # rows written before schema 4 hold the layout columns as those versions defined
+            # them (st.LAYOUT_SINCE), or as migrated on read when a store re-exports them
+            older = (r.get("schema_version") or 0) < st.LAYOUT_SINCE
+            legacy = legacy_spec_columns(spec) if older else {}
             for c in fmt_cols:
-                if r[c] is not None and r[c] != want[c]:
+                if r[c] is not None and r[c] != want[c] and not (c in legacy and r[c] == legacy[c]):
                     _fail(path, f"format {name}: column {c} is {r[c]!r}, the name implies {want[c]!r}")
             shape = (r.get("rows"), r.get("cols"))
             if None in shape:

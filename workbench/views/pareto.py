@@ -64,36 +64,52 @@ WEIGHT_COLOR = "#000000"    # hollow diamonds, dashed: no kind's colour (Categor
 
 # Scale encodings in a fixed order, so each keeps its colour whatever a filter leaves.
 ENCODING_ORDER = ("f16", "bf16", "f32", "e4m3", "e5m2", "e8m0")
-TABLE_COLUMNS = ("format", "family", "bits", "block", "scale_dtype", "bpw", "applied_types")
+TABLE_COLUMNS = ("format", "same_as", "family", "bits", "block", "scale_dtype", "super_block_weights",
+                 "super_scale_dtype", "bpw", "applied_types")
 BPW = hv.Dimension("bpw", label="bits per weight")
 
 
 # ------------------------------------------------------------------------------- data
-def kind_of(family: str, scale_dtype: str | None, double: bool) -> str:
-    """The legend group of a format: llama.cpp's own types, else family (or 'double') + scale."""
+def kind_of(family: str, scale_encoding: str | None, double: bool) -> str:
+    """The legend group of a format: 'llama.cpp' for llama.cpp's own types, else 'single' or
+    'double' (the uniform grid's one- and two-level formats) and the float scale encoding
+    (``scale_encoding_of``): 'single f16', 'double e4m3'. The same words in the legend, the
+    hover, the Tensors page's kind filter and the README; the Family filter's 'uniform grid'
+    holds both single and double, as the Single / double filter splits them."""
     if family == "ggml":
         return LLAMA_CPP
-    return f"{'double' if double else family} {scale_dtype or '?'}"
+    group = "double" if double else "single" if family == "uniform" else family
+    return f"{group} {scale_encoding or '?'}"
+
+
+def scale_encoding_of(df: pd.DataFrame) -> pd.Series:
+    """The float encoding a format's scales are stored in, as a user chooses it: the
+    super-scale's in two-level formats (a double format's suffix, Q4_K's f16 over its 6-bit
+    sub-block scales), else the scale's (``formats.scale_layout``)."""
+    scale = df["scale_dtype"] if "scale_dtype" in df.columns else pd.Series(None, index=df.index, dtype=object)
+    if "super_scale_dtype" in df.columns:
+        scale = df["super_scale_dtype"].where(df["super_scale_dtype"].notna(), scale)
+    return scale
 
 
 def with_kind(df: pd.DataFrame) -> pd.DataFrame:
-    """A copy of ``df`` with a 'kind' column (see ``kind_of``); kept if already there."""
-    if "kind" in df.columns:
+    """A copy of ``df`` with a 'kind' column (see ``kind_of``) and 'scale_encoding'
+    (``scale_encoding_of``); kept if already there."""
+    if "kind" in df.columns and "scale_encoding" in df.columns:
         return df
     out = df.copy()
+    out["scale_encoding"] = scale_encoding_of(out)
     double = out["super_bits"].notna() if "super_bits" in out.columns else pd.Series(False, index=out.index)
-    scale = out["scale_dtype"] if "scale_dtype" in out.columns else pd.Series(None, index=out.index)
-    out["kind"] = [kind_of(f, s if isinstance(s, str) else None, bool(d))
-                   for f, s, d in zip(out["family"], scale, double)]
+    if "kind" not in out.columns:
+        out["kind"] = [kind_of(f, s if isinstance(s, str) else None, bool(d))
+                       for f, s, d in zip(out["family"], out["scale_encoding"], double)]
     return out
 
 
 def kind_label(kind: str) -> str:
-    """What the legend and the hover call a kind: 'single f16' for the uniform family's
-    single-level formats ('uniform f16' inside), 'double e4m3', 'llama.cpp'. The Family filter's
-    'uniform grid' holds both single and double, as the Single / double filter splits them."""
-    group, _, enc = kind.partition(" ")
-    return f"single {enc}" if group == "uniform" and enc else kind
+    """What the legend and the hover call a kind: the kind itself ('single f16', 'double
+    e4m3', 'llama.cpp'; ``kind_of``)."""
+    return kind
 
 
 # marker shape by structure: single-level uniform, double (two-level) uniform, llama.cpp's types
@@ -105,7 +121,7 @@ def kind_marker(kind: str) -> str:
     if kind == LLAMA_CPP:
         return MARKERS[LLAMA_CPP]
     group = kind.partition(" ")[0]
-    return MARKERS["single" if group == "uniform" else group] if group in ("uniform", "double") else OTHER_MARKER
+    return MARKERS[group] if group in ("single", "double") else OTHER_MARKER
 
 
 def _kind_key(kind: str) -> tuple:
@@ -113,11 +129,11 @@ def _kind_key(kind: str) -> tuple:
         return (0, 0, "")
     group, _, enc = kind.partition(" ")
     rank = ENCODING_ORDER.index(enc) if enc in ENCODING_ORDER else len(ENCODING_ORDER)
-    return (1 + (group == "double") + 2 * (group not in ("uniform", "double")), rank, kind)
+    return (1 + (group == "double") + 2 * (group not in ("single", "double")), rank, kind)
 
 
 def ordered_kinds(df: pd.DataFrame) -> list[str]:
-    """The kinds present, llama.cpp first, then uniform and double by scale encoding."""
+    """The kinds present, llama.cpp first, then single and double by scale encoding."""
     return sorted(set(with_kind(df)["kind"]), key=_kind_key) if len(df) else []
 
 
@@ -129,7 +145,7 @@ def kind_colors(kinds) -> dict[str, str]:
             colors[kind] = "#222222"
             continue
         group, _, enc = kind.partition(" ")
-        if enc in ENCODING_ORDER and group in ("uniform", "double"):
+        if enc in ENCODING_ORDER and group in ("single", "double"):
             colors[kind] = Category20[20][2 * ENCODING_ORDER.index(enc) + (group == "double")]
         else:
             colors[kind] = next(spare, "#7f7f7f")
@@ -674,12 +690,15 @@ def disagreement_note(disagree: dict, metric: str, weight: str = WEIGHT_ERROR) -
 
 # ---------------------------------------------------------------------------- filters
 SINGLE, DOUBLE = "single", "double"
-FORMAT_FILTERS = ("family", "structure", "scale_dtype", "bits", "block", "symmetry")
+FORMAT_FILTERS = ("family", "structure", "scale_encoding", "bits", "block", "symmetry")
 
 
 def structure_of(df: pd.DataFrame) -> pd.Series:
-    """'double' for a format with a quantized super-block scale (k-quant-like), else 'single'."""
+    """'double' for a two-level format (block scales stored as integer codes of a super-block
+    scale: the uniform grid's double formats, the k-quants, IQ4_XS), else 'single'."""
     double = df["super_bits"].notna() if "super_bits" in df.columns else pd.Series(False, index=df.index)
+    if "super_block_weights" in df.columns:
+        double = double | df["super_block_weights"].notna()
     return double.map({True: DOUBLE, False: SINGLE})
 
 
@@ -691,10 +710,10 @@ def filter_values(df: pd.DataFrame) -> dict[str, list]:
     """The values each format filter can take in ``df`` (sorted; what the checkboxes offer)."""
     if df.empty:
         return {k: [] for k in FORMAT_FILTERS}
-    enc = [e for e in df["scale_dtype"].dropna().unique()]
+    enc = [e for e in scale_encoding_of(df).dropna().unique()]
     return {"family": sorted(df["family"].dropna().unique()),
             "structure": [s for s in (SINGLE, DOUBLE) if s in set(structure_of(df))],
-            "scale_dtype": sorted(enc, key=lambda e: (ENCODING_ORDER.index(e) if e in ENCODING_ORDER
+            "scale_encoding": sorted(enc, key=lambda e: (ENCODING_ORDER.index(e) if e in ENCODING_ORDER
                                                       else len(ENCODING_ORDER), e)),
             "bits": sorted(int(b) for b in df["bits"].dropna().unique()),
             "block": sorted(int(b) for b in df["block"].dropna().unique()),
@@ -712,7 +731,7 @@ def filter_formats(df: pd.DataFrame, **chosen) -> pd.DataFrame:
         if allowed is None:
             continue
         col = (structure_of(df) if name == "structure" else symmetry_of(df) if name == "symmetry"
-               else df[name])
+               else scale_encoding_of(df) if name == "scale_encoding" else df[name])
         keep &= col.isin(list(allowed)).to_numpy()
     return df[keep]
 
@@ -855,13 +874,29 @@ def per_tensor_errors(rows: pd.DataFrame, metric: str = "nmse", title: str = "")
     metric = plotted(metric)
     m = ALL_METRICS[metric]
     data = plottable(rows, metric).sort_values(metric, ascending=m.lower_is_better)
-    data = data.assign(short=[t.removesuffix(".weight") for t in data["tensor"]])
+    data = data.assign(short=[t.removesuffix(".weight") for t in data["tensor"]], written=written_as(data))
     return hv.Scatter(data, hv.Dimension("short", label="tensor"),
-                      [hv.Dimension(metric, label=m.label), "tensor", "bpw"]).opts(
+                      [hv.Dimension(metric, label=m.label), "tensor", "bpw", "written"]).opts(
         invert_axes=True, logy=m.log, responsive=True, height=max(220, 16 * len(data) + 70),
-        tools=["hover"], color="#4c72b0", size=8, title=title, show_grid=True,
-        fontsize={"xticks": "7pt"}, hooks=[readable_axes], hover_formatters=hover_fields(metric),
-        hover_tooltips=[("tensor", "@tensor"), ("bpw", "@{bpw}{custom}"), (metric, "@{%s}{custom}" % metric)])
+        tools=["hover"], color=hv.dim("written").categorize(
+            {NATIVE: "#4c72b0"}, default="#dd8452"),
+        marker=hv.dim("written").categorize({NATIVE: "circle"}, default="x"), size=8,
+        title=title, show_grid=True, fontsize={"xticks": "7pt"}, hooks=[readable_axes],
+        hover_formatters=hover_fields(metric),
+        hover_tooltips=[("tensor", "@tensor"), ("bpw", "@{bpw}{custom}"), (metric, "@{%s}{custom}" % metric),
+                        ("written", "@written")])
+
+
+NATIVE = "natively"
+
+
+def written_as(rows: pd.DataFrame) -> list[str]:
+    """Per row: 'natively', or 'as Q5_0 (fallback)' where llama.cpp's type fell back on that
+    tensor (``applied_type``; the per-tensor view marks those rows with an orange ×)."""
+    if "applied_type" not in rows.columns:
+        return [NATIVE] * len(rows)
+    return [NATIVE if not isinstance(a, str) or a == f else f"as {a} (fallback)"
+            for a, f in zip(rows["applied_type"], rows["format"])]
 
 
 RASTERIZE_ABOVE = 20_000   # (tensor, format) points drawn one by one up to this many
@@ -891,3 +926,57 @@ def tensor_cloud(rows: pd.DataFrame, metric: str = "nmse", max_points: int = RAS
     counts = np.where(counts > 0, counts, np.nan).T   # empty cells transparent
     return hv.QuadMesh((xe, 10 ** ye if m.log else ye, counts), kdims, hv.Dimension("points")).opts(
         cmap="Greys", cnorm="log", alpha=0.6, logy=m.log, colorbar=False, tools=[], line_alpha=0)
+
+
+# ----------------------------------------------------------- identical formats, native tensors
+SAME_COLUMNS = ("bpw", "mse", "max_abs_err")
+
+
+def identical_groups(rows: pd.DataFrame) -> list[list[str]]:
+    """Formats whose results are identical on every tensor (``rows``: store.tensor_results over
+    one tensor subset): the same tensors, the same size per tensor (bpw), and bit-equal mse and max
+    error — the same reconstructions, as a format written twice under two names (Q4_0 and
+    Q4s32). Each group in bpw-then-name order, llama.cpp's name first; groups of one are left out."""
+    if rows.empty or not set(SAME_COLUMNS) <= set(rows.columns):
+        return []
+    cols = ["tensor", *SAME_COLUMNS]
+    sigs: dict[tuple, list[str]] = {}
+    for fmt, part in rows.sort_values("tensor").groupby("format", sort=True):
+        vals = part[cols].to_numpy(object)
+        sigs.setdefault(tuple(map(tuple, vals)), []).append(str(fmt))
+    family = dict(zip(rows["format"], rows["family"])) if "family" in rows.columns else {}
+    return [sorted(g, key=lambda f: (family.get(f) != "ggml", f)) for g in sigs.values() if len(g) > 1]
+
+
+def merge_identical(df: pd.DataFrame, groups: list[list[str]]) -> pd.DataFrame:
+    """One row per group of identical formats present in ``df`` (the first present keeps its
+    row); ``same_as`` names the others ('' where none), and the label reads 'Q4_0 = Q4s32'."""
+    out = df.copy()
+    out["same_as"] = ""
+    if not groups or out.empty:
+        return out
+    present = set(out["format"])
+    drop = set()
+    for group in groups:
+        here = [f for f in group if f in present]
+        if len(here) < 2:
+            continue
+        keep, rest = here[0], here[1:]
+        drop.update(rest)
+        at = out["format"] == keep
+        out.loc[at, "same_as"] = ", ".join(rest)
+        if "label" in out.columns:
+            out.loc[at, "label"] = out.loc[at, "label"].astype(str) + " = " + " = ".join(rest)
+    return out[~out["format"].isin(drop)].reset_index(drop=True)
+
+
+def native_tensors(rows: pd.DataFrame, skipped=()) -> list[str]:
+    """The tensors every llama.cpp type in ``rows`` (store.tensor_results) wrote in its own type:
+    no fallback on them, and no llama.cpp type skipped on them (``skipped``: tensor names).
+    All of them when ``rows`` holds no llama.cpp type."""
+    tensors = list(dict.fromkeys(rows["tensor"])) if len(rows) else []
+    if rows.empty or not (rows["family"] == "ggml").any():
+        return tensors
+    g = rows[rows["family"] == "ggml"]
+    fell = set(g.loc[g["applied_type"].notna() & (g["applied_type"] != g["format"]), "tensor"])
+    return [t for t in tensors if t not in fell and t not in set(skipped)]

@@ -38,19 +38,22 @@ from workbench.views.pareto import (BPW_SIG, DEFAULT_BUDGET, FORMAT_FILTERS, MET
                                     frontier_gap, gap_label, kind_colors, model_level_plot, model_level_rows,
                                     ordered_kinds, pareto_plot, pareto_points, per_tensor_errors, place_labels,
                                     plottable, plotted, readable_cell, selected_table, tensor_cloud,
-                                    tensors_matching, with_kind)
+                                    tensors_matching, with_kind, identical_groups, merge_identical,
+                                    native_tensors)
+from workbench.formats import GGML_TYPES
 
 GAP = "vs_frontier"
 # the sweep's metric for each weight metric of model_eval rows (w_bias, w_actmean and w_sens have
 # no per-tensor counterpart in the results table)
 SWEEP_METRIC = {"w_nmse": "nmse", "w_wnmse": "wnmse", "w_max_err": "max_abs_err", "w_bnl": "bnl"}
-FILTER_LABELS = {"family": "Family", "structure": "Single / double", "scale_dtype": "Scale encoding",
+FILTER_LABELS = {"family": "Family", "structure": "Single / double", "scale_encoding": "Scale encoding",
                  "bits": "Bits", "block": "Block size", "symmetry": "Symmetric / asymmetric"}
 # the Family buttons: the uniform family holds single- and double-level formats (the legend's
 # 'single …' and 'double …' kinds), 'ggml' is llama.cpp's own types (the legend's 'llama.cpp')
 FAMILY_LABELS = {"ggml": "llama.cpp", "uniform": "uniform grid"}
 # the view in the URL's query string, applied in this order (later ones depend on earlier ones)
-URL_PARAMS = ("model", "imatrix", "metric", "tensor_regex", "tensor_kinds", *FORMAT_FILTERS, "show_tensors",
+URL_PARAMS = ("model", "imatrix", "metric", "tensor_regex", "tensor_kinds", "native_only", *FORMAT_FILTERS,
+              "show_tensors",
               "budget", "selection", "focus")
 
 
@@ -63,9 +66,11 @@ class ParetoPage(ModelPage):
                              "(none: quantized without one)")
     tensor_regex = param.String(default="", doc="Only tensors whose name matches (Python regex)")
     tensor_kinds = param.ListSelector(default=[], objects=[], doc="Only tensors of these kinds")
+    native_only = param.Boolean(default=False, doc="Only the tensors every llama.cpp type encodes "
+                                "natively (no fallback type, none skipped): every format on those")
     family = param.ListSelector(default=[], objects=[])
     structure = param.ListSelector(default=[], objects=[])
-    scale_dtype = param.ListSelector(default=[], objects=[])
+    scale_encoding = param.ListSelector(default=[], objects=[])
     bits = param.ListSelector(default=[], objects=[])
     block = param.ListSelector(default=[], objects=[])
     symmetry = param.ListSelector(default=[], objects=[])
@@ -85,6 +90,7 @@ class ParetoPage(ModelPage):
         self._summaries: dict[tuple, pd.DataFrame] = {}
         self._summary_df = pd.DataFrame()    # this model's formats over the chosen tensors
         self._tensors: list[str] = []        # the chosen tensors
+        self._same: list[list[str]] = []     # formats with identical results on the chosen tensors
         self._all_tensors: list[str] = []
         self._data = pd.DataFrame()          # what is plotted now (filtered, plottable rows)
         self._colors: dict[str, str] = {}
@@ -138,6 +144,9 @@ class ParetoPage(ModelPage):
             pn.widgets.TextInput.from_param(self.param.tensor_regex, name="Tensor name (regex)",
                                             placeholder=r"e.g. layer\.[0-2]\."),
             *buttons("tensor_kinds", "Tensor kind"),
+            pn.widgets.Checkbox.from_param(self.param.native_only, css_classes=["native-only"],
+                                           name="Native tensors only: those every llama.cpp type encodes "
+                                                "without a fallback (all formats on them)"),
             title="Tensors", collapsed=False, sizing_mode="stretch_width")
         controls = pn.Column(
             pn.widgets.Select.from_param(self.param.model, name="Model"),
@@ -192,6 +201,20 @@ class ParetoPage(ModelPage):
             yield
         finally:
             self._quiet = quiet
+
+    def _per_tensor(self, tensors: list[str]) -> pd.DataFrame:
+        """Every format's results on ``tensors`` (for the native-tensor subset and the identical
+        formats); the store's query cache answers it once per store version for all sessions."""
+        every = len(tensors) == len(self._all_tensors)
+        return st.tensor_results(self.store, self.model, self.imatrix, tensors=None if every else tensors)
+
+    def _ggml_skips(self) -> set[str]:
+        """Tensors a llama.cpp type was skipped on (NVFP4 where llama-quantize has no fallback)."""
+        sk = st.skips(self.store)
+        if sk.empty:
+            return set()
+        sk = sk[(sk["model"] == self.model) & sk["format"].isin(list(GGML_TYPES))]
+        return set(sk["tensor"])
 
     def _summary(self) -> pd.DataFrame:
         every = len(self._tensors) == len(self._all_tensors)
@@ -298,7 +321,7 @@ class ParetoPage(ModelPage):
             self._set_metric_options()
         self._load_runs()
 
-    @param.depends("tensor_regex", "tensor_kinds", watch=True)
+    @param.depends("tensor_regex", "tensor_kinds", "native_only", watch=True)
     def _load_runs(self):
         """The tensor subset changed (or the model, or the imatrix): new model-level figures, and
         the format filters offer what they hold (all chosen)."""
@@ -315,8 +338,20 @@ class ParetoPage(ModelPage):
             self._data = pd.DataFrame()
             return self._show_message(f"{self.model}: no tensor matches the tensor filter "
                                       f"({len(self._all_tensors)} tensors have results)", "warning")
-        self._tensors = tensors
         try:
+            rows = self._per_tensor(tensors)
+            if self.native_only:
+                matched = len(tensors)
+                skipped = self._ggml_skips()
+                tensors = native_tensors(rows, skipped)
+                if not tensors:
+                    self._data = pd.DataFrame()
+                    return self._show_message(
+                        f"{self.model}: none of the {matched} tensors the tensor filter keeps is encoded "
+                        "natively by every llama.cpp type (untick 'native tensors only')", "warning")
+                rows = rows[rows["tensor"].isin(tensors)]
+            self._same = identical_groups(rows)
+            self._tensors = tensors
             df = self._summary()
         except (duckdb.Error, OSError) as exc:
             self._tensors = []
@@ -342,7 +377,7 @@ class ParetoPage(ModelPage):
         df = self._model_rows if self.model_level else self._summary_df
         chosen = {name: getattr(self, name) for name in FORMAT_FILTERS}
         col = self.column
-        data = plottable(filter_formats(df, **chosen), col)
+        data = plottable(merge_identical(filter_formats(df, **chosen), self._same), col)
         self._data = data.assign(**{GAP: frontier_gap(data, col)}) if len(data) else data
         self._show_focus("")
         if self._data.empty:
@@ -516,7 +551,7 @@ class ParetoPage(ModelPage):
             subset = apply(["imatrix"])
             if subset:
                 self._set_metric_options()
-            subset = apply(["metric", "tensor_regex", "tensor_kinds"]) or subset
+            subset = apply(["metric", "tensor_regex", "tensor_kinds", "native_only"]) or subset
         if subset:
             self._load_runs()
         with self._batch():

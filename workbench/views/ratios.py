@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.kernels.encodings import ENCODINGS
+from workbench.views.pareto import scale_encoding_of
 
 LOWER_IS_BETTER = ("nmse", "mse", "rmse", "bnl", "bnl_seed", "max_abs_err", "wnmse", "wmse")
 HIGHER_IS_BETTER = ("sqnr_db", "cosine")
@@ -160,7 +161,7 @@ def _candidates(df: pd.DataFrame, enc: str, normalizer: bool, double: bool) -> p
     if df.empty:
         return df
     is_double = df["super_bits"].notna() if "super_bits" in df.columns else pd.Series(False, index=df.index)
-    keep = ((df["family"] == "uniform") & (df["scale_dtype"] == enc) & (df["search"] == "absmax")
+    keep = ((df["family"] == "uniform") & (scale_encoding_of(df) == enc) & (df["search"] == "absmax")
             & ~df["naive"].astype(bool) & (is_double == double))
     if ENCODINGS[enc].needs_normalizer:
         keep &= df["normalizer"].astype(bool) == normalizer
@@ -370,7 +371,7 @@ def encodings_present(df: pd.DataFrame) -> list[str]:
         return []
     rows = df[(df["family"] == "uniform") & (df["search"] == "absmax")
               & ~df["naive"].astype("boolean").fillna(False).astype(bool)]
-    keys = {encoding_key(e, bool(n)) for e, n in zip(rows["scale_dtype"], rows["normalizer"].fillna(True))
+    keys = {encoding_key(e, bool(n)) for e, n in zip(scale_encoding_of(rows), rows["normalizer"].fillna(True))
             if e in ENCODINGS}
     order = [encoding_key(e, n) for e in ENCODINGS for n in (True, False)]
     return [k for k in dict.fromkeys(order) if k in keys]

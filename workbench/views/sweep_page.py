@@ -42,6 +42,17 @@ EVAL_COLUMNS = ["format", "variant", "tensors", "bpw", "model_metric", "w_nmse"]
 log = logging.getLogger(__name__)
 
 
+
+def _set_bar(bar, value: int, top: int) -> None:
+    """A progress bar to ``value`` of ``top``, never passing through value > max: a smaller max
+    with the old, larger value still set would fail validation (the value goes down first)."""
+    if value <= bar.value:
+        bar.value = value
+        bar.max = top
+    else:
+        bar.max = top
+        bar.value = value
+
 class PlanError(ValueError):
     """Sweep settings that cannot run; the message is one line for the user."""
 
@@ -386,7 +397,8 @@ class SweepPage(pn.viewable.Viewer):
         self._polls = self._stored = 0
         self._set_running(True)
         self.message.visible = False
-        self.progress.param.update(visible=True, max=max(plan.pairs, 1), value=-1)   # -1: preparing
+        self.progress.value = -1
+        self.progress.param.update(visible=True, max=max(plan.pairs, 1))   # -1: preparing
         self.status.object = f"preparing {plan.pairs} pairs (compiling kernels, skipping stored pairs)…"
         self.live.value = pd.DataFrame(columns=LIVE_COLUMNS)
         self.live_caption.visible = self.live.visible = False
@@ -417,7 +429,7 @@ class SweepPage(pn.viewable.Viewer):
             done, total, started, rep, error = job.done, job.total, job.started, job.report, job.error
         finished = job.finished
         if started:
-            self.progress.param.update(max=max(total, 1), value=min(done, max(total, 1)))
+            _set_bar(self.progress, min(done, max(total, 1)), max(total, 1))
             self.status.object = f"{done} of {total} measured"
         self._polls += 1
         if finished or self._polls % STORE_EVERY == 0:
@@ -451,7 +463,7 @@ class SweepPage(pn.viewable.Viewer):
             self.status.object = ""
             self._show(error, "danger")
             return
-        self.progress.param.update(max=max(total, 1), value=min(done, max(total, 1)) if total else 1)
+        _set_bar(self.progress, min(done, max(total, 1)) if total else 1, max(total, 1))
         # whole tensors skipped (biases, norms) are listed on every run; pairs are worth a word
         pairs_skipped = sum(1 for _, fmt, _ in rep.skipped if fmt)
         extra = (f"; {rep.already} pairs were already stored" if rep.already else "") + \
@@ -495,7 +507,8 @@ class SweepPage(pn.viewable.Viewer):
         self._eval_polls = self._eval_stored = 0
         self._set_evaluating(True)
         self.eval_message.visible = False
-        self.eval_progress.param.update(visible=True, value=-1, max=1)
+        self.eval_progress.value = -1
+        self.eval_progress.param.update(visible=True, max=1)
         self.eval_status.object = "preparing: loading the model and its reference outputs…"
         self.eval_live.value = pd.DataFrame(columns=EVAL_COLUMNS)
         self.eval_live.visible = False
@@ -527,7 +540,7 @@ class SweepPage(pn.viewable.Viewer):
                                                          job.report, job.error)
         finished = job.finished
         if started:
-            self.eval_progress.param.update(max=max(total, 1), value=min(done, max(total, 1)))
+            _set_bar(self.eval_progress, min(done, max(total, 1)), max(total, 1))
             self.eval_status.object = f"{done} of {total} evaluated (last: `{current}`)"
         self._eval_polls += 1
         if finished or self._eval_polls % STORE_EVERY == 0:
@@ -560,8 +573,8 @@ class SweepPage(pn.viewable.Viewer):
             self._show_eval(error, "danger")
             return
         # a format that does not apply to the model reports no progress: the bar ends where the run did
-        self.eval_progress.param.update(max=max(total, 1), value=max(total, 1) if not job.cancel.is_set()
-                                        else min(done, max(total, 1)))
+        _set_bar(self.eval_progress, max(total, 1) if not job.cancel.is_set() else min(done, max(total, 1)),
+                 max(total, 1))
         extra = (f"; {rep.already} were already stored" if rep.already else "") + \
                 (f"; {len(rep.skipped)} do not apply ({rep.skipped[0][0]}: {rep.skipped[0][1]})" if rep.skipped else "")
         if job.cancel.is_set():

@@ -193,7 +193,7 @@ def _best_in_window(gid: np.ndarray, bpw: np.ndarray, val: np.ndarray, name: np.
 # ------------------------------------------------------------------ what the page shows
 # The default columns: llama.cpp's types and the f16-scale uniform singles at llama.cpp's
 # block size, so the heatmap stays readable (a full sweep has 462 formats).
-DEFAULT_FORMAT_KINDS = (LLAMA_CPP, "uniform f16")
+DEFAULT_FORMAT_KINDS = (LLAMA_CPP, "single f16")
 DEFAULT_BLOCK = 32
 STATS_SHOWN = (("std", "std"), ("absmax_over_std", "absmax/std"), ("excess_kurtosis", "excess kurtosis"))
 
@@ -208,12 +208,13 @@ def _compiled(pattern: str | None, what: str) -> re.Pattern | None:
 
 
 def format_catalog(results_df: pd.DataFrame) -> pd.DataFrame:
-    """One row per format: format, kind (``pareto.kind_of``: 'llama.cpp', 'uniform f16',
+    """One row per format: format, kind (``pareto.kind_of``: 'llama.cpp', 'single f16',
     'double e4m3' …), family, block and bpw (median over tensors), ordered by bpw then name."""
     cols = ["format", "kind", "family", "block", "bpw"]
     if results_df.empty:
         return pd.DataFrame(columns=cols)
-    keep = [c for c in ("family", "block", "scale_dtype", "super_bits") if c in results_df.columns]
+    keep = [c for c in ("family", "block", "scale_dtype", "super_scale_dtype", "super_bits")
+            if c in results_df.columns]
     first = with_kind(results_df.drop_duplicates("format")[["format", *keep]])
     bpw = pd.to_numeric(results_df["bpw"], errors="coerce").groupby(results_df["format"]).median()
     out = first.assign(bpw=first["format"].map(bpw).astype(float))
