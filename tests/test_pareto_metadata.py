@@ -100,3 +100,42 @@ def test_page_native_switch_and_merged_point(mixed_store):
     assert page.message.visible and "natively by every llama.cpp type" in page.message.object
     page.native_only = False
     assert not page.message.visible and page._tensors == ["narrow.weight"]
+
+
+def test_a_tap_on_crowded_points_opens_the_top_one():
+    import pandas as pd
+    from workbench.views.pareto import tapped_point
+    df = pd.DataFrame({"format": ["A", "B", "C", "D"], "bpw": [4.5, 4.5, 4.51, 8.5],
+                       "nmse": [7.8e-3, 7.81e-3, 7.9e-3, 1e-5], "cosine": [0.99, 0.99, 0.991, 0.99999]})
+    assert tapped_point(df, "nmse", [2]) == "C"                    # one point: that one
+    assert tapped_point(df, "nmse", [0, 1, 2]) == "C"              # all at one spot: the top-drawn
+    assert tapped_point(df, "nmse", [0, 3]) is None                # spread: a brush, nothing opened
+    assert tapped_point(df, "cosine", [0, 1]) == "B"               # 1 - cosine, on a log axis
+    assert tapped_point(df, "nmse", []) is None and tapped_point(df, "nmse", [9]) is None
+
+
+def test_formats_compared_tensor_by_tensor(mixed_store):
+    from workbench.views.pareto import compare_tensors_plot, tensor_wins
+    model = st.models(mixed_store)[0]
+    rows = st.tensor_results(mixed_store, model)
+    wins = tensor_wins(rows, ["Q4_0", "Q4_K", "Q4a32"], "nmse").set_index("format")
+    wide = rows.pivot_table(index="tensor", columns="format", values="nmse")[["Q4_0", "Q4_K", "Q4a32"]]
+    for f in wins.index:
+        assert wins.loc[f, "wins"] == int((wide[f] == wide.min(axis=1)).sum()) and wins.loc[f, "of"] == 2
+    assert wins["wins"].sum() >= 2
+    numel = rows.drop_duplicates("tensor").set_index("tensor")["numel"].reindex(wide.index)
+    assert wins.loc["Q4_0", "mean"] == pytest.approx((wide["Q4_0"] * numel).sum() / numel.sum(), rel=1e-12)
+    higher = tensor_wins(rows, ["Q4_0", "Q4_K"], "sqnr_db").set_index("format")      # higher is better
+    lower = tensor_wins(rows, ["Q4_0", "Q4_K"], "nmse").set_index("format")
+    assert higher["wins"].to_dict() == lower["wins"].to_dict()       # sqnr = -10 log10 nmse: same winners
+    plot = compare_tensors_plot(rows, ["Q4_0", "Q4_K", "Q4a32"], "nmse")
+    assert len(plot) == 3 and [el.label.split(" ")[0] for el in plot] == ["Q4_0", "Q4_K", "Q4a32"]
+    k = [el for el in plot if el.label.startswith("Q4_K")][0]
+    assert sorted(k.data["written"]) == ["as Q5_0 (fallback)", NATIVE]
+    hv.renderer("bokeh").get_plot(plot)
+    page = ParetoPage(store=mixed_store)
+    page.select(["Q4_0", "Q4_K"])
+    assert "Tensor by tensor:" in page.compare_title.object and "of 2 formats on 2 tensors" in page.compare_title.object
+    assert page.compare.object is not None
+    page.select(["Q4_0"])
+    assert page.compare.object is None and "select 2 to 8" in page.compare_title.object

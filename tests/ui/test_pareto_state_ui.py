@@ -381,3 +381,30 @@ def test_the_view_round_trips_through_the_url(page: Page, server, watch, browser
         fresh_watch.check()
     finally:
         context.close()
+
+
+def test_tap_opens_that_point_and_native_switch_round_trips(page: Page, grid_server, grid_store, watch_for):
+    """A tap on Q8_0's point, where Q8s32 and others sit a few pixels away, opens Q8_0 itself;
+    'native tensors only' moves the k-quants to their own bpw (only the tensors every llama.cpp
+    type encodes natively), and the switch is kept in the URL."""
+    watch = watch_for(grid_server)
+    open_pareto(page, grid_server["url"] + "?page=pareto")
+    point = page.evaluate(POINT_JS, "Q8_0")
+    page.mouse.click(point["x"], point["y"])
+    expect(page.get_by_text(re.compile(r"Q8_0: nmse on each tensor"))).to_be_visible(timeout=TIMEOUT_MS)
+    expect(page).to_have_url(re.compile(r"focus=Q8_0"), timeout=TIMEOUT_MS)
+
+    summ = summary_of(grid_store).set_index("format")
+    assert summ.loc["Q4_K", "fallback_tensors"] > 0           # 384-wide rows: Q4_K falls back to Q5_0
+    box = page.locator(".native-only input[type=checkbox]")
+    box.check()
+    expect(page).to_have_url(re.compile(r"native_only=(true|True)"), timeout=TIMEOUT_MS)
+    native = [t for t in st.tensor_names(grid_store, st.models(grid_store)[0]) if t.endswith("output.dense.weight")
+              and "attention" not in t]
+    want = with_kind(st.summary(grid_store, st.models(grid_store)[0], tensors=native)).set_index("format")
+    assert want.loc["Q4_K", "fallback_tensors"] == 0 and want.loc["Q4_K", "bpw"] == 4.5
+    tip = hover_text(page, "Q4_K")
+    assert "4.5" in tip and "5.34" not in tip, tip
+    page.reload()
+    expect(page.locator(".native-only input[type=checkbox]")).to_be_checked(timeout=TIMEOUT_MS)
+    watch.check()

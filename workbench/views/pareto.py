@@ -980,3 +980,95 @@ def native_tensors(rows: pd.DataFrame, skipped=()) -> list[str]:
     g = rows[rows["family"] == "ggml"]
     fell = set(g.loc[g["applied_type"].notna() & (g["applied_type"] != g["format"]), "tensor"])
     return [t for t in tensors if t not in fell and t not in set(skipped)]
+
+
+TAP_SPAN = 0.025   # a tap's reach, as a fraction of each axis' span (a marker is ~1 % of it)
+
+
+def tapped_point(data: pd.DataFrame, metric: str, index) -> str | None:
+    """The format a tap opens: with one point selected, that one; with several all within
+    ``TAP_SPAN`` of each other on screen (bpw over its span; the metric over its span, in log10
+    on a log axis) — what bokeh's tap selects where formats sit a few pixels apart — the one
+    drawn last (on top, as llama.cpp's types are); None for a selection spread wider (a brush)."""
+    index = [i for i in index if 0 <= i < len(data)]
+    if not index:
+        return None
+    if len(index) == 1:
+        return str(data["format"].iloc[index[0]])
+    metric = plotted(metric)
+    m = ALL_METRICS[metric]
+    if metric not in data.columns:
+        data = with_derived(data)
+    x = data["bpw"].to_numpy(float)
+    y = pd.to_numeric(data[metric], errors="coerce").to_numpy(float)
+    ok = np.isfinite(x) & np.isfinite(y) & ((y > 0) if m.log else True)
+    if not ok[index].all():
+        return None
+    if m.log:
+        y = np.log10(np.where(ok, y, 1.0))
+    sx, sy = max(float(np.ptp(x[ok])), 1e-9), max(float(np.ptp(y[ok])), 1e-9)
+    if np.ptp(x[index]) / sx > TAP_SPAN or np.ptp(y[index]) / sy > TAP_SPAN:
+        return None
+    return str(data["format"].iloc[max(index)])
+
+
+# ------------------------------------------------------------------ formats, tensor by tensor
+COMPARE_MAX = 8       # formats compared tensor by tensor at once (one colour each)
+COMPARE_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
+
+
+def tensor_wins(rows: pd.DataFrame, formats, metric: str = "nmse") -> pd.DataFrame:
+    """Per tensor, which of ``formats`` does best by ``metric`` (``rows``: store.tensor_results
+    holding them): one row per format with the tensors it wins (ties count for each), of those
+    all of them were measured on, and its numel-weighted mean of the metric over those tensors."""
+    metric = plotted(metric)
+    m = ALL_METRICS[metric]
+    data = with_derived(rows[rows["format"].isin(list(formats))]) if len(rows) else rows
+    wide = data.pivot_table(index="tensor", columns="format", values=metric, aggfunc="first")
+    wide = wide.reindex(columns=[f for f in formats if f in wide.columns]).dropna()
+    out = pd.DataFrame({"format": list(wide.columns)})
+    if wide.empty:
+        return out.assign(wins=0, of=0, mean=np.nan)
+    best = wide.min(axis=1) if m.lower_is_better else wide.max(axis=1)
+    out["wins"] = [int((wide[f] == best).sum()) for f in wide.columns]
+    out["of"] = len(wide)
+    numel = data.drop_duplicates("tensor").set_index("tensor")["numel"].reindex(wide.index).astype(float)
+    out["mean"] = [float((wide[f] * numel).sum() / numel.sum()) for f in wide.columns]
+    return out
+
+
+def compare_tensors_plot(rows: pd.DataFrame, formats, metric: str = "nmse") -> hv.Overlay:
+    """Two to ``COMPARE_MAX`` formats side by side on each tensor: one row per tensor (worst,
+    by the first format, at the top), one colour per format, an × where llama.cpp's type fell
+    back on that tensor; the legend says how many tensors each format wins."""
+    metric = plotted(metric)
+    m = ALL_METRICS[metric]
+    formats = list(formats)[:COMPARE_MAX]
+    data = plottable(with_derived(rows[rows["format"].isin(formats)]), metric)
+    wins = tensor_wins(rows, formats, metric).set_index("format")
+    first = data[data["format"] == formats[0]].sort_values(metric, ascending=m.lower_is_better)
+    order = list(first["tensor"]) + sorted(set(data["tensor"]) - set(first["tensor"]))
+    short = {t: t.removesuffix(".weight") for t in order}
+    layers = []
+    for i, f in enumerate(formats):
+        part = data[data["format"] == f]
+        if part.empty:
+            continue
+        part = part.assign(short=part["tensor"].map(short), written=written_as(part),
+                           rank=part["tensor"].map({t: k for k, t in enumerate(order)})).sort_values("rank")
+        w = wins.loc[f] if f in wins.index else None
+        label = f"{f} (best on {int(w['wins'])} of {int(w['of'])})" if w is not None and w["of"] else f
+        layers.append(hv.Scatter(part, hv.Dimension("short", label="tensor"),
+                                 [hv.Dimension(metric, label=m.label), "tensor", "format", "bpw", "written"],
+                                 label=label).opts(
+            color=COMPARE_COLORS[i % len(COMPARE_COLORS)], size=8, alpha=0.85, invert_axes=True, logy=m.log,
+            marker=hv.dim("written").categorize({NATIVE: "circle"}, default="x"),
+            tools=["hover"], hover_formatters=hover_fields(metric),
+            hover_tooltips=[("format", "@format"), ("tensor", "@tensor"), ("bpw", "@{bpw}{custom}"),
+                            (metric, "@{%s}{custom}" % metric), ("written", "@written")]))
+    if not layers:
+        return hv.Overlay([hv.Scatter([], "short", metric)])
+    return hv.Overlay(layers).opts(
+        invert_axes=True, logy=m.log, responsive=True, height=max(260, 16 * len(order) + 90),
+        legend_position="top", show_grid=True, fontsize={"xticks": "7pt"}, hooks=[readable_axes],
+        title=f"{', '.join(formats)}: {metric} on each tensor")

@@ -39,7 +39,8 @@ from workbench.views.pareto import (BPW_SIG, DEFAULT_BUDGET, FORMAT_FILTERS, MET
                                     ordered_kinds, pareto_plot, pareto_points, per_tensor_errors, place_labels,
                                     plottable, plotted, readable_cell, selected_table, tensor_cloud,
                                     tensors_matching, with_kind, identical_groups, merge_identical,
-                                    native_tensors)
+                                    native_tensors, tapped_point, COMPARE_MAX, tensor_wins,
+                                    compare_tensors_plot)
 from workbench.formats import GGML_TYPES
 
 GAP = "vs_frontier"
@@ -123,8 +124,11 @@ class ParetoPage(ModelPage):
         self._table_metric = None
         self.detail_title = pn.pane.Markdown("")
         self.detail = pn.pane.HoloViews(None, sizing_mode="stretch_width")
+        self.compare_title = pn.pane.Markdown("", css_classes=["compare-title"])
+        self.compare = pn.pane.HoloViews(None, sizing_mode="stretch_width", linked_axes=False)
         self.results = pn.Column(self.readout, self.plot, self.labels_note, self.caption, self.table,
-                                 self.detail_title, self.detail, visible=False, sizing_mode="stretch_width")
+                                 self.compare_title, self.compare, self.detail_title, self.detail,
+                                 visible=False, sizing_mode="stretch_width")
         self.main = pn.Column(self.message, self.recommendation, self.frontier_note, self.results,
                               sizing_mode="stretch_width")
         self._open(model)
@@ -448,8 +452,11 @@ class ParetoPage(ModelPage):
         self.selection = [str(f) for f in self.points.data["format"].iloc[
             [i for i in event.new if 0 <= i < len(self.points.data)]]]
         self._update_table()
-        if len(event.new) == 1:     # one point (a tap): straight to its per-tensor errors
-            self.focus = str(self.points.data["format"].iloc[event.new[0]])
+        # one point, or points all at one spot (what a tap hits where formats sit a few pixels
+        # apart, as Q8_0 beside Q8s32): straight to the top-drawn one's per-tensor errors
+        top = tapped_point(self.points.data, self.column, event.new)
+        if top is not None:
+            self.focus = top
 
     def _tensor_cloud(self) -> hv.Element:
         rows = st.tensor_results(self.store, self.model, self.imatrix, formats=list(self._data["format"]),
@@ -469,10 +476,35 @@ class ParetoPage(ModelPage):
                                      WEIGHT_ERROR: readable_cell(), GAP: readable_cell()}
             self.table.titles = {GAP: gap_label(col), **({col: "1 − cosine"} if col != self.metric else {})}
         self.table.value = table
+        self._show_compare(list(table["format"]))
         n, total = len(sel), len(self._data)
         self.caption.object = (f"Selected formats: {n} of {total} — click one for its per-tensor errors" if n else
                                f"Selected formats: none yet. Box-select points in the plot "
                                f"({total} formats of {self.model}).")
+
+    def _show_compare(self, formats: list[str]):
+        """The selected formats side by side on each tensor, when 2 to COMPARE_MAX are selected
+        (a wider brush would draw a cloud, not a comparison): one line otherwise."""
+        if not 2 <= len(formats) <= COMPARE_MAX:
+            self.compare.object = None
+            self.compare_title.object = (f"#### Tensor by tensor: select 2 to {COMPARE_MAX} formats to compare them "
+                                         f"on each tensor" + (f" ({len(formats)} selected)" if formats else ""))
+            return
+        metric = self.column if self.metric in METRICS else "nmse"   # per tensor: the weight error
+        try:
+            rows = st.tensor_results(self.store, self.model, self.imatrix, formats=formats, tensors=self._tensors)
+        except (duckdb.Error, OSError) as exc:
+            return self._fail(f"cannot read {self.model} from {self.store}", exc)
+        if rows.empty:
+            self.compare.object = None
+            self.compare_title.object = "#### Tensor by tensor: no sweep results for these formats (evaluated only)"
+            return
+        wins = tensor_wins(rows, formats, metric)
+        best = wins.sort_values("wins", ascending=False, kind="stable").iloc[0]
+        self.compare_title.object = (f"#### Tensor by tensor: {metric_name(metric)} of {len(formats)} formats on "
+                                     f"{int(best['of'])} tensors — {best['format']} is best on "
+                                     f"{int(best['wins'])} of them")
+        self.compare.object = compare_tensors_plot(rows, formats, metric)
 
     # ----------------------------------------------------------------------- drill-down
     def _clicked(self, event):
