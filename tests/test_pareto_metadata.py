@@ -91,6 +91,8 @@ def test_page_native_switch_and_merged_point(mixed_store):
     page = ParetoPage(store=mixed_store)
     assert set(page.data["format"]) == {"Q4_0", "Q4_K", "Q6_K", "NVFP4", "Q4s32", "Q4a32", "Q(4a16)xQ(6s16)_e4m3"}
     assert page.data.set_index("format").loc["Q4s32", "same_as"] == "Q4s32_rmse"
+    page.select(["Q4s32"])
+    assert page.table.value.set_index("format").loc["Q4s32", "same_as"] == "Q4s32_rmse"
     fallback_bpw = page.data.set_index("format").loc["Q4_K", "bpw"]
     page.native_only = True
     assert page._tensors == ["wide.weight"]

@@ -467,6 +467,8 @@ class ParetoPage(ModelPage):
         sel = self.selected()
         col = self.column
         table = selected_table(sel, col, extra=(WEIGHT_ERROR,) if self.model_level else ())
+        if "same_as" in table.columns and not self._same:     # shown only where some format has a twin
+            table = table.drop(columns="same_as")
         if GAP in sel.columns:
             table[GAP] = sel.set_index("format").loc[table["format"], GAP].to_numpy()
         if self._table_metric != col:   # new column set-up only with a new metric: it
