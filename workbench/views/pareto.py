@@ -934,18 +934,31 @@ SAME_COLUMNS = ("bpw", "mse", "max_abs_err")
 
 def identical_groups(rows: pd.DataFrame) -> list[list[str]]:
     """Formats whose results are identical on every tensor (``rows``: store.tensor_results over
-    one tensor subset): the same tensors, the same size per tensor (bpw), and bit-equal mse and max
-    error — the same reconstructions, as a format written twice under two names (Q4_0 and
-    Q4s32). Each group in bpw-then-name order, llama.cpp's name first; groups of one are left out."""
+    one tensor subset): the same tensors, the same size per tensor (bpw), and bit-equal mse and
+    max error — the same reconstructions, as a format written twice under two names. Each group
+    in name order, llama.cpp's name first; groups of one are left out.
+
+    Vectorised (a session builds it on every tensor subset): each (tensor, values) row is
+    hashed, a format's signature is the count and wrapped sum of its rows' hashes, and formats
+    sharing a signature are then compared exactly, so a hash collision cannot merge two."""
     if rows.empty or not set(SAME_COLUMNS) <= set(rows.columns):
         return []
     cols = ["tensor", *SAME_COLUMNS]
-    sigs: dict[tuple, list[str]] = {}
-    for fmt, part in rows.sort_values("tensor").groupby("format", sort=True):
-        vals = part[cols].to_numpy(object)
-        sigs.setdefault(tuple(map(tuple, vals)), []).append(str(fmt))
+    h = pd.util.hash_pandas_object(rows[cols], index=False).to_numpy(np.uint64)
+    sig = pd.DataFrame({"format": rows["format"].to_numpy(), "h": h}).groupby("format", sort=True)["h"].agg(
+        n="size", s=lambda v: int(np.sum(v.to_numpy(np.uint64), dtype=np.uint64)))
+    dup = sig[sig.duplicated(["n", "s"], keep=False)]
+    if dup.empty:
+        return []
     family = dict(zip(rows["format"], rows["family"])) if "family" in rows.columns else {}
-    return [sorted(g, key=lambda f: (family.get(f) != "ggml", f)) for g in sigs.values() if len(g) > 1]
+    groups = []
+    for _, cand in dup.groupby(["n", "s"], sort=False):
+        exact: dict[tuple, list[str]] = {}
+        for fmt in cand.index:
+            part = rows.loc[rows["format"] == fmt, cols].sort_values("tensor")
+            exact.setdefault(tuple(map(tuple, part.to_numpy(object))), []).append(str(fmt))
+        groups += [sorted(g, key=lambda f: (family.get(f) != "ggml", f)) for g in exact.values() if len(g) > 1]
+    return sorted(groups)
 
 
 def merge_identical(df: pd.DataFrame, groups: list[list[str]]) -> pd.DataFrame:
