@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import tempfile
 import threading
@@ -59,6 +60,21 @@ class RssSampler:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+
+
+def cpu_s(pid: int | None = None) -> float:
+    """CPU seconds (user + system) used so far: by process ``pid`` (/proc/<pid>/stat), or by the
+    whole machine, every core (/proc/stat), when ``pid`` is None."""
+    tick = os.sysconf("SC_CLK_TCK")
+    if pid is None:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()[1:]
+        user, nice, system = (int(v) for v in fields[:3])
+        irq, softirq = int(fields[5]), int(fields[6])
+        return (user + nice + system + irq + softirq) / tick
+    with open(f"/proc/{pid}/stat") as f:
+        after = f.read().rsplit(")", 1)[1].split()
+    return (int(after[11]) + int(after[12])) / tick
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -147,9 +163,11 @@ def measure(store: Path, n: int, timeout_s: float = 240.0, settle_s: float = 45.
         time.sleep(settle_s)
         idle = rss_mb(pid)
         t0 = time.perf_counter()
+        cpu0, all0 = cpu_s(pid), cpu_s()
         with RssSampler(pid) as sampler:
             outs = _run(n, srv["url"], timeout_s)
             wall = time.perf_counter() - t0
+            server_cpu, machine_cpu = cpu_s(pid) - cpu0, cpu_s() - all0
             time.sleep(settle_s)
         after = rss_mb(pid)
         errors = [ln.strip() for ln in srv["log"] if " ERROR" in ln or "Traceback" in ln]
@@ -166,7 +184,8 @@ def measure(store: Path, n: int, timeout_s: float = 240.0, settle_s: float = 45.
             "server_errors": len(errors), "server_error_lines": errors[:5],
             "blocked_urls": sorted({u for o in outs for u in o["blocked_urls"]})[:10],
             "failures": [o["error"] for o in outs if o["error"]],
-            "wall_s": wall}
+            "wall_s": wall, "server_cpu_s": server_cpu, "others_cpu_s": max(machine_cpu - server_cpu, 0.0),
+            "cores": os.cpu_count()}
 
 
 def verdict(r: dict) -> list[str]:
@@ -190,6 +209,9 @@ def table(r: dict) -> str:
             ("server RSS at start / idle after one session (MB)", f"{r['rss_started_mb']:.0f} / {r['rss_idle_mb']:.0f}"),
             ("server RSS idle / peak / after the sessions (MB)", f"{r['rss_idle_mb']:.0f} / {r['rss_peak_mb']:.0f} / {r['rss_after_mb']:.0f}"),
             ("off-machine requests blocked", f"{r['blocked_requests']}"),
+            ("CPU s during the sessions: server / everything else (the chromium clients)",
+             f"{r['server_cpu_s']:.1f} / {r['others_cpu_s']:.1f} over {r['wall_s']:.1f} s wall on {r['cores']} cores"),
+            ("server CPU s per session", f"{r['server_cpu_s'] / max(r['sessions'], 1):.2f}"),
             ("console errors / server ERROR lines", f"{r['console_errors']} / {r['server_errors']}")]
     return "\n".join(["| measure | value |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows])
 

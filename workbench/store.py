@@ -623,9 +623,14 @@ def query(store: str | Path, sql: str, params: list | None = None) -> pd.DataFra
         return hit.copy()
     con = connect(store)
     try:
-        df = con.execute(sql, params or []).df()
+        res = con.execute(sql, params or [])
+        varchar = [d[0] for d in res.description if str(d[1]) == "VARCHAR"]
+        df = res.df()
     finally:
         con.close()
+    for c in varchar:   # an all-NULL VARCHAR column comes back as object: one dtype for text columns
+        if c in df.columns and df[c].dtype == object and df[c].isna().all():
+            df[c] = df[c].astype("str")
     _cache_put(key, df)
     return df.copy()
 
