@@ -50,13 +50,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# A session whose page is served but whose browser connects late (a loaded machine) must still be
+# there when the websocket arrives: bokeh drops an unconnected session after 15 s by default, and
+# a session made afresh on the websocket is never rendered into a page, so its stylesheets keep
+# Panel's CDN URLs (requests that leave the machine, an unstyled page offline).
+SERVE_ARGS = ("--unused-session-lifetime", "600000")
+
+
 @contextlib.contextmanager
 def serve(store: str | os.PathLike, start_s: float = SERVER_START_S, env: dict | None = None):
     """`python -m panel serve workbench` on a free port, reading ``store``; yields a dict with its
     ``url``, the ``log`` lines so far (a live list), the ``store`` path and the server's ``pid``."""
     port = free_port()
     cmd = [sys.executable, "-m", "panel", "serve", "workbench", "--port", str(port),
-           "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}"]
+           "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}", *SERVE_ARGS]
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {}), "WORKBENCH_STORE": str(store)},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     lines: queue.Queue[str] = queue.Queue()

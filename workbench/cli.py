@@ -467,10 +467,11 @@ def cmd_warm(a) -> int:
 
 def cmd_serve(a) -> int:
     from workbench import store as st
+    from workbench.browser import SERVE_ARGS
     env = dict(os.environ, WORKBENCH_STORE=str((a.store or st.default_store()).resolve()))
     app = Path(__file__).resolve().parent
     cmd = [sys.executable, "-m", "panel", "serve", str(app), "--port", str(a.port), "--address", a.address,
-           "--allow-websocket-origin", f"{a.address}:{a.port}"]
+           "--allow-websocket-origin", f"{a.address}:{a.port}", *SERVE_ARGS]
     if a.show:
         cmd.append("--show")
     # The server replaces this process (exec), so one `kill` (SIGTERM/SIGINT) reaches it and
