@@ -157,7 +157,11 @@ def test_a_brush_selects_rows_of_the_points_data():
     assert list(table.columns) == ["format", "family", "bits", "block", "scale_dtype", "bpw", "nmse"]
     opts = opts_of(points, "style")
     assert opts["nonselection_alpha"] < 0.5      # the browser fades what the brush left out
-    assert {"box_select", "lasso_select", "tap"} <= set(opts_of(points)["tools"])
+    tools = hv.render(points).tools
+    kinds = {type(t).__name__: t for t in tools}
+    assert {"BoxSelectTool", "LassoSelectTool", "TapTool"} <= set(kinds)
+    # the lasso reports its selection once, on release: not a server round trip per mouse move
+    assert kinds["LassoSelectTool"].continuous is False and kinds["BoxSelectTool"].continuous is False
 
 
 # ---------------------------------------------------------------------------------- the page

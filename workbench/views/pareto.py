@@ -14,7 +14,7 @@ import holoviews.plotting.bokeh  # noqa: F401  (registers the bokeh backend the 
 import numpy as np
 import pandas as pd
 from bokeh.core.properties import field
-from bokeh.models import (Axis, CategoricalAxis, CustomJSHover, CustomJSTicker, CustomJSTickFormatter,
+from bokeh.models import (Axis, CategoricalAxis, LassoSelectTool, CustomJSHover, CustomJSTicker, CustomJSTickFormatter,
                           HTMLTemplateFormatter, LogAxis)
 from bokeh.palettes import Category20
 
@@ -410,7 +410,8 @@ def pareto_points(df: pd.DataFrame, metric: str = "nmse", colors: dict[str, str]
     every number to 4 significant digits. llama.cpp's types are drawn last: they often sit
     exactly on a uniform format with the same bytes. A selection (``Selection1D`` indices are
     positions in ``.data``) is shown by the browser itself: the rest fade, so brushing costs no
-    redraw on the server."""
+    redraw on the server. The lasso selects on release (bokeh's default sends a selection to
+    the server on every mouse move: a table rebuilt per move, and transient empty selections)."""
     metric = plotted(metric)
     m = ALL_METRICS[metric]
     data = _by_kind(with_kind(with_derived(df)), llama_cpp_last=True).reset_index(drop=True)
@@ -422,7 +423,8 @@ def pareto_points(df: pd.DataFrame, metric: str = "nmse", colors: dict[str, str]
     return hv.Points(data, kdims=[BPW, hv.Dimension(metric, label=m.label)], vdims=vdims).opts(
         color="kind", cmap=colors, marker=hv.dim("marker"), size=9, alpha=0.85, line_color="white", logy=m.log,
         nonselection_alpha=0.12, selection_alpha=1.0, selection_line_color="#222222",
-        tools=["hover", "box_select", "lasso_select", "tap"], active_tools=["box_select", "wheel_zoom"],
+        tools=["hover", "box_select", LassoSelectTool(continuous=False), "tap"],
+        active_tools=["box_select", "wheel_zoom"],
         hover_tooltips=[("format", "@format"), ("kind", "@{kind_label}"), ("bpw", "@{bpw}{custom}"),
                         (m.label if metric in DERIVED else metric, "@{%s}{custom}" % metric),
                         ("written as", "@{written_as}")],

@@ -23,6 +23,7 @@ import pandas as pd
 import panel as pn
 from bokeh.models.widgets.tables import NumberFormatter, ScientificFormatter
 from panel.io.callbacks import PeriodicCallback
+from panel.io.document import hold
 
 from workbench import eval_store, evaluate, sweep, truth
 from workbench import store as st
@@ -421,7 +422,12 @@ class SweepPage(pn.viewable.Viewer):
             self.poll()
 
     def poll(self):
-        """Copy the job's state to the widgets (runs on the document's event loop when served)."""
+        """Copy the job's state to the widgets (runs on the document's event loop when served),
+        in one held batch: the bar and the status text reach the browser in the same patch."""
+        with hold():
+            self._poll_once()
+
+    def _poll_once(self):
         job = self.job
         if job is None or job is self._shown:
             return
