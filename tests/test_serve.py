@@ -40,6 +40,11 @@ def test_one_signal_ends_the_server_and_frees_its_port(sig, small_store):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/workbench", timeout=60) as r:
             assert r.status == 200
         assert _children(proc.pid) == []          # the server is this process, not a child of it
+        # its allocator returns a closed session's memory (browser.SERVE_ENV), and unconnected
+        # sessions live 10 minutes (browser.SERVE_ARGS)
+        environ = dict(v.split("=", 1) for v in open(f"/proc/{proc.pid}/environ").read().split("\0") if "=" in v)
+        assert environ["PYTHONMALLOC"] == "malloc"
+        assert "--unused-session-lifetime" in open(f"/proc/{proc.pid}/cmdline").read().split("\0")
         proc.send_signal(sig)                     # to the process alone, not its group
         assert proc.wait(timeout=30) is not None
         deadline = time.monotonic() + 10

@@ -55,6 +55,12 @@ def free_port() -> int:
 # a session made afresh on the websocket is never rendered into a page, so its stylesheets keep
 # Panel's CDN URLs (requests that leave the machine, an unstyled page offline).
 SERVE_ARGS = ("--unused-session-lifetime", "600000")
+# The server's environment: Python's small-object allocator keeps a 256 KiB arena while any
+# object in it lives, so twenty sessions' documents, freed, left ~75 MB of half-empty arenas
+# (RSS 253 MB idle, 329 MB after). With glibc's malloc for every object, the memory a discarded
+# session frees goes back to the system at its malloc_trim (``views.app.release_memory``):
+# +26 MB after twenty sessions (docs/bench-sessions.md).
+SERVE_ENV = {"PYTHONMALLOC": "malloc"}
 
 
 @contextlib.contextmanager
@@ -64,7 +70,7 @@ def serve(store: str | os.PathLike, start_s: float = SERVER_START_S, env: dict |
     port = free_port()
     cmd = [sys.executable, "-m", "panel", "serve", "workbench", "--port", str(port),
            "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}", *SERVE_ARGS]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {}), "WORKBENCH_STORE": str(store)},
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **SERVE_ENV, **(env or {}), "WORKBENCH_STORE": str(store)},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     lines: queue.Queue[str] = queue.Queue()
     log: list[str] = []

@@ -467,8 +467,8 @@ def cmd_warm(a) -> int:
 
 def cmd_serve(a) -> int:
     from workbench import store as st
-    from workbench.browser import SERVE_ARGS
-    env = dict(os.environ, WORKBENCH_STORE=str((a.store or st.default_store()).resolve()))
+    from workbench.browser import SERVE_ARGS, SERVE_ENV
+    env = dict(os.environ, **SERVE_ENV, WORKBENCH_STORE=str((a.store or st.default_store()).resolve()))
     app = Path(__file__).resolve().parent
     cmd = [sys.executable, "-m", "panel", "serve", str(app), "--port", str(a.port), "--address", a.address,
            "--allow-websocket-origin", f"{a.address}:{a.port}", *SERVE_ARGS]

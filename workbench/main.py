@@ -3,11 +3,15 @@
 Kept thin, with absolute imports: bokeh runs this file (and the package __init__) under a
 random module name, so relative imports would load a second copy of the views.
 """
+import logging
+
 import panel as pn
 
-from workbench.views.app import Workbench, release_memory
+from workbench.views.app import Workbench, expire_on_close, release_memory
 
+logging.getLogger("workbench").setLevel(logging.INFO)   # the server log shows our INFO lines too
 pn.extension("tabulator", sizing_mode="stretch_width", notifications=True)
 pn.state.on_session_destroyed(release_memory)
+pn.state.onload(expire_on_close)        # a closed session is discarded in ~17 s, not 10 min
 
 Workbench().template().servable()   # reads $WORKBENCH_STORE, else the default store

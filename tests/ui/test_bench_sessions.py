@@ -15,4 +15,5 @@ def test_sessions_benchmark_runs_real_sessions(small_store):
     assert 0 < r["rss_started_mb"] <= r["rss_peak_mb"] and r["rss_idle_mb"] > 0 and r["rss_after_mb"] > 0
     assert 0 < r["plot_p50_s"] <= r["plot_p95_s"] and r["brush_p50_s"] > 0
     assert "| brushes registered | 2 |" in table(r)
+    assert "sessions discarded by the server" in table(r)   # (discards take a sweep, ~17 s: test_session_lifetime_ui)
     assert verdict(r)[0].startswith("every brush registers: met")

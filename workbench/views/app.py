@@ -16,6 +16,7 @@ every page, which an air-gapped lab refuses; ``LocalFast`` is that design withou
 from __future__ import annotations
 
 import importlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from panel.io.resources import CDN_DIST
 from panel.theme.fast import Fast
 
 from workbench import store as st
+
+log = logging.getLogger(__name__)
 
 TITLE = "Hyper-Quantization Workbench"
 DEFAULT_PAGE = "pareto"
@@ -69,6 +72,28 @@ PAGES = (
 BY_SLUG = {p.slug: p for p in PAGES}
 
 
+def expire_on_close() -> None:
+    """On load (``pn.state.onload``, once the browser is connected): when this session's last
+    connection closes, ask bokeh to discard it at its next sweep (every ~17 s). The server keeps
+    *unconnected* sessions for ``--unused-session-lifetime`` (10 minutes, ``browser.SERVE_ARGS``)
+    so that a browser connecting late on a loaded machine finds the page it was served; bokeh
+    applies the same lifetime to sessions whose browser has left, which would hold twenty
+    users' documents in memory for 10 minutes. Bokeh's ServerSession has no hook for this, so
+    its ``unsubscribe`` is wrapped on this one instance."""
+    ctx = getattr(pn.state.curdoc, "session_context", None)
+    session = getattr(ctx, "_session", None)
+    if session is None or not callable(getattr(session, "unsubscribe", None)) \
+            or not callable(getattr(session, "request_expiration", None)):
+        return      # not served by a bokeh server (a notebook, a test's get_root)
+    unsubscribe = session.unsubscribe
+
+    def _unsubscribe(connection) -> None:
+        unsubscribe(connection)
+        if session.connection_count == 0:
+            session.request_expiration()
+    session.unsubscribe = _unsubscribe
+
+
 def release_memory(session_context) -> None:
     """When a browser session closes (``pn.state.on_session_destroyed``): collect the cycles its
     pages leave (HoloViews streams, Bokeh models) and hand the freed heap back to the system
@@ -80,6 +105,7 @@ def release_memory(session_context) -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):   # not glibc: the memory stays reusable by this process
         pass
+    log.info("session %s discarded; memory released", getattr(session_context, "id", "?"))
 
 
 def page_class(entry: PageEntry) -> type:
