@@ -11,7 +11,7 @@
 #                              pyproject.toml allows (pip install --upgrade), to test against them
 #   WORKBENCH_NO_REFERENCE=1   skip llama.cpp (its tests then skip, saying why)
 #   WORKBENCH_NO_UI=1          do not install chromium (the UI tests then skip, saying why)
-#   WORKBENCH_NO_CONVERT=1     skip the `convert` extra (CPU torch, transformers) that llama.cpp's
+#   WORKBENCH_NO_CONVERT=1     skip the `convert` and `oracles` extras (CPU torch, transformers, bitsandbytes) that llama.cpp's
 #                              convert_hf_to_gguf.py needs (Hugging Face folders; tests skip)
 #   TORCH_INDEX=URL            an extra index for the CPU torch wheel (see the convert step)
 #   WORKBENCH_WHEEL_CACHE=DIR  where the built llama-cpp-python wheel is kept between runs
@@ -106,8 +106,8 @@ fi
 # TORCH_INDEX=https://download.pytorch.org/whl/cpu (not the default: where that host is not
 # reachable, pip would retry it for every package).
 if [ -z "${WORKBENCH_NO_CONVERT:-}" ]; then
-  if ! pip install -q "${PIN[@]}" ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} -e ".[convert]"; then
-    echo "setup.sh: the convert extra (CPU torch, transformers) could not be installed: Hugging Face folders cannot be evaluated and their tests skip (WORKBENCH_NO_CONVERT=1 skips this step)" >&2
+  if ! pip install -q "${PIN[@]}" ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} -e ".[convert,oracles]"; then
+    echo "setup.sh: the convert and oracles extras (CPU torch, transformers, bitsandbytes) could not be installed: Hugging Face folders cannot be evaluated and their tests, and the bitsandbytes oracle tests, skip (WORKBENCH_NO_CONVERT=1 skips this step)" >&2
   fi
 fi
 

@@ -158,5 +158,42 @@ def test_a_store_without_pairable_formats(tmp_path):
     run(None, "Q4_0,Q4s32_rmse", TENSOR, tmp_path, progress=False)
     page = Fp8Page(store=tmp_path)
     assert page.enc_a is None and page.message.visible and page.message.alert_type == "warning"
-    assert "no uniform formats with absmax scales" in page.message.object
+    assert "no uniform or codebook formats with absmax scales" in page.message.object
     pn.panel(page).get_root()
+
+
+CODEBOOK_FORMATS = "NF4b64_e4m3,NF4b64,NF4b32,NF4b32_e4m3,AF4b64_e4m3,AF4b64,E2M1b32_e4m3,E2M1b32,NF4b64_dq"
+
+
+@pytest.fixture(scope="module")
+def codebook_store(tmp_path_factory):
+    from workbench.sweep import run
+    path = tmp_path_factory.mktemp("cb")
+    run(None, CODEBOOK_FORMATS, TENSOR, path, progress=False)
+    return path
+
+
+def test_codebook_section_pairs_the_same_code_and_block(codebook_store):
+    from workbench.views.ratios import codebook_ratio_table
+    page = Fp8Page(store=codebook_store)
+    assert page.enc_a == "e4m3" and page.enc_b == "f16"          # codebook encodings alone fill the choices
+    single, double, codebook = page.tables()
+    assert single.empty and double.empty
+    assert sorted(zip(codebook["format_a"], codebook["format_b"])) == [
+        ("AF4b64_e4m3", "AF4b64"), ("E2M1b32_e4m3", "E2M1b32"), ("NF4b32_e4m3", "NF4b32"), ("NF4b64_e4m3", "NF4b64")]
+    row = codebook.set_index("format_a").loc["NF4b64_e4m3"]
+    assert row["code"] == "NF4" and row["block"] == 64 and row["bpw_diff"] < -0.12    # 8 bits vs 16 per 64
+    df = st.summary(codebook_store, page.model)
+    nf4 = df.set_index("format")
+    assert row["ratio"] == pytest.approx(nf4.loc["NF4b64_e4m3", "nmse"] / nf4.loc["NF4b64", "nmse"])
+    assert page.codebook.layout.visible and "codebook" in page.codebook.summary.object
+    assert "NF4b64_dq" not in set(codebook["format_a"]) | set(codebook["format_b"])   # dq: no scale encoding
+    same = codebook_ratio_table(df, "f16", "f16")                 # A = B: nothing is a gain
+    assert len(same) == 4 and (same["eq_ratio"] >= 1).all() and not same["gain"].any()
+    pn.panel(page).get_root()
+
+
+def test_codebook_section_says_what_is_missing(fp8_store):
+    page = Fp8Page(store=fp8_store)
+    *_, codebook = page.tables()
+    assert codebook.empty and "no codebook formats" in page.codebook.summary.object

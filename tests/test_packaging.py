@@ -68,11 +68,11 @@ def pyproject_requirements():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
     return [Requirement(r) for r in project["dependencies"] + extras["test"] + extras["reference"]
-            + extras["convert"]]
+            + extras["convert"] + extras["oracles"]]
 
 
 def test_lock_pins_every_direct_dependency_within_pyproject():
-    """Each dependency of pyproject.toml (runtime, [test], reference, convert) is pinned in the lock, at a
+    """Each dependency of pyproject.toml (runtime, [test], reference, convert, oracles) is pinned in the lock, at a
     version its specifier allows."""
     pins = lock_pins()
     for req in pyproject_requirements():

@@ -178,4 +178,7 @@ _CODECS = {"uniform": UniformCodec, "ggml": GgmlCodec}
 
 
 def codec_for(spec: FormatSpec) -> Codec:
-    return _CODECS[spec.family](spec)
+    if spec.family in _CODECS:
+        return _CODECS[spec.family](spec)
+    from workbench.families import plugin
+    return plugin(spec.family).codec(spec)

@@ -154,6 +154,7 @@ class FormatSpec:
     normalizer: bool = True              # only meaningful for fp8 encodings
     naive: bool = False
     ggml_type: str | None = None
+    code: str | None = None              # the codebook family's element code (NF4, AF4 …)
 
     def __post_init__(self):
         validate(self)
@@ -167,6 +168,8 @@ class FormatSpec:
     def name(self) -> str:
         if self.family == "ggml":
             return self.ggml_type
+        if (p := _plugin(self.family)) is not None:
+            return p.name(self)
         sa = "s" if self.symmetric else "a"
         if self.double:
             s2 = "s" if self.super_symmetric else "a"
@@ -190,11 +193,15 @@ class FormatSpec:
     # ------------------------------------------------------------------ layout
     @property
     def uses_normalizer(self) -> bool:
+        if (p := _plugin(self.family)) is not None:
+            return p.uses_normalizer(self)
         return self.family == "uniform" and self.normalizer and ENCODINGS[self.scale].needs_normalizer
 
     @property
     def unit(self) -> int:
         """Weights per self-contained unit: a block, or a super-block for double formats."""
+        if (p := _plugin(self.family)) is not None:
+            return p.unit(self)
         return self.block * (self.super_block or 1)
 
     def _param_bytes(self, symmetric: bool) -> int:
@@ -210,6 +217,8 @@ class FormatSpec:
         """Bytes of a unit holding n weights (n < unit only for a row's short last unit)."""
         if self.family == "ggml":
             return GGML_TYPES[self.ggml_type].block_bytes
+        if (p := _plugin(self.family)) is not None:
+            return p.unit_bytes(self, n)
         codes = -(-self.bits * n // 8)
         if not self.double:
             return self._param_bytes(self.symmetric) + codes
@@ -227,6 +236,8 @@ class FormatSpec:
         """Per-tensor bytes: one f32 normalizer per kind of encoded parameter (fp8 only):
         single: block scales [, block mins]; double: super-scales [, super-mins] of the
         scale vector [, and of the min vector]."""
+        if (p := _plugin(self.family)) is not None:
+            return p.header_bytes(self)
         if not self.uses_normalizer:
             return 0
         kinds = 1 if self.symmetric else 2
@@ -260,6 +271,8 @@ class FormatSpec:
                 raise FormatError(f"{self.name} cannot encode rows of {cols}")
             t = F16 if applied == "F16" else GGML_TYPES[applied]
             return rows * (cols // t.block) * t.block_bytes
+        if (p := _plugin(self.family)) is not None and hasattr(p, "nbytes"):
+            return p.nbytes(self, shape)
         tail = self.row_tail(cols)
         per_row = (cols // self.unit) * self.unit_bytes + (self._unit_bytes(tail) if tail else 0)
         return self.header_bytes + rows * per_row
@@ -267,6 +280,8 @@ class FormatSpec:
     def bpw(self, shape: tuple[int, int] | None = None) -> float:
         """Bits per weight; nominal (whole units, no per-tensor header) without a shape."""
         if shape is None:
+            if (p := _plugin(self.family)) is not None and hasattr(p, "nominal_bpw"):
+                return p.nominal_bpw(self)
             return self.unit_bytes * 8 / self.unit
         return self.nbytes(shape) * 8 / (shape[0] * shape[1])
 
@@ -294,6 +309,8 @@ def scale_layout(spec: FormatSpec) -> dict:
         two_level = t.super_scale is not None
         out = {"block": t.weights_per_scale, "scale_dtype": t.scale_encoding,
                "super_block_weights": t.block if two_level else None, "super_scale_dtype": t.super_scale}
+    elif (p := _plugin(spec.family)) is not None:
+        out = p.scale_layout(spec)
     elif spec.double:
         out = {"block": spec.block, "scale_dtype": f"int{spec.super_bits}",
                "super_block_weights": spec.block * spec.super_block, "super_scale_dtype": spec.scale}
@@ -332,6 +349,8 @@ def validate(spec: FormatSpec) -> None:
         if spec.ggml_type not in GGML_TYPES:
             raise FormatError(f"unknown llama.cpp type {spec.ggml_type!r}")
         return
+    if (p := _plugin(spec.family)) is not None:
+        return p.validate(spec)
     if spec.family != "uniform":
         raise FormatError(f"family {spec.family!r} is not implemented yet")
     if not 1 <= spec.bits <= 8:
@@ -363,10 +382,15 @@ def parse(name: str) -> FormatSpec:
     if name in GGML_TYPES:
         t = GGML_TYPES[name]
         return FormatSpec("ggml", t.bits, t.block, t.symmetric, t.scale, ggml_type=name)
+    from workbench.families import plugins
+    for p in plugins():
+        if (spec := p.parse(name)) is not None:
+            return spec
     base, *suffixes = name.split("_")
     m = _DOUBLE.fullmatch(base) or _SINGLE.fullmatch(base)
     if m is None:
-        raise FormatError(f"not a format name: {name!r} (e.g. Q4s32, Q4s16_e4m3, Q(4a16)xQ(6s16)_e4m3, Q4_0)")
+        raise FormatError(f"not a format name: {name!r} (e.g. Q4s32, Q4s16_e4m3, Q(4a16)xQ(6s16)_e4m3, Q4_0, "
+                          f"NF4b64_f32)")
     kw = dict(family="uniform", bits=int(m["bits"]), block=int(m["block"]), symmetric=m["sa"] == "s")
     if "b2" in m.groupdict():
         kw.update(super_bits=int(m["b2"]), super_symmetric=m["sa2"] == "s", super_block=int(m["sb"]))
@@ -448,6 +472,20 @@ GRIDS = {"default": default_grid, "small": small_grid, "scales": scales_grid,
          "ggml": lambda: [parse(n) for n in GGML_TYPES]}
 
 
+def _plugin(family: str):
+    """The family's plug-in module (``workbench.families``), None for uniform and ggml."""
+    if family in ("uniform", "ggml"):
+        return None
+    from workbench.families import plugin
+    return plugin(family)
+
+
+def _plugin_grids() -> None:
+    from workbench.families import plugins
+    for p in plugins():
+        GRIDS.update(p.GRIDS)
+
+
 def resolve(spec: str | None) -> list[FormatSpec]:
     """A grid name, or a comma-separated list of format names and grid names."""
     if spec is None:
@@ -478,3 +516,4 @@ def _check_math() -> None:  # bpw of the llama.cpp table, as llama.cpp's docs gi
 
 
 _check_math()
+_plugin_grids()

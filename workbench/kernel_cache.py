@@ -115,7 +115,7 @@ def mark_warmed(names) -> None:
 
 def _group(spec) -> str:
     if spec.family != "ggml":
-        return "uniform"
+        return spec.family
     return spec.ggml_type if spec.ggml_type in COMPILE_SECONDS else "legacy"
 
 

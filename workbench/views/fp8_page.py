@@ -1,5 +1,6 @@
 """The fp8-vs-fp16-scales page: the seed's two ratio analyses (workbench.views.ratios) for any
-pair of scale encodings, model and metric, each ratio also taken at equal bpw (the A format
+pair of scale encodings, model and metric, and the same question for codebooks (one code and
+block, scale A vs scale B), each ratio also taken at equal bpw (the A format
 against encoding B's error curve). Only gains — a lower error at equal or lower bpw — are
 highlighted in the table; the heatmap's diverging colours (equal-bpw or the seed's paired
 ratio) carry each cell's number."""
@@ -16,7 +17,8 @@ from bokeh.models.widgets.tables import NumberFormatter, ScientificFormatter
 from workbench import store as st
 from workbench.views.page import EMPTY_STORE, ModelPage  # noqa: F401  (EMPTY_STORE: re-exported)
 from workbench.views.pareto import METRICS, WEIGHTED
-from workbench.views.ratios import (OUT_OF_RANGE, RATIO_METRICS, VALUES, double_ratio_table, encoding_label,
+from workbench.views.ratios import (OUT_OF_RANGE, RATIO_METRICS, VALUES, codebook_missing, codebook_ratio_table,
+                                    double_ratio_table, encoding_label,
                                     encodings_present, gain_row_styles, gain_summary, missing_pairs,
                                     paired_summary, parse_encoding, ratio_heatmap, ratio_scatter,
                                     single_ratio_table, super_bits_present)
@@ -52,7 +54,7 @@ class RatioSection:
                                 sizing_mode="stretch_width")
 
     def show(self, heading: str, table: pd.DataFrame, summary: str, title: str, metric: str,
-             paired: str = "", colour_by: str = "eq"):
+             paired: str = "", colour_by: str = "eq", axes: tuple[str, str] = ("bits", "s/a × B")):
         self.heading.object = f"#### {heading}"
         self.summary.object = summary
         self.paired.object = paired
@@ -62,7 +64,7 @@ class RatioSection:
             self.heatmap.object = self.scatter.object = None
             self.table.value = pd.DataFrame(columns=list(TABLE_COLUMNS))
             return
-        self.heatmap.object = ratio_heatmap(table, title, value=colour_by)
+        self.heatmap.object = ratio_heatmap(table, title, value=colour_by, xlabel=axes[0], ylabel=axes[1])
         self.scatter.object = ratio_scatter(table, x=self.x).opts(
             title="paired ratio vs its bpw cost; at equal bpw (0)")
         # gains first (by their ratio at equal bpw), then the rest; out of range last
@@ -102,7 +104,9 @@ class Fp8Page(ModelPage):
         self.message = pn.pane.Alert("", alert_type="info", visible=False)
         self.single = RatioSection(x="bpw_diff")
         self.double = RatioSection(x="bpw_diff_pct")
-        self.main = pn.Column(self.message, self.single.layout, self.double.layout, sizing_mode="stretch_width")
+        self.codebook = RatioSection(x="bpw_diff")
+        self.main = pn.Column(self.message, self.single.layout, self.double.layout, self.codebook.layout,
+                              sizing_mode="stretch_width")
         self._open(model)
         self.controls = pn.Column(
             pn.widgets.Select.from_param(self.param.model, name="Model"),
@@ -167,13 +171,14 @@ class Fp8Page(ModelPage):
         self._refresh()
 
     # ---------------------------------------------------------------------------- updates
-    def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """The single and double ratio tables for the current choices."""
+    def tables(self) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+        """The single, double and codebook ratio tables for the current choices."""
         df = self.summary()
         enc_a, norm_a = parse_encoding(self.enc_a)
         enc_b, norm_b = parse_encoding(self.enc_b)
         return (single_ratio_table(df, enc_a, enc_b, self.metric, norm_a, norm_b),
-                double_ratio_table(df, enc_a, enc_b, self.metric, self._super_bits(), norm_a, norm_b))
+                double_ratio_table(df, enc_a, enc_b, self.metric, self._super_bits(), norm_a, norm_b),
+                codebook_ratio_table(df, enc_a, enc_b, self.metric, norm_a, norm_b))
 
     def _super_bits(self) -> int | None:
         return None if self.super_bits == "all" else int(self.super_bits)
@@ -183,16 +188,17 @@ class Fp8Page(ModelPage):
         if self.model is None or self._loading:
             return
         if self.enc_a is None or self.enc_b is None:
-            self._show_message(f"{self.model}: no uniform formats with absmax scales to compare "
-                               f"(sweep formats such as Q4s16_e4m3 and Q4s32)", "warning")
+            self._show_message(f"{self.model}: no uniform or codebook formats with absmax scales to compare "
+                               f"(sweep formats such as Q4s16_e4m3 and Q4s32, or the codebooks grid)", "warning")
             return
         try:
-            single, double = self.tables()
+            single, double, codebook = self.tables()
         except ValueError as exc:      # a metric the summary lacks: one line, nothing drawn
             self._show_message(f"{self.model}: {exc}", "warning")
             return
         self.message.visible = False
         self.single.layout.visible = self.double.layout.visible = True
+        self.codebook.layout.visible = True
         a, b, m = encoding_label(self.enc_a), encoding_label(self.enc_b), self.metric
 
         def caption(table, double):     # the gain count, or which side is missing
@@ -214,7 +220,13 @@ class Fp8Page(ModelPage):
                          f"{m}(8×8, {a}) / {b} double curve at equal bpw" if eq
                          else f"{m}(8×8, {a}) / {m}(16×16, {b})", m,
                          seed(double, True), self.colour_by)
+        self.codebook.show(f"Codebooks: the same code and block with {a} scales vs {b}",
+                           codebook, gain_summary(codebook, self.enc_a, self.enc_b, "codebook") if len(codebook)
+                           else codebook_missing(self.summary(), self.enc_a, self.enc_b),
+                           f"{m}({a}) / {b} codebook curve at equal bpw" if eq else f"{m}({a}) / {m}({b})", m,
+                           paired_summary(codebook, self.enc_a, self.enc_b, "codebook") if len(codebook) else "",
+                           self.colour_by, axes=("code", "block"))
 
     def _show_message(self, text: str, kind: str):
         self.message.object, self.message.alert_type, self.message.visible = text, kind, True
-        self.single.layout.visible = self.double.layout.visible = False
+        self.single.layout.visible = self.double.layout.visible = self.codebook.layout.visible = False

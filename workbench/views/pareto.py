@@ -73,11 +73,14 @@ BPW = hv.Dimension("bpw", label="bits per weight")
 def kind_of(family: str, scale_encoding: str | None, double: bool) -> str:
     """The legend group of a format: 'llama.cpp' for llama.cpp's own types, else 'single' or
     'double' (the uniform grid's one- and two-level formats) and the float scale encoding
-    (``scale_encoding_of``): 'single f16', 'double e4m3'. The same words in the legend, the
+    (``scale_encoding_of``): 'single f16', 'double e4m3'; 'codebook f32' … for the codebook
+    family, 'codebook dq' for its bitsandbytes double quantization. The same words in the legend, the
     hover, the Tensors page's kind filter and the README; the Family filter's 'uniform grid'
     holds both single and double, as the Single / double filter splits them."""
     if family == "ggml":
         return LLAMA_CPP
+    if family == "codebook" and double:
+        return "codebook dq"                # bitsandbytes' double quantization (8-bit + f32 scales)
     group = "double" if double else "single" if family == "uniform" else family
     return f"{group} {scale_encoding or '?'}"
 

@@ -51,7 +51,7 @@ FILTER_LABELS = {"family": "Family", "structure": "Single / double", "scale_enco
                  "bits": "Bits", "block": "Block size", "symmetry": "Symmetric / asymmetric"}
 # the Family buttons: the uniform family holds single- and double-level formats (the legend's
 # 'single …' and 'double …' kinds), 'ggml' is llama.cpp's own types (the legend's 'llama.cpp')
-FAMILY_LABELS = {"ggml": "llama.cpp", "uniform": "uniform grid"}
+FAMILY_LABELS = {"ggml": "llama.cpp", "uniform": "uniform grid", "codebook": "codebook"}
 # the view in the URL's query string, applied in this order (later ones depend on earlier ones)
 URL_PARAMS = ("model", "imatrix", "metric", "tensor_regex", "tensor_kinds", "native_only", *FORMAT_FILTERS,
               "show_tensors",

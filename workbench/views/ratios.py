@@ -6,6 +6,9 @@
   scale?
 * :func:`double_ratio_table` pits the 8×8 double format (super-scales in encoding A) against
   the 16×16 one (super-scales in encoding B).
+* :func:`codebook_ratio_table` pits a codebook format (NF4, AF4, E2M1 …) with scales in
+  encoding A against the same code and block with encoding B: does a cheaper block scale
+  cost a codebook what it costs the uniform grid?
 
 Ratio convention: ``ratio = error(A side) / error(B side)``, so **ratio < 1 means the A side
 is better** for every metric. For metrics where higher is better the ratio is taken on the
@@ -163,6 +166,18 @@ def _candidates(df: pd.DataFrame, enc: str, normalizer: bool, double: bool) -> p
     is_double = df["super_bits"].notna() if "super_bits" in df.columns else pd.Series(False, index=df.index)
     keep = ((df["family"] == "uniform") & (scale_encoding_of(df) == enc) & (df["search"] == "absmax")
             & ~df["naive"].astype(bool) & (is_double == double))
+    if ENCODINGS[enc].needs_normalizer:
+        keep &= df["normalizer"].astype(bool) == normalizer
+    return df[keep.fillna(False).astype(bool)]
+
+
+def _codebook_candidates(df: pd.DataFrame, enc: str, normalizer: bool) -> pd.DataFrame:
+    """Single-level codebook rows (absmax scale rule, no double quantization) in ``enc``."""
+    if df.empty or "family" not in df.columns:
+        return df.iloc[0:0]
+    is_double = df["super_bits"].notna() if "super_bits" in df.columns else pd.Series(False, index=df.index)
+    keep = ((df["family"] == "codebook") & (scale_encoding_of(df) == enc) & (df["search"] == "absmax")
+            & ~is_double)
     if ENCODINGS[enc].needs_normalizer:
         keep &= df["normalizer"].astype(bool) == normalizer
     return df[keep.fillna(False).astype(bool)]
@@ -339,6 +354,48 @@ def double_ratio_table(df: pd.DataFrame, enc_a: str, enc_b: str, metric: str = "
 
 
 # ------------------------------------------------------------------- choices and captions
+CODEBOOK_COLUMNS = ("code", "bits", "block", "label", "format_a", "format_b", "metric_a", "metric_b",
+                    "ratio", "log2_ratio", "bpw_a", "bpw_b", "bpw_diff", "bpw_diff_pct", *EQUAL_COLUMNS)
+
+
+def codebook_ratio_table(df: pd.DataFrame, enc_a: str, enc_b: str, metric: str = "nmse",
+                         normalizer_a: bool = True, normalizer_b: bool = True) -> pd.DataFrame:
+    """A codebook format with scales in ``enc_a`` vs the same code and block with ``enc_b``
+    (single-level, absmax scale rule), and at equal bpw against the curve of every such
+    codebook format in ``enc_b`` (all codes and blocks).
+
+    Columns as :func:`single_ratio_table`, with ``code`` (NF4, E2M1 …); ``bits`` holds the code
+    (the heatmap's x) and ``label`` the block ('× 64')."""
+    from workbench.formats import parse
+    _check_encoding(enc_a, normalizer_a, "a")
+    _check_encoding(enc_b, normalizer_b, "b")
+    _check_metric(df, metric)
+
+    def side(enc, norm, tag):
+        rows = _codebook_candidates(df, enc, norm)
+        out = rows[["format", "block", "bpw", metric]].rename(
+            columns={"format": f"format_{tag}", "bpw": f"bpw_{tag}", metric: f"metric_{tag}"})
+        out["code"] = [parse(f).code for f in rows["format"]]
+        return out.astype({"block": "int64"})
+
+    b_rows = _codebook_candidates(df, enc_b, normalizer_b)
+    pairs = side(enc_a, normalizer_a, "a").merge(side(enc_b, normalizer_b, "b"), on=["code", "block"], how="inner")
+    pairs = pairs.sort_values(["code", "block"]).assign(bits=lambda t: t["code"])
+    pairs["label"] = [f"× {b}" for b in pairs["block"]]
+    return _finish(pairs, metric, CODEBOOK_COLUMNS, error_curve(b_rows, metric))
+
+
+def codebook_missing(df: pd.DataFrame, key_a: str, key_b: str) -> str:
+    """Why the codebook table is empty, in one line."""
+    enc_a, norm_a = parse_encoding(key_a)
+    enc_b, norm_b = parse_encoding(key_b)
+    for key, enc, norm in ((key_a, enc_a, norm_a), (key_b, enc_b, norm_b)):
+        if _codebook_candidates(df, enc, norm).empty:
+            return (f"missing: the store has no codebook formats with {encoding_label(key)} scales "
+                    f"(sweep the `codebooks` grid)")
+    return f"missing: no codebook format with {encoding_label(key_a)} scales has a {encoding_label(key_b)} twin"
+
+
 def encoding_key(enc: str, normalizer: bool = True) -> str:
     """The name of a scale-encoding choice as its format suffix says it: 'e4m3' (with the
     per-tensor normalizer), 'e4m3_nonorm' (without), 'f16', ..."""
@@ -365,11 +422,11 @@ def encoding_label(key: str) -> str:
 
 def encodings_present(df: pd.DataFrame) -> list[str]:
     """The encoding choices (see ``encoding_key``) of the formats the ratio tables can pair
-    (uniform, absmax, not naive), in ENCODINGS order, the normalizer variant first."""
+    (uniform and codebook, absmax, not naive), in ENCODINGS order, the normalizer variant first."""
     need = {"family", "scale_dtype", "search", "naive", "normalizer"}
     if df.empty or not need <= set(df.columns):
         return []
-    rows = df[(df["family"] == "uniform") & (df["search"] == "absmax")
+    rows = df[df["family"].isin(["uniform", "codebook"]) & (df["search"] == "absmax")
               & ~df["naive"].astype("boolean").fillna(False).astype(bool)]
     keys = {encoding_key(e, bool(n)) for e, n in zip(scale_encoding_of(rows), rows["normalizer"].fillna(True))
             if e in ENCODINGS}
@@ -420,8 +477,11 @@ def missing_pairs(df: pd.DataFrame, key_a: str, key_b: str, double: bool,
             f"{_blocks(a, False)}; {encoding_label(key_b)} blocks: {_blocks(b, False)})")
 
 
-def _kinds(key_a: str, key_b: str, double: bool) -> tuple[str, str]:
+def _kinds(key_a: str, key_b: str, double) -> tuple[str, str]:
+    """The two sides in words; ``double``: False, True, or "codebook"."""
     a, b = encoding_label(key_a), encoding_label(key_b)
+    if double == "codebook":
+        return f"a codebook with {a} scales", f"the same code and block with {b}"
     return (f"8×8 with {a}", f"16×16 with {b}") if double else (f"{a} at B/2", f"{b} at B")
 
 
@@ -434,7 +494,8 @@ def gain_summary(table: pd.DataFrame, key_a: str, key_b: str, double: bool) -> s
     ok = eq[np.isfinite(eq) & (eq > 0)]
     outside = len(table) - len(ok)
     median = sig(ok.median(), 3) if len(ok) else "n/a"
-    curve = f"the curve of {b} double formats" if double else f"the {b} curve"
+    curve = (f"the curve of {b} codebook formats" if double == "codebook" else
+             f"the curve of {b} double formats" if double else f"the {b} curve")
     head = f"At equal bpw: {_kinds(key_a, key_b, double)[0]} beats {curve}"
     tail = f"; {outside} out of the curve's bpw range" if outside else ""
     return f"{head} in {int((ok < 1).sum())} of {len(table)} pairs (median ratio {median}{tail})"
@@ -513,7 +574,8 @@ def clip_limit(log2_values) -> float:
     return min(max(q, MIN_CLIP), MAX_CLIP)
 
 
-def ratio_heatmap(table: pd.DataFrame, title: str = "", value: str = "eq") -> hv.Overlay:
+def ratio_heatmap(table: pd.DataFrame, title: str = "", value: str = "eq", xlabel: str = "bits",
+                  ylabel: str = "s/a × B") -> hv.Overlay:
     """x: bits, y: the row label ('s × 32', …), colour: log2 of the ratio at equal bpw
     (``value='eq'``) or of the seed's paired ratio (``'paired'``) on a diverging colormap
     centred at ratio 1 and clipped to ±``clip_limit`` (the colour bar is labelled in ratios),
@@ -527,7 +589,7 @@ def ratio_heatmap(table: pd.DataFrame, title: str = "", value: str = "eq") -> hv
     data = data.astype({c: object for c in ("label", "format_a", "format_b", "bpw_label", *TEXT_COLUMNS)})
     lim = clip_limit(data[log_column]) if len(data) else MIN_CLIP
     ticks = [t for t in log_ticks(2 ** -lim, 2 ** lim, min_ticks=5) if 2 ** -lim <= t <= 2 ** lim]
-    kdims = [hv.Dimension("bits", label="bits"), hv.Dimension("label", label="s/a × B")]
+    kdims = [hv.Dimension("bits", label=xlabel), hv.Dimension("label", label=ylabel)]
     heat = hv.HeatMap(data[["bits", "label", *vdims]], kdims=kdims,
                       vdims=[hv.Dimension(log_column, label=f"{label}, log colours"), *vdims[1:]]).opts(
         cmap="RdBu_r", clim=(-lim, lim), clipping_colors={"NaN": NO_PAIR_COLOR}, colorbar=True,
@@ -538,7 +600,7 @@ def ratio_heatmap(table: pd.DataFrame, title: str = "", value: str = "eq") -> hv
     labels = [hv.Labels(cells[cells["dark"] == dark][["bits", "label", "text"]], kdims=kdims, vdims="text").opts(
         text_color=color, text_font_size="8pt") for dark, color in ((False, "#222222"), (True, "white"))]
     return (heat * labels[0] * labels[1]).opts(title=title, responsive=True, min_height=320,
-                                               xlabel="bits", ylabel="s/a × B")
+                                               xlabel=xlabel, ylabel=ylabel)
 
 
 def ratio_scatter(table: pd.DataFrame, x: str = "bpw_diff") -> hv.Overlay:

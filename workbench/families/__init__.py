@@ -1,0 +1,42 @@
+"""Format families as plug-ins: a family is one module here and one line in ``PLUGINS``.
+
+A plug-in module declares its family's traits, each a plain function of a
+``formats.FormatSpec``:
+
+=================  ==========================================================================
+``NAME``           the family's name (the store's ``family`` column)
+``parse(name)``    the spec of a canonical name of this family, or None if the name is not
+                   one (``formats.parse`` asks every plug-in before the built-in grammars)
+``name(spec)``     the canonical name (parses back: ``parse(name(spec)) == spec``)
+``validate(spec)`` raise ``formats.FormatError`` (one line) for a spec that cannot exist
+``unit_bytes(spec, n)``  bytes of a unit (block) of n weights; ``header_bytes(spec)``: per tensor
+``uses_normalizer(spec)``  whether the packed tensor starts with an f32 normalizer
+``scale_layout(spec)``     the store's block / scale columns (``formats.scale_layout``)
+``codec(spec)``    a ``codecs.Codec``: the real bytes and their decoding
+``GRIDS``          {grid name: () -> [FormatSpec]}, merged into ``formats.GRIDS``
+=================  ==========================================================================
+
+The uniform grid and llama.cpp's types are still built into ``formats``/``codecs`` (issue 12
+moves them here); the codebook family is the first plug-in.
+
+Adding a family: write ``workbench/families/<name>.py`` with the traits above, add it to
+``PLUGINS`` below (and its name to ``formats.FAMILIES``), and nothing else.
+"""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+PLUGINS = {
+    "codebook": "workbench.families.codebook",
+}
+
+
+def plugin(family: str) -> ModuleType | None:
+    """The plug-in module of ``family`` (None for the built-in families)."""
+    target = PLUGINS.get(family)
+    return importlib.import_module(target) if target else None
+
+
+def plugins() -> list[ModuleType]:
+    return [importlib.import_module(t) for t in PLUGINS.values()]
