@@ -316,3 +316,33 @@ def dequantize_dq(packed, rows, cols, values, block, dyn, a2, offset, group, pos
             pos += 1
             pos = _decode_block(packed, pos, n, 4, values, d, row, b0)
     return pos
+
+
+# ------------------------------------------------------------------------- the data-fitted code
+@njit(cache=True, nogil=True)
+def normalized_histogram(x, block, nbins):
+    """Histogram of every element divided by its block's absmax (in [-1, 1]) over ``nbins``
+    equal bins, each element weighted by its block's absmax squared (a block's share of the
+    weight-space squared error): (weight, weighted sum of the values) per bin, float64. Each
+    block's maximum lands on ±1; all-zero blocks weigh nothing."""
+    rows, cols = x.shape
+    count = np.zeros(nbins, np.float64)
+    total = np.zeros(nbins, np.float64)
+    for i in range(rows):
+        for b0 in range(0, cols, block):
+            n = min(block, cols - b0)
+            amax = np.float32(0.0)
+            for j in range(n):
+                a = abs(x[i, b0 + j])
+                if a > amax:
+                    amax = a
+            if amax == 0:
+                continue
+            inv = np.float32(1.0) / amax
+            w = np.float64(amax) * np.float64(amax)
+            for j in range(n):
+                v = min(max(x[i, b0 + j] * inv, np.float32(-1.0)), np.float32(1.0))
+                k = min(int((v + 1.0) * 0.5 * nbins), nbins - 1)
+                count[k] += w
+                total[k] += w * v
+    return count, total

@@ -249,3 +249,39 @@ _DYN8_HEX = (
     "3f7a999a3f7e33333f800000")
 DYN8 = np.frombuffer(bytes.fromhex(_DYN8_HEX), ">u4").astype(np.uint32).view(np.float32).copy()
 assert DYN8.size == 256 and (np.diff(DYN8) > 0).all() and DYN8[0] == np.float32(-0.99296875) and DYN8[-1] == 1.0
+
+
+# ---------------------------------------------------------------------------- the fitted code
+FIT_BINS = 1 << 16
+
+
+def fit_levels(count: np.ndarray, total: np.ndarray, tol: float = 1e-9, iters: int = 200) -> np.ndarray:
+    """The data-fitted code: Lloyd's iteration (±1 fixed, 14 free levels, from NF4) on the
+    empirical law of a tensor's block-normalized values, each weighted by its block's absmax²
+    so that it minimises the weight-space squared error, given as a fine histogram (weight and
+    weighted sum of the values per bin, ``kernels.codebook.normalized_histogram``): each free
+    level becomes the weighted mean of the values nearer to it than to its neighbours.
+    float32[16], sorted."""
+    centers = np.where(count > 0, total / np.where(count > 0, count, 1.0), 0.0)
+    keep = count > 0
+    c, w = centers[keep], count[keep]
+    lv = NF4.astype(np.float64).copy()
+    if c.size == 0:
+        return lv.astype(np.float32)
+    cw, cs = np.concatenate([[0.0], np.cumsum(w)]), np.concatenate([[0.0], np.cumsum(w * c)])
+    for _ in range(iters):
+        mids = 0.5 * (lv[1:] + lv[:-1])
+        cut = np.searchsorted(c, mids, side="right")        # values <= a midpoint go lower
+        lo, hi = cut[:-1], cut[1:]                         # the 14 free cells (levels 1..14)
+        mass = cw[hi] - cw[lo]
+        new = np.where(mass > 0, (cs[hi] - cs[lo]) / np.maximum(mass, 1e-300), lv[1:-1])
+        step = np.abs(new - lv[1:-1]).max()
+        lv[1:-1] = new
+        if step < tol:
+            break
+    out = np.sort(lv).astype(np.float32)
+    # distinct float32 levels (a cell without data keeps its start; nudge duplicates apart)
+    for k in range(1, 16):
+        if out[k] <= out[k - 1]:
+            out[k] = np.nextafter(out[k - 1], np.float32(2))
+    return out

@@ -45,7 +45,9 @@ from dataclasses import dataclass, replace
 
 from workbench.kernels.encodings import ENCODINGS
 
-FAMILIES = ("ggml", "uniform", "codebook")
+from workbench.families import PLUGINS  # noqa: E402  (the registry: names only, no imports)
+
+FAMILIES = ("ggml", "uniform", *PLUGINS)
 SEARCHES = ("absmax", "rmse")
 ENCODING_ALIASES = {"fp8": "e4m3"}
 DEFAULT_SCALE = "f16"
@@ -246,14 +248,27 @@ class FormatSpec:
         return 4 * kinds
 
     def row_tail(self, cols: int) -> int:
-        """Length of a row's short last unit (0 when the unit divides the row)."""
+        """Length of a row's short last unit (0 when the unit divides the row, and for a type
+        that falls back to another on such rows: llama.cpp's, ik_llama's)."""
+        if self.has_fallback:
+            return 0
         return cols % self.unit
+
+    @property
+    def has_fallback(self) -> bool:
+        """Whether rows the unit does not divide are written in another type (``plan``)."""
+        if self.family == "ggml":
+            return True
+        p = _plugin(self.family)
+        return p is not None and hasattr(p, "plan")
 
     def plan(self, shape: tuple[int, int]) -> tuple[str | None, str | None]:
         """What encodes a (rows, cols) tensor: (this format's name, None) when it fits; for a
         llama.cpp type whose block does not divide the rows, llama-quantize's fallback type and
         the reason ((None, reason) when llama-quantize refuses it). See :func:`ggml_plan`."""
         if self.family != "ggml":
+            if (p := _plugin(self.family)) is not None and hasattr(p, "plan"):
+                return p.plan(self, shape)
             return self.name, None
         return ggml_plan(self.ggml_type, shape[-1])
 

@@ -88,8 +88,8 @@ def measure(spec: FormatSpec, x: np.ndarray, importance: np.ndarray | None = Non
                               f"{float(np.abs(x).max()):.3g}): its reconstruction holds Inf/NaN, a scale "
                               f"overflows its {spec.scale} encoding")
     return {**m, "bpw": nbytes * 8 / x.size, "nbytes": nbytes, "rows": rows, "cols": cols,
-            "row_tail": spec.row_tail(cols) if spec.family != "ggml" else 0,
-            "applied_type": applied if spec.family == "ggml" else None, "fallback_note": note,
+            "row_tail": spec.row_tail(cols),
+            "applied_type": applied if spec.has_fallback else None, "fallback_note": note,
             "imatrix_note": None if importance is None or use else f"{applied} ignores the imatrix",
             "quant_s": None if t0 is None else t1 - t0, "dequant_s": None if t0 is None else t2 - t1}
 

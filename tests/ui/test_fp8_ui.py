@@ -20,14 +20,15 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from workbench import store as st
-from workbench.views.ratios import (double_ratio_table, gain_summary, paired_summary, single_ratio_table,
-                                    with_texts)
+from workbench.views.ratios import (codebook_missing, codebook_ratio_table, double_ratio_table, gain_summary,
+                                    paired_summary, single_ratio_table, with_texts)
 
 pytestmark = pytest.mark.ui
 
 TIMEOUT_MS = 30_000
 FORMATS = ("Q3s16_e4m3,Q3s32,Q4s16_e4m3,Q4s32,Q4a16_e4m3,Q4a32,Q4s32_e4m3,Q4s64,Q4s16_bf16,Q4a16_bf16,"
-           "Q(4s8)xQ(6s8)_e4m3,Q(4s16)xQ(6s16),Q(4a8)xQ(6s8)_e4m3,Q(4a16)xQ(6s16),Q4_0,Q3s64,Q4a64")
+           "Q(4s8)xQ(6s8)_e4m3,Q(4s16)xQ(6s16),Q(4a8)xQ(6s8)_e4m3,Q(4a16)xQ(6s16),Q4_0,Q3s64,Q4a64,"
+           "NF4b32_e4m3,NF4b32_f16,NF4b64_e4m3,NF4b64_f16")
 TENSOR = r"layer\.0\.attention\.self\.query"
 # Per glyph on screen whose source carries the ratio tables' text columns (the heatmaps, and
 # the scatters' paired and equal-bpw points of both sections): its glyph type, its sorted
@@ -68,10 +69,11 @@ def fp8_server(store_server, tmp_path_factory):
         yield srv
 
 
-def expected(store: Path, enc_a: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The single and double ratio tables the page should show for encoding A vs f16."""
+def expected(store: Path, enc_a: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The single, double and codebook ratio tables the page should show for encoding A vs f16."""
     df = st.summary(store, st.models(store)[0])
-    return single_ratio_table(df, enc_a, "f16"), double_ratio_table(df, enc_a, "f16")
+    return (single_ratio_table(df, enc_a, "f16"), double_ratio_table(df, enc_a, "f16"),
+            codebook_ratio_table(df, enc_a, "f16"))
 
 
 def plotted(page) -> list[list[str]]:
@@ -93,9 +95,10 @@ def highlighted(rows) -> list[bool]:
 
 
 def test_fp8_page_renders_and_encoding_a_changes_the_pairs(page: Page, fp8_server, watch_for, screenshot):
-    single, double = expected(fp8_server["store"], "e4m3")
-    single_bf16, double_bf16 = expected(fp8_server["store"], "bf16")
+    single, double, codebook = expected(fp8_server["store"], "e4m3")
+    single_bf16, double_bf16, codebook_bf16 = expected(fp8_server["store"], "bf16")
     assert len(single) and len(double) and len(single_bf16) and double_bf16.empty   # what the test needs
+    assert codebook_bf16.empty and (len(codebook) or "WORKBENCH_SCREENSHOT_STORE" in os.environ)
     watch = watch_for(fp8_server)
     page.goto(fp8_server["url"] + "?page=fp8")
     expect(page.get_by_text("Do fp8 scales on half-size blocks beat fp16 scales")).to_be_visible(timeout=TIMEOUT_MS)
@@ -105,14 +108,19 @@ def test_fp8_page_renders_and_encoding_a_changes_the_pairs(page: Page, fp8_serve
     expect(page.get_by_text(gain_summary(double, "e4m3", "f16", True))).to_be_visible()
     expect(page.get_by_text(paired_summary(single, "e4m3", "f16", False))).to_be_visible()
     expect(page.get_by_text(paired_summary(double, "e4m3", "f16", True))).to_be_visible()
-    expect(page.locator(".bk-events")).to_have_count(4, timeout=TIMEOUT_MS)   # heatmap + scatter, twice
-    want = expected_plots(single, double)
+    sections = [t for t in (single, double, codebook) if len(t)]
+    if len(codebook):
+        expect(page.get_by_text(gain_summary(codebook, "e4m3", "f16", "codebook"))).to_be_visible()
+    # heatmap + scatter per section with pairs
+    expect(page.locator(".bk-events")).to_have_count(2 * len(sections), timeout=TIMEOUT_MS)
+    want = expected_plots(*sections)
     page.wait_for_function(f"n => ({PLOTTED})().length === n", arg=len(want), timeout=TIMEOUT_MS)
     assert plotted(page) == want
 
-    # the single table lists the gains first, each highlighted, then the rest, plain
-    tables = page.locator(".tabulator")
-    expect(tables).to_have_count(2)
+    # the single table lists the gains first, each highlighted, then the rest, plain (an empty
+    # section's table stays in the page, hidden)
+    tables = page.locator(".tabulator:visible")
+    expect(tables).to_have_count(len(sections))
     rows = tables.first.locator(".tabulator-row")
     gains = int(single["gain"].sum())
     assert gains > 0                                           # (A = B below: none lit)
@@ -143,6 +151,9 @@ def test_fp8_page_renders_and_encoding_a_changes_the_pairs(page: Page, fp8_serve
     page.locator("select").nth(2).select_option(label="bf16")
     expect(page.get_by_text(gain_summary(single_bf16, "bf16", "f16", False))).to_be_visible(timeout=TIMEOUT_MS)
     expect(page.get_by_text("missing: the store has no double formats with bf16 scales")).to_be_visible()
+    df = st.summary(fp8_server["store"], st.models(fp8_server["store"])[0])
+    missing = codebook_missing(df, "bf16", "f16").replace("`", "")      # markdown: `codebooks` renders as code
+    expect(page.locator("p", has_text=missing)).to_be_visible()
     expect(line).to_have_count(0)
     want = expected_plots(single_bf16)
     page.wait_for_function(f"n => ({PLOTTED})().length === n", arg=len(want), timeout=TIMEOUT_MS)
@@ -150,7 +161,7 @@ def test_fp8_page_renders_and_encoding_a_changes_the_pairs(page: Page, fp8_serve
     expect(page.locator(".bk-events")).to_have_count(2)
 
     # A = B = f16: the seed's pairing finds B/2 better at +bpw, but there is no gain: no row lit
-    single_f16, _ = expected(fp8_server["store"], "f16")
+    single_f16, _, _ = expected(fp8_server["store"], "f16")
     assert len(single_f16) and (single_f16["ratio"] < 1).any() and not single_f16["gain"].any()
     page.locator("select").nth(2).select_option(label="f16")
     expect(page.get_by_text(gain_summary(single_f16, "f16", "f16", False))).to_be_visible(timeout=TIMEOUT_MS)

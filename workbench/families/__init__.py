@@ -19,8 +19,16 @@ A plug-in module declares its family's traits, each a plain function of a
 The uniform grid and llama.cpp's types are still built into ``formats``/``codecs`` (issue 12
 moves them here); the codebook family is the first plug-in.
 
-Adding a family: write ``workbench/families/<name>.py`` with the traits above, add it to
-``PLUGINS`` below (and its name to ``formats.FAMILIES``), and nothing else.
+Optional traits: ``LABEL`` (the Pareto page's Family filter word) and ``KIND`` (the legend
+group of all its formats, instead of '<family> <scale encoding>'), ``unit(spec)`` (weights per unit, default the block), ``nbytes(spec, shape)``
+and ``nominal_bpw(spec)`` (layouts with shape-dependent headers), ``plan(spec, shape)`` (the
+type written for a shape and why, for types that fall back on rows they cannot encode, as
+llama-quantize does; the store then records ``applied_type``).
+
+Adding a family: write ``workbench/families/<name>.py`` with the traits above (its kernels may
+live in the same module), add one line to ``PLUGINS`` below, and nothing else: formats, codecs,
+the sweep, the store and the views take every family from here. ``iqk`` (ik_llama.cpp's
+IQ4_KS / IQ4_KSS) was added that way.
 """
 from __future__ import annotations
 

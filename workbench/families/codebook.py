@@ -15,6 +15,9 @@ code       bits  levels (``workbench.codes``)
 ``AF4``    4     Yoshida's AbnormalFloat for this block size (``codes.af4(block)``: each level
                  the median of its cell under the law of Gaussian weights / block absmax)
 ``LM4``    4     the Lloyd–Max (MSE-optimal) code for the same law (``codes.lloyd_max``)
+``FIT4``   4     Lloyd–Max fitted to this tensor's own block-normalized values
+                 (``codes.fit_levels``); its 16 f32 levels head the tensor's bytes (512 bits
+                 per tensor, in bpw)
 ``E2M1``   4     OCP MX FP4 element (±6); ``E2M3``, ``E3M2``: 6-bit (±7.5, ±28);
 ``E4M3``   8     ``E5M2``: 8-bit (±448, ±57344); ``INT8``: MXINT8 (±127/64, two's complement)
 =========  ====  ==========================================================================
@@ -33,7 +36,7 @@ Layout and rounding: ``workbench.kernels.codebook`` (bitsandbytes' quantize_4bit
 nibble order, so an f32-scaled NF4/FP4 block's bytes are bitsandbytes' bytes).
 bpw = bits + scale bits / block (+ 32 bits per tensor for fp8 scales' f32 tensor scale):
 NF4b64_f32 4.5, NF4b64 4.25, AF4b64_e4m3 4.125, E2M1b32_e8m0 4.25, E2M1b16_e4m3 4.5;
-NF4b64_dq 4 + 8/64 + 32/(64·256) = 4.127 (+ 32 bits per tensor).
+NF4b64_dq 4 + 8/64 + 32/(64·256) = 4.127 (+ 32 bits per tensor); FIT4 adds 512 bits per tensor.
 """
 from __future__ import annotations
 
@@ -43,7 +46,9 @@ import re
 import numpy as np
 
 NAME = "codebook"
-TABLE_CODES = ("NF4", "FP4", "AF4", "LM4")
+TABLE_CODES = ("NF4", "FP4", "AF4", "LM4", "FIT4")
+FITTED = "FIT4"                                  # levels fitted to the tensor, stored in its header
+FIT_BYTES = 16 * 4
 ELEMENT_CODES = ("E2M1", "E2M3", "E3M2", "E4M3", "E5M2", "INT8")
 CODES = TABLE_CODES + ELEMENT_CODES
 OPTIONS = ("rceil", "dq")
@@ -78,12 +83,11 @@ def tables(code: str, block: int):
             values = np.asarray(codes.FP4_BNB, np.float32)   # bit-pattern order
         elif code == "AF4":
             values = np.asarray(codes.af4(block), np.float32)
-        else:
+        elif code == "LM4":
             values = np.asarray(codes.lloyd_max(block), np.float32)
-        order = np.argsort(values, kind="stable").astype(np.uint8)
-        srt = values[order]
-        bounds = ((srt[:-1] + srt[1:]) / np.float32(2)).astype(np.float32)
-        return values, bounds, order, np.float32(1.0), 0, K.TABLE
+        else:
+            raise KeyError(f"{code}: a fitted code has no fixed table (fitted_tables)")
+        return _table(values) + (np.float32(1.0), 0, K.TABLE)
     lv = codes.element_levels(code)
     bits = width(code)
     bounds = ((lv[:-1] + lv[1:]) / np.float32(2)).astype(np.float32)
@@ -100,6 +104,22 @@ def tables(code: str, block: int):
         kind = K.FLOAT
     top = np.float32(lv[-1])
     return values, bounds, np.zeros(1, np.uint8), top, int(np.floor(np.log2(top))), kind
+
+
+def _table(values: np.ndarray):
+    """(values, midpoint bounds of the sorted levels, stored code of each sorted level)."""
+    order = np.argsort(values, kind="stable").astype(np.uint8)
+    srt = values[order]
+    bounds = ((srt[:-1] + srt[1:]) / np.float32(2)).astype(np.float32)
+    return values, bounds, order
+
+
+def fitted_tables(x: np.ndarray, block: int):
+    """``tables`` of the data-fitted code for tensor x."""
+    from workbench import codes
+    from workbench.kernels import codebook as K
+    count, total = K.normalized_histogram(x, block, codes.FIT_BINS)
+    return _table(codes.fit_levels(count, total)) + (np.float32(1.0), 0, K.TABLE)
 
 
 # -------------------------------------------------------------------------------- grammar
@@ -206,9 +226,10 @@ def unit_bytes(spec, n: int) -> int:
 
 
 def header_bytes(spec) -> int:
-    """Per-tensor bytes (a double-quantized tensor's header also holds one f32 per 256 blocks,
-    which ``nbytes`` counts from the shape)."""
-    return 4 if uses_normalizer(spec) or spec.double else 0
+    """Per-tensor bytes: the fitted code's 16 f32 levels, then one f32 (the fp8 scales' tensor
+    scale, or the double quantization's offset; a double-quantized tensor's header also holds
+    one f32 per 256 blocks, which ``nbytes`` counts from the shape)."""
+    return (FIT_BYTES if spec.code == FITTED else 0) + (4 if uses_normalizer(spec) or spec.double else 0)
 
 
 def blocks(spec, shape) -> int:
@@ -266,22 +287,27 @@ def _codec_class():
                 raise NonFiniteError(f"{s.name}: tensor has non-finite values (NaN/Inf); an absmax "
                                      "scale is not defined for them")
             enc, nbytes, top_enc = self._args()
-            values, bounds, order, top, emax, kind = tables(s.code, s.block)
+            fit = s.code == FITTED
+            values, bounds, order, top, emax, kind = fitted_tables(x, s.block) if fit else tables(s.code, s.block)
             packed = np.empty(s.nbytes(x.shape), np.uint8)
+            at = 0
+            if fit:
+                packed[:FIT_BYTES] = values.view(np.uint8)
+                at = FIT_BYTES
             if s.double:
                 absmax = K.block_absmax(x, s.block)
                 offset = np.float32(absmax.astype(np.float64).mean()) if absmax.size else np.float32(0)
                 q, a2 = K.dq_scales(absmax, offset, codes.DYN8, DQ_GROUP)
-                head = 4 + 4 * a2.size
-                packed[:4] = np.array([offset], np.float32).view(np.uint8)
-                packed[4:head] = a2.view(np.uint8)
+                head = at + 4 + 4 * a2.size
+                packed[at:at + 4] = np.array([offset], np.float32).view(np.uint8)
+                packed[at + 4:head] = a2.view(np.uint8)
                 used = K.quantize_dq(x, bounds, order, s.block, absmax, q, packed, head)
             else:
                 norm = np.float32(1.0)
                 head = s.header_bytes
-                if head:
+                if head > at:
                     norm = K.tensor_normalizer(x, top, top_enc)
-                    packed[:4] = np.array([norm], np.float32).view(np.uint8)
+                    packed[at:at + 4] = np.array([norm], np.float32).view(np.uint8)
                 used = K.quantize(x, kind, bounds, order, top, emax, s.bits, s.block, mode(s), enc,
                                   nbytes, top_enc, norm, packed, head)
             if used != packed.size:  # the layout and the closed form must agree, byte for byte
@@ -291,17 +317,22 @@ def _codec_class():
         def dequantize(self, packed: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
             s = self.spec
             enc, nbytes, _ = self._args()
-            values, *_ = tables(s.code, s.block)
+            at = 0
+            if s.code == FITTED:
+                values = packed[:FIT_BYTES].view(np.float32)
+                at = FIT_BYTES
+            else:
+                values = tables(s.code, s.block)[0]
             y = np.empty(shape, np.float32)
             if s.double:
                 groups = -(-blocks(s, shape) // DQ_GROUP)
-                offset = packed[:4].view(np.float32)[0]
-                a2 = packed[4:4 + 4 * groups].view(np.float32)
+                offset = packed[at:at + 4].view(np.float32)[0]
+                a2 = packed[at + 4:at + 4 + 4 * groups].view(np.float32)
                 K.dequantize_dq(packed, shape[0], shape[1], values, s.block, codes.DYN8, a2, offset,
-                                DQ_GROUP, 4 + 4 * groups, y)
+                                DQ_GROUP, at + 4 + 4 * groups, y)
                 return y
             head = s.header_bytes
-            norm = packed[:4].view(np.float32)[0] if head else np.float32(1.0)
+            norm = packed[at:at + 4].view(np.float32)[0] if head > at else np.float32(1.0)
             K.dequantize(packed, shape[0], shape[1], values, s.bits, s.block, mode(s), enc, nbytes,
                          np.float32(norm), head, y)
             return y
@@ -323,7 +354,7 @@ CODEBOOK_SCALES = ("f32", "f16", "bf16", "e4m3", "e8m0")
 def codebooks_grid():
     """Every code × blocks 16–256 × f32/f16/bf16/e4m3/e8m0 scales, with bitsandbytes' double
     quantization for the table codes and the rounded-up e8m0 scale for the element codes
-    (300 formats)."""
+    (330 formats)."""
     from workbench.formats import FormatSpec
     out = []
     for code in CODES:

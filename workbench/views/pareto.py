@@ -5,6 +5,8 @@ Panel class that wires widgets to these functions is ``workbench.views.pareto_pa
 """
 from __future__ import annotations
 
+import functools
+
 import math
 import re
 from dataclasses import dataclass
@@ -70,6 +72,12 @@ BPW = hv.Dimension("bpw", label="bits per weight")
 
 
 # ------------------------------------------------------------------------------- data
+@functools.cache
+def _plugin_kind(family: str) -> str | None:
+    from workbench.families import PLUGINS, plugin
+    return getattr(plugin(family), "KIND", None) if family in PLUGINS else None
+
+
 def kind_of(family: str, scale_encoding: str | None, double: bool) -> str:
     """The legend group of a format: 'llama.cpp' for llama.cpp's own types, else 'single' or
     'double' (the uniform grid's one- and two-level formats) and the float scale encoding
@@ -79,6 +87,8 @@ def kind_of(family: str, scale_encoding: str | None, double: bool) -> str:
     holds both single and double, as the Single / double filter splits them."""
     if family == "ggml":
         return LLAMA_CPP
+    if (kind := _plugin_kind(family)) is not None:     # a plug-in's own legend group (iqk: ik_llama.cpp)
+        return kind
     if family == "codebook" and double:
         return "codebook dq"                # bitsandbytes' double quantization (8-bit + f32 scales)
     group = "double" if double else "single" if family == "uniform" else family

@@ -52,6 +52,14 @@ FILTER_LABELS = {"family": "Family", "structure": "Single / double", "scale_enco
 # the Family buttons: the uniform family holds single- and double-level formats (the legend's
 # 'single …' and 'double …' kinds), 'ggml' is llama.cpp's own types (the legend's 'llama.cpp')
 FAMILY_LABELS = {"ggml": "llama.cpp", "uniform": "uniform grid", "codebook": "codebook"}
+
+
+def family_label(family: str) -> str:
+    """The Family filter's word for a family: a plug-in may name itself (``LABEL``)."""
+    from workbench.families import PLUGINS, plugin
+    if family in FAMILY_LABELS or family not in PLUGINS:
+        return FAMILY_LABELS.get(family, family)
+    return getattr(plugin(family), "LABEL", family)
 # the view in the URL's query string, applied in this order (later ones depend on earlier ones)
 URL_PARAMS = ("model", "imatrix", "metric", "tensor_regex", "tensor_kinds", "native_only", *FORMAT_FILTERS,
               "show_tensors",
@@ -365,7 +373,7 @@ class ParetoPage(ModelPage):
         with self._batch():
             for name, values in filter_values(both).items():
                 before, current = list(self.param[name].objects or []), list(getattr(self, name))
-                self.param[name].objects = ({FAMILY_LABELS.get(v, v): v for v in values} if name == "family"
+                self.param[name].objects = ({family_label(v): v for v in values} if name == "family"
                                             else values)
                 # a filter the user narrowed stays narrowed; one that allowed everything (or
                 # whose choices are all gone) allows everything again
