@@ -66,7 +66,7 @@ def test_closed_form_bpw_equals_packed_bytes_for_every_grid_format(shape):
     """bpw from the layout formula == bpw from the bytes the kernel really writes (pad included)."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal(shape).astype(np.float32) * 0.02
-    for spec in resolve("default,scales,small"):
+    for spec in resolve("default,scales,small,iqk"):
         if spec.applies_to(shape):
             continue
         packed = codec_for(spec).quantize(x)

@@ -37,6 +37,7 @@ from types import ModuleType
 
 PLUGINS = {
     "codebook": "workbench.families.codebook",
+    "iqk": "workbench.families.iqk",
 }
 
 
