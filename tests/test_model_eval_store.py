@@ -92,6 +92,19 @@ def test_eval_rows_are_real_and_resumable(tmp_path):
     assert rep2.measured == 0 and rep2.already == 3 and ev2.calls == 0 and files(tmp_path) == before
 
 
+def test_no_resume_replaces_the_stored_evaluations(tmp_path):
+    """resume=False evaluates again and the new rows replace the stored ones (one row per key,
+    the new run's); the old file moves to quarantine/superseded/ and its other row is kept."""
+    first = run(tmp_path, formats="Q4_0,Q8_0")
+    rep = run(tmp_path, formats="Q4_0,Q4a32", resume=False)
+    assert rep.measured == 2 and rep.replacing == 1
+    df = eval_store.evals(tmp_path).set_index("format")
+    assert sorted(df.index) == ["Q4_0", "Q4a32", "Q8_0"]
+    assert df.loc["Q8_0", "run_id"] == first.run_id and df.loc["Q4_0", "run_id"] == rep.run_id
+    old = list((Path(tmp_path) / "quarantine" / "superseded").rglob("*.parquet"))
+    assert len(old) == 1 and pq.read_metadata(old[0]).num_rows == 1     # one row per write: Q4_0's
+
+
 def test_fallbacks_are_counted(tmp_path):
     """Rows of 96 and 64: Q4_K's 256-blocks divide neither, llama-quantize writes Q5_0."""
     run(tmp_path, formats="Q4_K,Q4_0")

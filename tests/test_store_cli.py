@@ -86,6 +86,25 @@ def test_rerun_does_nothing_new(small_store):
     assert all(after[p] == before[p] for p in before)
 
 
+def test_no_resume_replaces_the_stored_rows(tmp_path):
+    """--no-resume measures again and its rows replace the stored ones: one row per key, the
+    new run's; the old files move to quarantine/superseded/ (their other rows written again),
+    the store checks sound, and the CLI says how many rows it replaced."""
+    store = tmp_path / "s"
+    first = run(None, "Q4_0,Q8_0", TENSORS, store, progress=False)
+    proc = cli("sweep", "--formats", "Q4_0,NF4b64", "--tensors", TENSORS, "--no-resume", "--store", store)
+    assert proc.returncode == 0, proc.stderr
+    assert "replaced 2 stored rows" in proc.stdout and "superseded" in proc.stdout
+    df = st.results(store)
+    assert len(df) == 6 and not df.duplicated(KEY).any()
+    runs = df.groupby("format")["run_id"].agg(set)
+    assert runs["Q8_0"] == {first.run_id}                  # untouched rows keep their run
+    assert first.run_id not in runs["Q4_0"] | runs["NF4b64"]    # replaced by the new run's rows
+    old = list((store / "quarantine" / "superseded").rglob("*.parquet"))
+    assert old and sum(pq.read_metadata(p).num_rows for p in old) == 4   # moved whole, never deleted
+    assert cli("store", "check", "--store", store).returncode == 0
+
+
 def test_killed_sweep_resumes_to_the_same_rows(tmp_path):
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     tensors = r"layer\.[01]\."

@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "lists one); default: the default grid")
     p.add_argument("--tensors", default=None, help="regular expression on tensor names")
     p.add_argument("--workers", type=int, default=None, help="threads (default: every core)")
-    p.add_argument("--no-resume", action="store_true", help="measure again what is already stored")
+    p.add_argument("--no-resume", action="store_true", help="measure again what is already stored: the "
+                   "new rows replace the old, which move to <store>/quarantine/superseded/ (never deleted)")
     p.add_argument("--time-all", action="store_true", help="time quantize/dequantize on every tensor "
                    "(default: every format is timed on one tensor, sweep.timing_tensor, and the error "
                    "columns of the rest come from the fused kernel: the same values, faster)")
@@ -100,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "default: attention q/k/v/o, FFN up/gate/down, embeddings, output) or 'tensor' (every "
                    "chosen tensor alone; narrow it with --tensors on a large model)")
     p.add_argument("--no-native", action="store_true", help="LLM: skip llama.cpp's own quantized models")
-    p.add_argument("--no-resume", action="store_true", help="evaluate again what is already stored")
+    p.add_argument("--no-resume", action="store_true", help="evaluate again what is already stored: the new "
+                   "rows replace the old, which move to <store>/quarantine/superseded/ (never deleted)")
     _store_arg(p)
 
     p = sub.add_parser("truth", help="rank correlation of each weight metric with the model-level metric",
@@ -196,11 +198,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_sweep(a) -> int:
+    from workbench import store as st
     from workbench.sweep import run
     rep = run(a.model, a.formats, a.tensors, a.store, a.workers, resume=not a.no_resume,
               imatrix=a.imatrix, timing="all" if a.time_all else "one")
     print(f"{rep.model}: measured {rep.measured} (tensor, format) pairs in {rep.seconds:.1f} s; "
           f"{rep.already} already stored; {len(rep.skipped)} skipped")
+    if rep.replacing:
+        print(f"  replaced {rep.replacing} stored rows by the new measurements (the old files: "
+              f"{Path(a.store or st.default_store()) / 'quarantine' / 'superseded'})")
     falls: dict[tuple[str, str], int] = {}
     for _t, f, applied in rep.fallbacks:
         falls[(f, applied)] = falls.get((f, applied), 0) + 1
@@ -302,6 +308,9 @@ def cmd_eval(a) -> int:
                        mix=a.mix)
     print(f"evaluated {rep.measured} of {rep.model} ({rep.tensors} tensors) in {rep.seconds:.1f} s; "
           f"{rep.already} already stored; store {store}")
+    if rep.replacing:
+        print(f"  replaced {rep.replacing} stored evaluations by the new ones (the old files: "
+              f"{Path(store) / 'quarantine' / 'superseded'})")
     for f, n in sorted(rep.lossless.items()):
         print(f"  lossless   {f}: {n} of {rep.tensors} tensors re-quantize exactly (the source's weights "
               "already lie on its grid)")

@@ -52,31 +52,41 @@ def _keys(df: pd.DataFrame) -> list[tuple]:
     return list(zip(*([_key_value(c, v) for v in df[c].tolist()] for c in st.EVAL_KEY)))
 
 
+def _file_eval_keys(path: Path, model: str, strict: bool = True) -> list[tuple] | None:
+    """The natural keys of one model_eval file (None when queries skip it). ``strict``: a file
+    that queries read but whose keys cannot be read raises (never write without its keys)."""
+    if st.file_fault(path, "model_eval"):
+        return None
+    try:
+        names = pq.read_schema(path).names
+        df = pq.read_table(path, columns=[c for c in st.EVAL_KEY if c in names]).to_pandas()
+    except Exception:  # noqa: BLE001 - readable a moment ago
+        if not strict:
+            return None
+        raise st.StoreError(f"{path}: cannot read its keys to check for duplicates; nothing written") from None
+    if "model" not in df:
+        df["model"] = model
+    for c in st.EVAL_KEY:
+        if c not in df:
+            df[c] = None
+    return _keys(df)
+
+
 def _stored_keys(store: str | Path, models: list[str]) -> set[tuple]:
-    """Natural keys stored for ``models`` (call with the store lock held). A file that queries
-    read but whose keys cannot be read stops the write: never write without its keys."""
+    """Natural keys stored for ``models`` (call with the store lock held)."""
     have: set[tuple] = set()
     for model in models:
         for path in sorted((Path(store) / f"model={model}" / "table=model_eval").glob("*.parquet")):
-            if st.file_fault(path, "model_eval"):
-                continue
-            try:
-                names = pq.read_schema(path).names
-                df = pq.read_table(path, columns=[c for c in st.EVAL_KEY if c in names]).to_pandas()
-            except Exception:  # noqa: BLE001 - readable a moment ago
-                raise st.StoreError(f"{path}: cannot read its keys to check for duplicates; nothing written") from None
-            if "model" not in df:
-                df["model"] = model
-            for c in st.EVAL_KEY:
-                if c not in df:
-                    df[c] = None
-            have.update(_keys(df))
+            have.update(_file_eval_keys(path, model) or ())
     return have
 
 
-def write_evals(store: str | Path, rows: list[dict] | pd.DataFrame, locked: bool = False) -> tuple[list[Path], int]:
+def write_evals(store: str | Path, rows: list[dict] | pd.DataFrame, locked: bool = False,
+                replace: bool = False) -> tuple[list[Path], int]:
     """Append evaluation rows whose natural key is new (in the store and earlier in ``rows``),
-    checked under the store lock (``locked``: the caller holds it); returns (files, rows dropped)."""
+    checked under the store lock (``locked``: the caller holds it); returns (files, rows dropped).
+    ``replace`` (``eval --no-resume``): the rows supersede the stored rows of their keys, which
+    move to quarantine/superseded/ with their files (``store._supersede``)."""
     df = pd.DataFrame(rows) if not isinstance(rows, pd.DataFrame) else rows.copy()
     if len(df) == 0:
         return [], 0
@@ -88,6 +98,10 @@ def write_evals(store: str | Path, rows: list[dict] | pd.DataFrame, locked: bool
     keys = _keys(df)
     first = pd.Series(keys).duplicated(keep="first").to_numpy()
     with (contextlib.nullcontext() if locked else st.store_lock(store)):
+        if replace:
+            st._supersede(store, df[~first], "model_eval", wanted=set(_keys(df[~first])),
+                          keys_of=lambda path: _file_eval_keys(path, path.parent.parent.name[len("model="):],
+                                                               strict=False))
         have = _stored_keys(store, sorted(set(df["model"].astype(str))))
         mask = np.fromiter((k not in have for k in keys), bool, len(df)) & ~first
         df = df[mask]

@@ -282,6 +282,7 @@ class EvalReport:
     lossless: dict[str, int] = field(default_factory=dict)            # format -> tensors exact
     tensors: int = 0
     seconds: float = 0.0
+    replacing: int = 0          # --no-resume: stored evaluations done again (old rows moved aside)
 
 
 def _importance(ev, names: list[str], weights: dict[str, np.ndarray]):
@@ -374,9 +375,11 @@ def run(model: str | None = None, formats: str | list[FormatSpec] | None = None,
              "backend": BACKEND, "device": prov["device"], "workbench_version": workbench.__version__,
              "runtime_version": runtime_version}
     rep = EvalReport(ev.model_id, run_id, tensors=len(names), skipped=list(native_skips))
-    have = eval_store.done(store, fixed) if resume else set()
+    stored = eval_store.done(store, fixed)
+    have = stored if resume else set()
     todo = [j for j in jobs if (j[0].name, j[1], j[2]) not in have]
     rep.already = len(jobs) - len(todo)
+    rep.replacing = 0 if resume else sum((j[0].name, j[1], j[2]) in stored for j in todo)
     imp, _imx = _importance(ev, names, weights)
     means = ev.activation_means() if hasattr(ev, "activation_means") else None
     src_types = ev.source_types() if hasattr(ev, "source_types") else {n: "F32" for n in names}
@@ -431,7 +434,7 @@ def run(model: str | None = None, formats: str | list[FormatSpec] | None = None,
                 m = ev.evaluate({n: v.y for n, v in q.items() if v.y is not None})
             row.update({k: v for k, v in m.items() if k in schema})
             row["eval_s"] = time.perf_counter() - t0
-            eval_store.write_evals(store, [row])
+            eval_store.write_evals(store, [row], replace=not resume)   # --no-resume: supersede
             rep.rows.append(row)
             rep.measured += 1
             if bar is not None:

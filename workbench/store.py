@@ -281,9 +281,13 @@ def key_frame(t: pa.Table, path: Path, extra: tuple[str, ...] = ()) -> pd.DataFr
     return df
 
 
-def write_new(store: str | Path, rows: list[dict] | pd.DataFrame) -> tuple[list[Path], int]:
+def write_new(store: str | Path, rows: list[dict] | pd.DataFrame,
+              replace: bool = False) -> tuple[list[Path], int]:
     """Append results rows whose natural key is not stored yet (nor repeated earlier in
-    ``rows``), checked under the store lock at write time; returns (files, rows dropped)."""
+    ``rows``), checked under the store lock at write time; returns (files, rows dropped).
+
+    ``replace`` (``sweep --no-resume``): the rows supersede the stored rows of their keys, which
+    move aside with their files (``_supersede``); nothing is dropped."""
     df = pd.DataFrame(rows) if not isinstance(rows, pd.DataFrame) else rows
     if len(df) == 0:
         return [], 0
@@ -293,6 +297,8 @@ def write_new(store: str | Path, rows: list[dict] | pd.DataFrame) -> tuple[list[
     df = df.drop_duplicates(list(NATURAL_KEY), keep="first")
     paths: list[Path] = []
     with store_lock(store):
+        if replace:
+            _supersede(store, df)
         keep = []
         for fixed, group in df.groupby(list(KEY_FIXED), sort=True, dropna=False):
             have = _stored_pairs(store, tuple(fixed))
@@ -307,6 +313,52 @@ def write_new(store: str | Path, rows: list[dict] | pd.DataFrame) -> tuple[list[
                 entry[0].update(p.name for p in paths if f"model={fixed[0]}" in p.parts)
                 entry[1].update(zip(group["tensor"], group["format"]))
     return paths, before - len(df)
+
+
+SUPERSEDED = "superseded"      # <store>/quarantine/superseded/<UTC time>/: rows a re-measure replaced
+
+
+def _result_keys(path: Path) -> list[tuple] | None:
+    keys = _file_keys(path)
+    return None if keys is None else list(keys[list(NATURAL_KEY)].astype(str).itertuples(index=False, name=None))
+
+
+def _supersede(store: str | Path, df: pd.DataFrame, table: str = "results", keys_of=None,
+               wanted: set | None = None) -> int:
+    """Under the store lock: move every ``table`` file holding one of ``df``'s natural keys into
+    ``quarantine/superseded/<UTC time>/`` (nothing is deleted), after writing its other rows
+    again as a new file. An interruption leaves at worst those other rows twice (``store check
+    --repair`` removes the copy) or the replaced keys missing (a resumed run measures them);
+    never a lost row, never two rows queries could both read. ``keys_of(path)``: a file's keys
+    (None: unreadable, skipped) in the form of ``wanted`` (default: the results' natural key as
+    text). Returns the files moved."""
+    store = Path(store)
+    keys_of = keys_of or _result_keys
+    if wanted is None:
+        wanted = set(map(tuple, df[list(NATURAL_KEY)].astype(str).itertuples(index=False, name=None)))
+    moved = []
+    for model in sorted(set(df["model"].astype(str))):
+        for path in sorted((store / f"model={model}" / f"table={table}").glob("*.parquet")):
+            keys = keys_of(path)
+            if keys is None:                  # damaged: queries skip it, `store check` reports it
+                continue
+            hit = np.fromiter((k in wanted for k in keys), bool, len(keys))
+            if hit.any():
+                moved.append((path, hit))
+    if not moved:
+        return 0
+    where = store / "quarantine" / SUPERSEDED / _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    for path, hit in moved:
+        if not hit.all():
+            rest = pq.read_table(path).to_pandas().iloc[np.flatnonzero(~hit)].reset_index(drop=True)
+            if "model" not in rest:
+                rest["model"] = path.parent.parent.name[len("model="):]
+            _write_unlocked(store, table, rest)
+    for path, _ in moved:
+        dest = where / path.relative_to(store)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, dest)
+    return len(moved)
 
 
 def write(store: str | Path, table: str, rows: list[dict] | pd.DataFrame) -> list[Path]:

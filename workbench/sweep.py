@@ -45,6 +45,7 @@ class SweepReport:
     lossless: list[tuple[str, str]] = field(default_factory=list)  # (tensor, format) re-quantized exactly
     files: list[Path] = field(default_factory=list)
     seconds: float = 0.0
+    replacing: int = 0          # --no-resume: stored pairs measured again (old rows moved aside)
 
 
 def measure(spec: FormatSpec, x: np.ndarray, importance: np.ndarray | None = None, stats=None,
@@ -191,8 +192,8 @@ def run(model: str | os.PathLike | None = None, formats: str | list[FormatSpec] 
     run_id = run_id or st.new_run_id()
     prov = st.provenance(run_id, BACKEND)
     rep = SweepReport(src.model_id, run_id)
-    done = (st.done_keys(store, src.model_id, BACKEND, prov["device"], workbench.__version__, imx_fp)
-            if resume else set())
+    stored = st.done_keys(store, src.model_id, BACKEND, prov["device"], workbench.__version__, imx_fp)
+    done = stored if resume else set()      # --no-resume: measure again, the new rows replace the old
 
     skips = [(t.name, "", t.skip_reason) for t in src.skipped()]
     weights = src.weights(tensors)
@@ -213,6 +214,7 @@ def run(model: str | os.PathLike | None = None, formats: str | list[FormatSpec] 
                 todo.append(f)
         tasks += [(t, todo[i:i + CHUNK]) for i in range(0, len(todo), CHUNK)]
     total = sum(len(fs) for _, fs in tasks)
+    rep.replacing = 0 if resume else sum((t.name, f.name) in stored for t, fs in tasks for f in fs)
 
     base = {"model": src.model_id, "model_fingerprint": src.fingerprint, "imatrix": imx_fp,
             "imatrix_file": Path(imatrix).name if imx is not None else None, **prov}
@@ -229,7 +231,7 @@ def run(model: str | os.PathLike | None = None, formats: str | list[FormatSpec] 
             pending.clear()
             last_flush[0] = time.monotonic()
         try:
-            files, dropped = st.write_new(store, batch)   # keys checked again under the store lock
+            files, dropped = st.write_new(store, batch, replace=not resume)   # keys checked again under the lock
         except BaseException:   # interrupted mid-write: the rows go back for the final flush
             with lock:
                 pending[:0] = batch
