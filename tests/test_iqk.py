@@ -189,3 +189,15 @@ def test_the_sweep_help_names_every_grid():
                  if "--formats" in a.option_strings)
     for grid in GRIDS:
         assert grid in sweep.help, grid
+
+
+def test_parsing_every_name_loads_no_numba():
+    """The dashboard parses every stored name; plug-ins keep Numba out of that path."""
+    import subprocess
+    import sys
+    code = ("import sys; from workbench.formats import GRIDS, parse; "
+            "[parse(s.name) for g in ('codebooks', 'iqk', 'ggml') for s in GRIDS[g]()]; "
+            "from workbench.views.pareto import kind_of; kind_of('iqk', None, False); "
+            "print('numba' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr

@@ -78,6 +78,26 @@ def cpu_s(pid: int | None = None) -> float:
     return (int(after[11]) + int(after[12])) / tick
 
 
+def _error_blocks(log: list[str]) -> list[str]:
+    """Each ERROR line or traceback of the server's log as one entry: a traceback with its last
+    frame and its exception line (what a reader needs to find the fault)."""
+    out, i = [], 0
+    while i < len(log):
+        ln = log[i]
+        if "Traceback" in ln:
+            j = i + 1
+            while j < len(log) and log[j][:1] in (" ", "\t"):
+                j += 1
+            block = log[i:j + 1]
+            out.append(" | ".join(x.strip() for x in block[-3:]))
+            i = j + 1
+            continue
+        if " ERROR" in ln:
+            out.append(ln.strip())
+        i += 1
+    return out
+
+
 def percentile(values: list[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, max(0, int(round(q * (len(s) - 1)))))] if s else float("nan")
@@ -233,7 +253,7 @@ def measure(store: Path, n: int, timeout_s: float = 240.0, settle_s: float = 45.
             time.sleep(settle_s)
         after = rss_mb(pid)
         discarded = sum(DISCARDED in ln for ln in list(srv["log"]))   # the warm-up's and the n sessions'
-        errors = [ln.strip() for ln in srv["log"] if " ERROR" in ln or "Traceback" in ln]
+        errors = _error_blocks(list(srv["log"]))
     plots = [o["plot_s"] for o in outs if o["plot_s"] is not None]
     brushes = [o["brush_s"] for o in outs if o["brush_s"] is not None]
     return {"sessions": n, "plots_shown": len(plots), "brushes_registered": sum(o["registered"] for o in outs),

@@ -156,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "dequantize → metrics, side by side (uniform grid, layer 0; --out FILE)")
     p.add_argument("--cold", action="store_true", help="the README's main job from a cold Numba cache: "
                    "`workbench sweep` of the default grid with compilation, then again warm")
+    p.add_argument("--families", action="store_true", help="sweep throughput per format family (uniform, "
+                   "llama.cpp, the codebook kinds, ik_llama), side by side, as ratios to the uniform grid")
     p.add_argument("--threads", type=int, default=None, help="--vs: threads for the all-cores columns")
     p.add_argument("--store", type=Path, nargs="?", const=True, default=None, metavar="DIR",
                    help="--vs: also record the timings in this store (no DIR: $WORKBENCH_STORE, else "
@@ -399,6 +401,9 @@ def cmd_bench(a) -> int:
     if a.import_:
         from workbench.bench_import import main as import_main
         return import_main(rows=a.rows, out=a.out)
+    if a.families:
+        from workbench.bench_families import main as families_main
+        return families_main(quick=a.quick, out=a.out)
     if a.cold:
         from workbench.bench_cold import main as cold_main
         return cold_main(out=a.out)

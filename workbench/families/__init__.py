@@ -25,10 +25,11 @@ and ``nominal_bpw(spec)`` (layouts with shape-dependent headers), ``plan(spec, s
 type written for a shape and why, for types that fall back on rows they cannot encode, as
 llama-quantize does; the store then records ``applied_type``).
 
-Adding a family: write ``workbench/families/<name>.py`` with the traits above (its kernels may
-live in the same module), add one line to ``PLUGINS`` below, and nothing else: formats, codecs,
+Adding a family: write ``workbench/families/<name>.py`` with the traits above (its Numba kernels
+in ``kernels/<name>.py``, imported inside ``codec``: the dashboard imports every plug-in to parse
+names and must not load Numba), add one line to ``PLUGINS`` below, and nothing else: formats, codecs,
 the sweep, the store and the views take every family from here. ``iqk`` (ik_llama.cpp's
-IQ4_KS / IQ4_KSS) was added that way.
+IQ4_KS / IQ4_KSS) was added that way: families/iqk.py, kernels/iqk.py and its line below.
 """
 from __future__ import annotations
 
