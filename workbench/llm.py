@@ -639,8 +639,27 @@ def vendored_llama_cpp(version: str | None = None) -> Path:
         import tarfile
         root.mkdir(parents=True, exist_ok=True)
         with tarfile.open(sdist) as tar:
-            tar.extractall(root, filter="data")
+            safe_extract(tar, root)
     return src
+
+
+def safe_extract(tar, root: Path) -> None:
+    """Extract ``tar`` under ``root`` refusing what could write elsewhere: tarfile's "data"
+    filter where Python has it (3.11.4+, 3.12+), else the same checks by hand (Debian 12's
+    python3 is 3.11.2): members are plain files and folders whose resolved paths stay inside
+    ``root``, no links, no devices, no absolute paths."""
+    import tarfile
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(root, filter="data")
+        return
+    base = Path(root).resolve()
+    members = tar.getmembers()
+    for m in members:
+        dest = (base / m.name).resolve()
+        if not (m.isfile() or m.isdir()) or Path(m.name).is_absolute() or \
+                (dest != base and base not in dest.parents):
+            raise ValueError(f"{tar.name}: refusing to extract {m.name!r} (a link, device or path outside {base})")
+    tar.extractall(base, members=members)
 
 
 CONVERT_REQUIREMENTS = ("torch", "transformers", "sentencepiece", "google.protobuf")

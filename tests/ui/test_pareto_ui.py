@@ -43,8 +43,11 @@ def test_pareto_page_renders_and_brushing_fills_the_table(page: Page, server, wa
     expect(plot).to_be_visible()
     expect(page.get_by_text("Hyper-Quantization Workbench").first).to_be_visible()
     caption = page.get_by_text(re.compile(r"Selected formats:"))
-    expect(caption).to_contain_text("none yet", timeout=TIMEOUT_MS)
-    total = int(re.search(r"\((\d+) formats of", caption.inner_text()).group(1))
+    expect(caption).to_contain_text(re.compile(r"none yet.*\(\d+ formats of"), timeout=TIMEOUT_MS)
+    text = caption.inner_text()
+    found = re.search(r"\((\d+) formats of", text)
+    assert found, f"the caption changed before any brush: {text!r}"
+    total = int(found.group(1))
     rows = page.locator(".tabulator-row")
     expect(rows).to_have_count(0)
 
