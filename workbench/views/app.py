@@ -94,6 +94,29 @@ def expire_on_close() -> None:
     session.unsubscribe = _unsubscribe
 
 
+class ClosedSocketWrites(logging.Filter):
+    """Turns asyncio's "Task exception was never retrieved" for a write to a websocket whose
+    browser had already gone (tornado's ``WebSocketClosedError`` / ``StreamClosedError``: a
+    patch sent as a tab closes) into one INFO line without the traceback; every other record
+    passes unchanged. Nothing was lost: the session it was for is being discarded."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and type(exc).__name__ in ("WebSocketClosedError", "StreamClosedError") \
+                and type(exc).__module__.startswith("tornado."):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args, record.exc_info, record.exc_text = (
+                "a write to a websocket whose browser had closed was dropped", (), None, None)
+        return True
+
+
+def quiet_closed_socket_writes() -> None:
+    """Install :class:`ClosedSocketWrites` on the asyncio logger, once per process."""
+    logger = logging.getLogger("asyncio")
+    if not any(isinstance(f, ClosedSocketWrites) for f in logger.filters):
+        logger.addFilter(ClosedSocketWrites())
+
+
 def release_memory(session_context) -> None:
     """When a browser session closes (``pn.state.on_session_destroyed``): collect the cycles its
     pages leave (HoloViews streams, Bokeh models) and hand the freed heap back to the system
