@@ -48,5 +48,12 @@ def plugin(family: str) -> ModuleType | None:
     return importlib.import_module(target) if target else None
 
 
+def trait(family: str, name: str, default=None):
+    """An optional trait of a family's plug-in (``LABEL``, ``KIND`` …): ``default`` for the
+    built-in families and for a plug-in that does not declare it."""
+    module = plugin(family)
+    return getattr(module, name, default) if module is not None else default
+
+
 def plugins() -> list[ModuleType]:
     return [importlib.import_module(t) for t in PLUGINS.values()]

@@ -6,7 +6,6 @@ Panel class that wires widgets to these functions is ``workbench.views.pareto_pa
 from __future__ import annotations
 
 import functools
-
 import math
 import re
 from dataclasses import dataclass
@@ -74,8 +73,8 @@ BPW = hv.Dimension("bpw", label="bits per weight")
 # ------------------------------------------------------------------------------- data
 @functools.cache
 def _plugin_kind(family: str) -> str | None:
-    from workbench.families import PLUGINS, plugin
-    return getattr(plugin(family), "KIND", None) if family in PLUGINS else None
+    from workbench.families import trait
+    return trait(family, "KIND")
 
 
 def kind_of(family: str, scale_encoding: str | None, double: bool) -> str:

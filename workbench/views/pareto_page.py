@@ -56,10 +56,10 @@ FAMILY_LABELS = {"ggml": "llama.cpp", "uniform": "uniform grid", "codebook": "co
 
 def family_label(family: str) -> str:
     """The Family filter's word for a family: a plug-in may name itself (``LABEL``)."""
-    from workbench.families import PLUGINS, plugin
-    if family in FAMILY_LABELS or family not in PLUGINS:
-        return FAMILY_LABELS.get(family, family)
-    return getattr(plugin(family), "LABEL", family)
+    from workbench.families import trait
+    return FAMILY_LABELS.get(family) or trait(family, "LABEL", family)
+
+
 # the view in the URL's query string, applied in this order (later ones depend on earlier ones)
 URL_PARAMS = ("model", "imatrix", "metric", "tensor_regex", "tensor_kinds", "native_only", *FORMAT_FILTERS,
               "show_tensors",
