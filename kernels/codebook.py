@@ -28,12 +28,25 @@ The block scale and R (the reciprocal the elements are multiplied by) per scale 
 
 Decoding is ``value[code] * d`` in float32.
 
+Normalizations of TABLE codes (``norm`` below; the scale encodings as in ``BNB``):
+
+=============  ===============================================================================
+``ABSMAX``     bitsandbytes: d = the block's absmax (above)
+``SMAX``       signed max (BOF4-S): d = the block's element of largest magnitude with its sign
+               (the first on a tie), so that element maps to +1 exactly; R = 1 / d
+``MINMAX``     per-block min/max: two parameters, h = (max - min) / 2 and m = (max + min) / 2,
+               each stored in the scale encoding; v = clamp((x - m') R, -1, 1) with R = 1 / h'
+               (the primes: as decoded), decoded ``value[code] * h' + m'``
+``HQQ``        MINMAX with m chosen by HQQ's half-quadratic solver (``_hqq_offset``)
+=============  ===============================================================================
+
 Packed layout of one tensor (``workbench.families.codebook`` has the closed-form sizes; the
 tests check them against these bytes):
 
     header : f32 per-tensor scale N (fp8 scale encodings only)
-    rows × blocks, each block:  scale (in the scale encoding) | codes (``width`` bits each,
-                                an MSB-first bit stream, zero-padded to a whole byte)
+    rows × blocks, each block:  scale (in the scale encoding) [| offset m (MINMAX, HQQ)] |
+                                codes (``width`` bits each, an MSB-first bit stream,
+                                zero-padded to a whole byte)
 
 With 4-bit codes the stream is bitsandbytes' order (the first element in the high nibble), so an
 f32-scaled NF4/FP4 block's bytes are bitsandbytes' bytes. A short last block in a row has its
@@ -56,11 +69,14 @@ import math
 import numpy as np
 from numba import njit
 
+from workbench.kernels import hqq
+
 from workbench.kernels.scales import E8M0, _bits, decode, encode, encode_e8m0_ceil
 
 ABSMAX_FLOOR = np.float32(1e-38)     # bitsandbytes: absmax.clamp(min=1e-38)
 TABLE, FLOAT, INT = 0, 1, 2          # code kinds
 BNB, OCP, RCEIL, SCALED = 0, 1, 2, 3  # scale modes
+ABSMAX, SMAX, MINMAX, HQQ = 0, 1, 2, 3  # normalizations of TABLE codes (mode BNB)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -172,25 +188,117 @@ def _codes(row, rcp, d, b0, n, kind, bounds, store, top, width, out, pos):
 
 
 @njit(cache=True, nogil=True)
+def _param(v, enc, max_finite, norm):
+    """(code, decoded) of a signed parameter in a signed scale encoding (fp8: relative to the
+    per-tensor scale ``norm``), saturating at the encoding's largest finite value."""
+    s = np.float32(v / norm) if norm != np.float32(1.0) else np.float32(v)
+    code = encode(min(max(s, -max_finite), max_finite), enc)
+    d = decode(code, enc)
+    if norm != np.float32(1.0):
+        d = np.float32(d * norm)
+    return code, d
+
+
+@njit(cache=True, nogil=True)
+def _hqq_offset(row, b0, n, r, h, m, levels, bounds):
+    """HQQ's zero-point optimisation (mobiusml/hqq ``optimize_weights_proximal``: minimise
+    sum |x - Q^-1(Q(x))|^p, p = 0.7, by half-quadratic splitting) for a table code with the
+    block's half-range h fixed as decoded (R = 1 / h): from z = -m R, each step takes the
+    level q nearest clamp(x R + z, -1, 1), reconstructs (q - z) h, shrinks the error e to
+    w = sign(e) max(|e| - |e|^(p-1) / beta, 0) and sets z = mean(q - (x - w) R); beta = 10, at
+    most 20 steps, each block stopping when its mean |error| stops falling and keeping the
+    zero that had the lowest (as ``kernels.uniform._hqq_min``). Returns the offset -z h."""
+    z = np.float32(-m * r)
+    best = np.inf
+    best_z = z
+    for _ in range(hqq.ITERS):
+        err = 0.0
+        acc = 0.0
+        for j in range(n):
+            x = row[b0 + j]
+            v = min(max(np.float32(x * r + z), np.float32(-1.0)), np.float32(1.0))
+            q = levels[_bucket(bounds, v)]
+            e = np.float32(x - np.float32((q - z) * h))
+            a = abs(e)
+            w = hqq.shrink(e)
+            acc += q - (x - w) * r
+            err += a
+        if err >= best:
+            break
+        best = err
+        best_z = z
+        z = np.float32(acc / n)
+    return np.float32(-best_z * h)
+
+
+@njit(cache=True, nogil=True)
+def _put_code(out, pos, code, enc_bytes):
+    for k in range(enc_bytes):
+        out[pos + k] = (np.uint32(code) >> np.uint32(8 * k)) & 0xFF
+    return pos + enc_bytes
+
+
+@njit(cache=True, nogil=True)
 def quantize(x, kind, bounds, store, top, emax, width, block, mode, enc, enc_bytes, max_finite,
-             norm, out, pos0):
-    """Quantize float32[rows, cols] into ``out`` from byte ``pos0``; returns the end position."""
+             norm, nmode, levels, out, pos0):
+    """Quantize float32[rows, cols] into ``out`` from byte ``pos0``; returns the end position.
+    ``nmode``: the normalization of a TABLE code (ABSMAX for the others); ``levels``: the
+    sorted levels (HQQ reconstructs with them)."""
     rows, cols = x.shape
     pos = pos0
     for i in range(rows):
         row = x[i]
         for b0 in range(0, cols, block):
             n = min(block, cols - b0)
-            amax = np.float32(0.0)
+            if nmode == ABSMAX:
+                amax = np.float32(0.0)
+                for j in range(n):
+                    a = abs(row[b0 + j])
+                    if a > amax:
+                        amax = a
+                code, d, r = _scale_of(amax, mode, enc, max_finite, top, emax, norm)
+                pos = _put_code(out, pos, code, enc_bytes)
+                pos = _codes(row, r, d, b0, n, kind, bounds, store, top, width, out, pos)
+                continue
+            if nmode == SMAX:
+                ext = row[b0]
+                for j in range(n):
+                    if abs(row[b0 + j]) > abs(ext):
+                        ext = row[b0 + j]
+                code, d = _param(ext, enc, max_finite, norm)
+                r = np.float32(1.0) / (d if abs(d) >= ABSMAX_FLOOR else ABSMAX_FLOOR)
+                pos = _put_code(out, pos, code, enc_bytes)
+                pos = _codes(row, r, d, b0, n, kind, bounds, store, top, width, out, pos)
+                continue
+            lo = row[b0]
+            hi = row[b0]
             for j in range(n):
-                a = abs(row[b0 + j])
-                if a > amax:
-                    amax = a
-            code, d, r = _scale_of(amax, mode, enc, max_finite, top, emax, norm)
-            for k in range(enc_bytes):
-                out[pos + k] = (np.uint32(code) >> np.uint32(8 * k)) & 0xFF
-            pos += enc_bytes
-            pos = _codes(row, r, d, b0, n, kind, bounds, store, top, width, out, pos)
+                lo = min(lo, row[b0 + j])
+                hi = max(hi, row[b0 + j])
+            hcode, h = _param(np.float32((hi - lo) * np.float32(0.5)), enc, max_finite, norm)
+            r = np.float32(1.0) / max(h, ABSMAX_FLOOR)
+            mcode, m = _param(np.float32((hi + lo) * np.float32(0.5)), enc, max_finite, norm)
+            if nmode == HQQ and h > 0:
+                mcode, m = _param(_hqq_offset(row, b0, n, r, h, m, levels, bounds), enc, max_finite, norm)
+            pos = _put_code(out, pos, hcode, enc_bytes)
+            pos = _put_code(out, pos, mcode, enc_bytes)
+            pos = _codes_offset(row, r, m, b0, n, bounds, store, width, out, pos)
+    return pos
+
+
+@njit(cache=True, nogil=True)
+def _codes_offset(row, rcp, m, b0, n, bounds, store, width, out, pos):
+    """The TABLE codes of (row[b0:b0+n] - m) times rcp, as ``_codes`` writes them."""
+    acc = np.uint64(0)
+    nacc = 0
+    for j in range(n):
+        v = min(max(np.float32((row[b0 + j] - m) * rcp), np.float32(-1.0)), np.float32(1.0))
+        acc = (acc << np.uint64(width)) | np.uint64(store[_bucket(bounds, v)])
+        nacc += width
+        pos, acc, nacc = _put(out, pos, acc, nacc)
+    if nacc:
+        out[pos] = (acc << np.uint64(8 - nacc)) & 0xFF
+        pos += 1
     return pos
 
 
@@ -212,21 +320,35 @@ def _decode_block(packed, pos, n, width, values, d, y, b0):
 
 
 @njit(cache=True, nogil=True)
-def dequantize(packed, rows, cols, values, width, block, mode, enc, enc_bytes, norm, pos0, y):
+def _get_param(packed, pos, enc, enc_bytes, mode, norm):
+    code = np.uint32(0)
+    for k in range(enc_bytes):
+        code |= np.uint32(packed[pos + k]) << np.uint32(8 * k)
+    d = decode(code, enc)
+    if mode != OCP and mode != RCEIL and enc != E8M0 and norm != np.float32(1.0):
+        d = np.float32(d * norm)
+    return d
+
+
+@njit(cache=True, nogil=True)
+def dequantize(packed, rows, cols, values, width, block, mode, enc, enc_bytes, norm, nmode, pos0, y):
     """Decode the bytes ``quantize`` wrote into float32 y[rows, cols]."""
     pos = pos0
+    offset = nmode == MINMAX or nmode == HQQ
     for i in range(rows):
         row = y[i]
         for b0 in range(0, cols, block):
             n = min(block, cols - b0)
-            code = np.uint32(0)
-            for k in range(enc_bytes):
-                code |= np.uint32(packed[pos + k]) << np.uint32(8 * k)
+            d = _get_param(packed, pos, enc, enc_bytes, mode, norm)
             pos += enc_bytes
-            d = decode(code, enc)
-            if mode != OCP and mode != RCEIL and enc != E8M0 and norm != np.float32(1.0):
-                d = np.float32(d * norm)
+            if not offset:
+                pos = _decode_block(packed, pos, n, width, values, d, row, b0)
+                continue
+            m = _get_param(packed, pos, enc, enc_bytes, mode, norm)
+            pos += enc_bytes
             pos = _decode_block(packed, pos, n, width, values, d, row, b0)
+            for j in range(n):
+                row[b0 + j] = np.float32(row[b0 + j] + m)
     return pos
 
 
@@ -320,11 +442,13 @@ def dequantize_dq(packed, rows, cols, values, block, dyn, a2, offset, group, pos
 
 # ------------------------------------------------------------------------- the data-fitted code
 @njit(cache=True, nogil=True)
-def normalized_histogram(x, block, nbins):
-    """Histogram of every element divided by its block's absmax (in [-1, 1]) over ``nbins``
-    equal bins, each element weighted by its block's absmax squared (a block's share of the
-    weight-space squared error): (weight, weighted sum of the values) per bin, float64. Each
-    block's maximum lands on ±1; all-zero blocks weigh nothing."""
+def normalized_histogram(x, block, nbins, nmode=ABSMAX):
+    """Histogram of every element normalized as ``nmode`` normalizes it (ABSMAX: divided by its
+    block's absmax; SMAX: by the block's signed extreme; MINMAX, HQQ: minus the block's
+    mid-range, divided by its half-range; in [-1, 1]) over ``nbins`` equal bins, each element
+    weighted by the square of its block's scale (a block's share of the weight-space squared
+    error): (weight, weighted sum of the values) per bin, float64. Each block's extreme lands
+    on ±1 (+1 under SMAX; both under MINMAX); blocks of one value weigh nothing."""
     rows, cols = x.shape
     count = np.zeros(nbins, np.float64)
     total = np.zeros(nbins, np.float64)
@@ -332,16 +456,28 @@ def normalized_histogram(x, block, nbins):
         for b0 in range(0, cols, block):
             n = min(block, cols - b0)
             amax = np.float32(0.0)
+            ext = x[i, b0]
+            lo = x[i, b0]
+            hi = x[i, b0]
             for j in range(n):
                 a = abs(x[i, b0 + j])
                 if a > amax:
                     amax = a
+                    ext = x[i, b0 + j]
+                lo = min(lo, x[i, b0 + j])
+                hi = max(hi, x[i, b0 + j])
+            mid = np.float32(0.0)
+            if nmode == SMAX:
+                amax = ext
+            elif nmode == MINMAX or nmode == HQQ:
+                amax = np.float32((hi - lo) * np.float32(0.5))
+                mid = np.float32((hi + lo) * np.float32(0.5))
             if amax == 0:
                 continue
             inv = np.float32(1.0) / amax
             w = np.float64(amax) * np.float64(amax)
             for j in range(n):
-                v = min(max(x[i, b0 + j] * inv, np.float32(-1.0)), np.float32(1.0))
+                v = min(max(np.float32(x[i, b0 + j] - mid) * inv, np.float32(-1.0)), np.float32(1.0))
                 k = min(int((v + 1.0) * 0.5 * nbins), nbins - 1)
                 count[k] += w
                 total[k] += w * v

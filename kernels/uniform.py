@@ -28,6 +28,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from workbench.kernels import hqq
+
 from workbench.kernels.metrics import BNL_BLOCK, pack_sums, row_error_sums
 from workbench.kernels.scales import ENCODINGS, E8M0, F32, decode, encode, encode_e8m0_ceil
 
@@ -36,6 +38,7 @@ ENC_BYTES = np.array([e.bits // 8 for e in _BY_ID], dtype=np.int64)
 ENC_SIGNED = np.array([1 if e.signed else 0 for e in _BY_ID], dtype=np.int64)
 ENC_MAX = np.array([e.max_finite for e in _BY_ID], dtype=np.float32)
 N_SEARCH = 9                       # candidates is = -9..9, as llama.cpp's make_qx_quants
+ABSMAX, RMSE, HQQ = 0, 1, 2        # scale searches (``formats.SEARCHES`` order)
 
 
 # ------------------------------------------------------------------------------ bit packing
@@ -116,11 +119,45 @@ def _group_sse(v, n, sym, bits, d, m):
 
 
 @njit(cache=True, nogil=True)
-def _fit(v, n, bits, sym, enc, rmse, gs, gm, out):
+def _hqq_min(v, n, nlev, d, m):
+    """HQQ's zero-point optimisation of one asymmetric group (mobiusml/hqq
+    ``optimize_weights_proximal``: minimise sum |x - Q^-1(Q(x))|^p, p = 0.7, by half-quadratic
+    splitting, the scale d fixed as it will be decoded): from z = -m / d, each step codes
+    q = clamp(rint(x / d + z), 0, nlev), reconstructs r = (q - z) d, shrinks the error e = x - r
+    to w = sign(e) max(|e| - |e|^(p-1) / beta, 0) and sets z = mean(q - (x - w) / d); beta = 10,
+    at most 20 steps. HQQ stops when the whole tensor's mean |x - r| stops falling and keeps the
+    zero of that last update, never evaluated; here each group stops on its own and keeps the
+    zero whose reconstruction had the lowest mean |x - r| (blocks are independent). Returns
+    the min -z d (f32, before storage rounding)."""
+    inv = np.float32(1.0) / d
+    z = np.float32(-m * inv)
+    best = np.inf
+    best_z = z
+    for _ in range(hqq.ITERS):
+        err = 0.0
+        acc = 0.0
+        for i in range(n):
+            q = min(max(np.rint(np.float32(v[i] * inv + z)), np.float32(0.0)), np.float32(nlev))
+            e = np.float32(v[i] - np.float32((q - z) * d))
+            a = abs(e)
+            w = hqq.shrink(e)
+            acc += q - (v[i] - w) * inv
+            err += a
+        if err >= best:
+            break
+        best = err
+        best_z = z
+        z = np.float32(acc / n)
+    return np.float32(-best_z * d)
+
+
+@njit(cache=True, nogil=True)
+def _fit(v, n, bits, sym, enc, search, gs, gm, out):
     """Choose one group's parameters. out = [scale_code, min_code, scale, min, raw_scale, raw_min].
 
     The decoded value of a parameter is decode(code)·g; symmetric groups have min 0; under an
-    unsigned encoding the min code is a zero-point and min = -scale·zp.
+    unsigned encoding the min code is a zero-point and min = -scale·zp. ``search``: ABSMAX, RMSE
+    (19 candidate scales), HQQ (asymmetric groups with a stored min: the min from ``_hqq_min``).
     """
     nmax = 1 << (bits - 1)
     nlev = (1 << bits) - 1
@@ -157,7 +194,9 @@ def _fit(v, n, bits, sym, enc, rmse, gs, gm, out):
     if not sym and not signed:
         mcode = np.uint32(min(max(np.rint(-m0 / sdec), 0), nlev)) if sdec != 0 else np.uint32(0)
         mdec = -sdec * np.float32(mcode)
-    if rmse and s0 != 0:
+    if search == HQQ and not sym and signed and sdec != 0:
+        mcode, mdec = _store(_hqq_min(v, n, nlev, sdec, mdec), enc, gm)
+    if search == RMSE and s0 != 0:
         best = _group_sse(v, n, sym, bits, sdec, mdec)
         for k in range(-N_SEARCH, N_SEARCH + 1):
             if k == 0:
@@ -240,7 +279,7 @@ def _load_unit(x, r, c0, n, buf):
 
 # ------------------------------------------------------------------------------- normalizers
 @njit(cache=True, nogil=True)
-def normalizers(x, bits, sym, block, enc, sbits, ssym, sblock, rmse):
+def normalizers(x, bits, sym, block, enc, sbits, ssym, sblock, search):
     """Per-tensor f32 normalizers so the largest encoded parameter lands on the encoding's max.
 
     single: [block scales, block mins]; double: [super-scale, super-min] of the scale vector,
@@ -261,20 +300,20 @@ def normalizers(x, bits, sym, block, enc, sbits, ssym, sblock, rmse):
             n = min(unit, cols - u * unit)
             _load_unit(x, r, u * unit, n, buf)
             if not double:
-                _fit(buf, n, bits, sym, F32, False, one, one, out)
+                _fit(buf, n, bits, sym, F32, ABSMAX, one, one, out)
                 g[0] = max(g[0], abs(out[4]))
                 g[1] = max(g[1], abs(out[5]))
                 continue
             nb = -(-n // block)
             for j in range(nb):
-                _fit(buf[j * block:], min(block, n - j * block), bits, sym, F32, rmse, one, one, out)
+                _fit(buf[j * block:], min(block, n - j * block), bits, sym, F32, search, one, one, out)
                 sv[j] = out[2]
                 mv[j] = out[3]
-            _fit(sv, nb, sbits, ssym, F32, False, one, one, out)
+            _fit(sv, nb, sbits, ssym, F32, ABSMAX, one, one, out)
             g[0] = max(g[0], abs(out[4]))
             g[1] = max(g[1], abs(out[5]))
             if not sym:
-                _fit(mv, nb, sbits, ssym, F32, False, one, one, out)
+                _fit(mv, nb, sbits, ssym, F32, ABSMAX, one, one, out)
                 g[2] = max(g[2], abs(out[4]))
                 g[3] = max(g[3], abs(out[5]))
     kinds = (1 if ssym else 2) * (1 if sym else 2) if double else (1 if sym else 2)
@@ -291,7 +330,7 @@ def normalizers(x, bits, sym, block, enc, sbits, ssym, sblock, rmse):
 
 # ------------------------------------------------------------------------------ quantize
 @njit(cache=True, nogil=True)
-def quantize(x, bits, sym, block, enc, sbits, ssym, sblock, rmse, naive, norms, packed):
+def quantize(x, bits, sym, block, enc, sbits, ssym, sblock, search, naive, norms, packed):
     """x: float32[rows, cols] → packed uint8 (header written by the caller); returns bytes used."""
     rows, cols = x.shape
     double = sbits > 0
@@ -316,7 +355,7 @@ def quantize(x, bits, sym, block, enc, sbits, ssym, sblock, rmse, naive, norms, 
             n = min(unit, cols - u * unit)
             _load_unit(x, r, u * unit, n, buf)
             if not double:
-                _fit(buf, n, bits, sym, enc, rmse, gs, gm, out)
+                _fit(buf, n, bits, sym, enc, search, gs, gm, out)
                 pos = _write_param(packed, pos, enc, sym, out)
                 d, m = np.float32(out[2]), np.float32(out[3])
                 if naive:
@@ -328,7 +367,7 @@ def quantize(x, bits, sym, block, enc, sbits, ssym, sblock, rmse, naive, norms, 
                 continue
             nb = -(-n // block)
             for j in range(nb):
-                _fit(buf[j * block:], min(block, n - j * block), bits, sym, F32, rmse, one, one, out)
+                _fit(buf[j * block:], min(block, n - j * block), bits, sym, F32, search, one, one, out)
                 rsc[j] = out[2]
                 rmn[j] = out[3]
             # level 2: quantize the vector of block scales (and of block mins) of this unit
@@ -337,7 +376,7 @@ def quantize(x, bits, sym, block, enc, sbits, ssym, sblock, rmse, naive, norms, 
                 dst = dsc if kind == 0 else dmn
                 g_s = norms[kind * (1 if ssym else 2)] if nb_norm > 0 else one
                 g_m = norms[kind * 2 + 1] if (nb_norm > 0 and not ssym) else one
-                _fit(vec, nb, sbits, ssym, enc, rmse, g_s, g_m, out)
+                _fit(vec, nb, sbits, ssym, enc, search, g_s, g_m, out)
                 pos = _write_param(packed, pos, enc, ssym, out)
                 d2, m2 = np.float32(out[2]), np.float32(out[3])
                 c2, cm2 = d2, m2
@@ -359,7 +398,7 @@ def quantize(x, bits, sym, block, enc, sbits, ssym, sblock, rmse, naive, norms, 
 
 
 @njit(cache=True, nogil=True)
-def error_sums(x, sx2, sd, sds, bits, sym, block, enc, sbits, ssym, sblock, rmse, naive, norms):
+def error_sums(x, sx2, sd, sds, bits, sym, block, enc, sbits, ssym, sblock, search, naive, norms):
     """The fused path: ``metrics.error_sums_given(x, dequantize(quantize(x)), ...)`` without the
     bytes. Each unit is encoded exactly as ``quantize`` encodes it (the same steps; keep the two
     in step), decoded into a row buffer as ``dequantize`` decodes it, and each row's errors are
@@ -392,7 +431,7 @@ def error_sums(x, sx2, sd, sds, bits, sym, block, enc, sbits, ssym, sblock, rmse
             n = min(unit, cols - c0)
             _load_unit(x, r, c0, n, buf)
             if not double:
-                _fit(buf, n, bits, sym, enc, rmse, gs, gm, out)
+                _fit(buf, n, bits, sym, enc, search, gs, gm, out)
                 d, m = np.float32(out[2]), np.float32(out[3])
                 cd, cm = (np.float32(out[4]), np.float32(out[5])) if naive else (d, m)
                 inv = one / cd if cd != 0 else np.float32(0.0)
@@ -401,7 +440,7 @@ def error_sums(x, sx2, sd, sds, bits, sym, block, enc, sbits, ssym, sblock, rmse
                 continue
             nb = -(-n // block)
             for j in range(nb):
-                _fit(buf[j * block:], min(block, n - j * block), bits, sym, F32, rmse, one, one, out)
+                _fit(buf[j * block:], min(block, n - j * block), bits, sym, F32, search, one, one, out)
                 rsc[j] = out[2]
                 rmn[j] = out[3]
             for kind in range(1 if sym else 2):
@@ -409,7 +448,7 @@ def error_sums(x, sx2, sd, sds, bits, sym, block, enc, sbits, ssym, sblock, rmse
                 dst = dsc if kind == 0 else dmn
                 g_s = norms[kind * (1 if ssym else 2)] if nb_norm > 0 else one
                 g_m = norms[kind * 2 + 1] if (nb_norm > 0 and not ssym) else one
-                _fit(vec, nb, sbits, ssym, enc, rmse, g_s, g_m, out)
+                _fit(vec, nb, sbits, ssym, enc, search, g_s, g_m, out)
                 d2, m2 = np.float32(out[2]), np.float32(out[3])
                 c2, cm2 = (np.float32(out[4]), np.float32(out[5])) if naive else (d2, m2)
                 inv2 = one / c2 if c2 != 0 else np.float32(0.0)

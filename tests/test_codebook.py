@@ -52,12 +52,17 @@ def test_every_grid_name_parses_back():
         assert parse(n).name == n
     assert parse("NF4b64_dq").double and parse("E2M1b32_e8m0_rceil").search == "rceil"
     assert parse("E2M3b32_e8m0").bits == 6 and parse("INT8b32_e8m0").bits == 8
+    for n in ("NF4b64_smax", "LM4b64_f32_smax", "FIT4b64_e4m3_minmax", "NF4b64_hqq", "AF4b256_bf16_hqq"):
+        assert parse(n).name == n and parse(n).search == n.rsplit("_", 1)[1]
+    assert parse("NF4b64_minmax").bpw() == 4.5 and parse("NF4b64_e4m3_hqq").bpw() == 4.25   # two parameters
+    assert parse("NF4b64_smax").bpw() == 4.25
 
 
 @pytest.mark.parametrize("bad", ["NF4b63", "NF4b0", "NF4b64_xyz", "NF4b64_f32_bf16", "XF4b64", "NF4b64_rmse",
                                  "NF4b64_e4m3_dq", "NF4b64_dq_f32", "NF4b64_dq_dq", "E2M1b32_dq",
                                  "E2M1b32_rceil", "NF4b64_e8m0_rceil", "INT8b32_e4m3_rceil", "E2M1b12",
-                                 "E9M1b32"])
+                                 "E9M1b32", "E2M1b32_smax", "NF4b64_e8m0_smax", "LM4b64_minmax", "NF4b64_dq_smax",
+                                 "NF4b64_smax_hqq", "NF4b64_smax_smax", "E2M1b32_e8m0_rceil_hqq"])
 def test_bad_names_are_one_line_errors(bad):
     with pytest.raises(FormatError) as e:
         parse(bad)
@@ -95,25 +100,74 @@ def reference_decode(spec, x: np.ndarray) -> np.ndarray:
         return reference_decode_element(spec, x)
     if spec.double:
         return reference_decode_dq(spec, x)
+    from workbench.kernels import codebook as K
     from workbench.kernels.encodings import ENCODINGS
-    values, bounds, order, *_ = (CB.fitted_tables(x, spec.block) if spec.code == CB.FITTED
-                                 else CB.tables(spec.code, spec.block))
+    values, bounds, order, *_ = (CB.fitted_tables(x, spec.block, CB.norm_mode(spec)) if spec.code == CB.FITTED
+                                 else CB.tables(spec.code, spec.block, spec.search == "smax"))
     enc = ENCODINGS[spec.scale]
     y = np.empty_like(x)
     norm = np.float32(1.0)
     if enc.needs_normalizer:
         m = np.abs(x).max()
         norm = np.float32(m / np.float32(enc.max_finite)) if m > 0 else np.float32(1.0)
+    one, floor = np.float32(1.0), np.float32(1e-38)
     for r in range(x.shape[0]):
         for b0 in range(0, x.shape[1], spec.block):
             blk = x[r, b0:b0 + spec.block]
-            amax = np.abs(blk).max()
-            d = _decoded_scale(amax, spec.scale, norm)
-            inv = np.float32(1.0) / np.maximum(d, np.float32(1e-38))
-            v = np.clip(blk * inv, np.float32(-1), np.float32(1))
+            off = None
+            if spec.search == "smax":                     # the first element of largest magnitude
+                d = _decoded_signed(blk[np.argmax(np.abs(blk))], spec.scale, norm)
+                inv = one / (d if abs(d) >= floor else floor)
+            elif spec.search in ("minmax", "hqq"):
+                lo, hi = blk.min(), blk.max()
+                d = _decoded_signed(np.float32((hi - lo) * np.float32(0.5)), spec.scale, norm)
+                inv = one / np.maximum(d, floor)
+                off = _decoded_signed(np.float32((hi + lo) * np.float32(0.5)), spec.scale, norm)
+                if spec.search == "hqq" and d > 0:
+                    off = _decoded_signed(hqq_offset(blk, inv, d, off, values[order], bounds), spec.scale, norm)
+            else:
+                d = _decoded_scale(np.abs(blk).max(), spec.scale, norm)
+                inv = one / np.maximum(d, floor)
+            v = np.clip((blk if off is None else (blk - off).astype(np.float32)) * inv, np.float32(-1), one)
             idx = np.searchsorted(bounds, v, side="left")        # bounds strictly below v
-            y[r, b0:b0 + spec.block] = values[order[idx]] * d
+            y[r, b0:b0 + spec.block] = values[order[idx]] * d if off is None else \
+                (values[order[idx]] * d).astype(np.float32) + off
     return y
+
+
+def hqq_offset(blk, r, h, m, levels, bounds, p=0.7, beta=10.0, iters=20):
+    """mobiusml/hqq's optimize_weights_proximal for one block of a table code (half-range h
+    fixed, R = 1/h): z from -m R; q the level nearest clamp(x R + z); e = x - (q - z) h;
+    w = sign(e) relu(|e| - |e|^(p-1) / beta); z = mean(q - (x - w) R); a block stops when its
+    mean |e| stops falling and keeps the zero that had the lowest. Sums in order, in float64."""
+    z = np.float32(-m * r)
+    best, best_z = np.inf, z
+    for _ in range(iters):
+        v = np.clip((blk * r + z).astype(np.float32), np.float32(-1), np.float32(1))
+        q = levels[np.searchsorted(bounds, v, side="left")]
+        e = (blk - ((q - z) * h).astype(np.float32)).astype(np.float32)
+        a = np.abs(e).astype(np.float64)
+        with np.errstate(divide="ignore"):
+            w = np.where(a > 0, np.maximum(a - a ** (p - 1) / beta, 0.0), 0.0) * np.sign(e)
+        err = np.cumsum(a)[-1]
+        if err >= best:
+            break
+        best, best_z = err, z
+        z = np.float32(np.cumsum(q.astype(np.float64) - (blk.astype(np.float64) - w) * np.float64(r))[-1] / blk.size)
+    return np.float32(-best_z * h)
+
+
+def _decoded_signed(v: np.float32, enc: str, norm: np.float32) -> np.float32:
+    """A signed parameter as its encoding decodes it (fp8: relative to norm), saturating."""
+    import ml_dtypes
+    if enc == "f32":
+        return np.float32(v)
+    dt = {"f16": np.float16, "bf16": ml_dtypes.bfloat16, "e4m3": ml_dtypes.float8_e4m3fn,
+          "e5m2": ml_dtypes.float8_e5m2}[enc]
+    top = np.float32(ml_dtypes.finfo(dt).max)
+    s = np.float32(v / norm) if norm != 1 else np.float32(v)
+    d = np.float32(np.asarray(np.clip(s, -top, top), np.float32).astype(dt).astype(np.float32))
+    return np.float32(d * norm) if norm != 1 else d
 
 
 def _round_element(code: str, v: np.ndarray) -> np.ndarray:
@@ -230,7 +284,10 @@ def _decoded_scale(amax: np.float32, enc: str, norm: np.float32) -> np.float32:
                                   "E2M1b32_e8m0", "E2M1b32_e8m0_rceil", "E2M1b16_e4m3", "E2M3b32_e8m0",
                                   "E3M2b16_bf16", "E4M3b32_e8m0", "E5M2b64_e5m2", "INT8b32_e8m0",
                                   "INT8b32_e8m0_rceil", "E2M1b64_f32", "E4M3b16_f16", "FIT4b64",
-                                  "FIT4b32_e4m3", "FIT4b64_dq", "FIT4b256_f32"])
+                                  "FIT4b32_e4m3", "FIT4b64_dq", "FIT4b256_f32", "NF4b64_smax",
+                                  "LM4b64_f32_smax", "AF4b32_e4m3_smax", "FP4b64_bf16_smax", "FIT4b64_smax",
+                                  "NF4b64_minmax", "NF4b32_e4m3_minmax", "FIT4b64_minmax", "NF4b64_hqq",
+                                  "AF4b64_f32_hqq", "FIT4b128_hqq", "NF4b16_e5m2_hqq"])
 def test_kernel_equals_the_rule_on_real_and_edge_tensors(name, minilm_tensors):
     spec = parse(name)
     codec = codec_for(spec)

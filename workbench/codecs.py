@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from workbench.formats import GGML_TYPES, FormatSpec
+from workbench.formats import GGML_TYPES, SEARCHES, FormatSpec
 from workbench.kernels import uniform as U
 from workbench.kernels.scales import ENCODINGS
 from workbench import kernel_cache  # noqa: F401,E402 - snapshots the kernel sources this process loads
@@ -75,22 +75,24 @@ class UniformCodec(Codec):
                  threads: int = 1) -> np.ndarray:
         s = self.spec
         bits, sym, block, enc, sbits, ssym, sblock = self._args()
-        rmse = s.search == "rmse"
         norms = self._norms(x)
         packed = np.empty(s.nbytes(x.shape), np.uint8)
         assert norms.nbytes == s.header_bytes, (s.name, norms.nbytes, s.header_bytes)
         packed[:norms.nbytes] = norms.view(np.uint8)
-        used = U.quantize(x, bits, sym, block, enc, sbits, ssym, sblock, rmse, s.naive, norms, packed)
+        used = U.quantize(x, bits, sym, block, enc, sbits, ssym, sblock, self._search(), s.naive, norms, packed)
         if used != packed.size:  # the layout and the closed form must agree, byte for byte
             raise AssertionError(f"{s.name}: wrote {used} bytes, closed form says {packed.size}")
         return packed
+
+    def _search(self) -> int:
+        return SEARCHES.index(self.spec.search)     # kernels.uniform: ABSMAX, RMSE, HQQ
 
     def _norms(self, x: np.ndarray) -> np.ndarray:
         s = self.spec
         if not s.uses_normalizer:
             return np.empty(0, np.float32)
         bits, sym, block, enc, sbits, ssym, sblock = self._args()
-        return U.normalizers(x, bits, sym, block, enc, sbits, ssym, sblock, s.search == "rmse")
+        return U.normalizers(x, bits, sym, block, enc, sbits, ssym, sblock, self._search())
 
     def error_sums(self, x: np.ndarray, stats) -> np.ndarray:
         """The fused path: ``kernels.metrics.error_sums_given(x, dequantize(quantize(x)),
@@ -99,7 +101,7 @@ class UniformCodec(Codec):
         s = self.spec
         bits, sym, block, enc, sbits, ssym, sblock = self._args()
         return U.error_sums(x, *stats, bits, sym, block, enc, sbits, ssym, sblock,
-                            s.search == "rmse", s.naive, self._norms(x))
+                            self._search(), s.naive, self._norms(x))
 
     def dequantize(self, packed: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         bits, sym, block, enc, sbits, ssym, sblock = self._args()

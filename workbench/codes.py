@@ -146,12 +146,17 @@ def af4(block: int, tol: float = 1e-13, iters: int = 100_000) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=None)
-def lloyd_max(block: int, levels: int = 16, tol: float = 1e-10, iters: int = 3_000) -> np.ndarray:
-    """The MSE-optimal code for ``block`` (±1 fixed, the rest free), by Lloyd's iteration from NF4."""
+def lloyd_max(block: int, levels: int = 16, tol: float = 1e-10, iters: int = 3_000,
+              signed: bool = False) -> np.ndarray:
+    """The MSE-optimal code for ``block`` (±1 fixed, the rest free), by Lloyd's iteration from NF4.
+
+    ``signed``: for signed-max normalization (BOF4-S's), where each block's extreme lands on +1
+    only: the law is the same continuous part with its point mass 1/B at +1, so +1 stays fixed
+    and -1 is freed (15 free levels)."""
     if levels != 16:
         raise ValueError("4-bit codes: 16 levels")
     lv = NF4.astype(np.float64).copy()
-    free = np.arange(1, 15)
+    free = np.arange(0 if signed else 1, 15)
     for _ in range(iters):
         b = _bounds(lv)
         lo, hi = b[free], b[free + 1]
@@ -164,15 +169,18 @@ def lloyd_max(block: int, levels: int = 16, tol: float = 1e-10, iters: int = 3_0
     return lv
 
 
-def gaussian_mse(code, block: int) -> float:
+def gaussian_mse(code, block: int, signed: bool = False) -> float:
     """E[(x - Q(x))^2] for x = w / max|w| over a block of Gaussian weights, Q the nearest level
-    of ``code`` (numerical integration; the point masses at ±1 included)."""
+    of ``code`` (numerical integration; the point masses at ±1 included). ``signed``: x = w /
+    (the block's signed extreme), whose point mass 1/B sits at +1 alone."""
     c = np.sort(np.asarray(code, np.float64))
     x, f, _ = _density(block)
     mids = 0.5 * (c[1:] + c[:-1])
     q = c[np.searchsorted(mids, x)]
     g = (x - q) ** 2 * f
     cont = float(np.sum(0.5 * (g[1:] + g[:-1]) * np.diff(x)))
+    if signed:
+        return cont + (1.0 - c[-1]) ** 2 / block
     ends = ((1.0 - c[-1]) ** 2 + (-1.0 - c[0]) ** 2) / (2 * block)
     return cont + ends
 
@@ -255,13 +263,14 @@ assert DYN8.size == 256 and (np.diff(DYN8) > 0).all() and DYN8[0] == np.float32(
 FIT_BINS = 1 << 16
 
 
-def fit_levels(count: np.ndarray, total: np.ndarray, tol: float = 1e-9, iters: int = 200) -> np.ndarray:
+def fit_levels(count: np.ndarray, total: np.ndarray, tol: float = 1e-9, iters: int = 200,
+               free_low: bool = False) -> np.ndarray:
     """The data-fitted code: Lloyd's iteration (±1 fixed, 14 free levels, from NF4) on the
     empirical law of a tensor's block-normalized values, each weighted by its block's absmax²
     so that it minimises the weight-space squared error, given as a fine histogram (weight and
     weighted sum of the values per bin, ``kernels.codebook.normalized_histogram``): each free
     level becomes the weighted mean of the values nearer to it than to its neighbours.
-    float32[16], sorted."""
+    float32[16], sorted. ``free_low``: -1 is free too (signed-max normalization: 15 free levels)."""
     centers = np.where(count > 0, total / np.where(count > 0, count, 1.0), 0.0)
     keep = count > 0
     c, w = centers[keep], count[keep]
@@ -269,14 +278,15 @@ def fit_levels(count: np.ndarray, total: np.ndarray, tol: float = 1e-9, iters: i
     if c.size == 0:
         return lv.astype(np.float32)
     cw, cs = np.concatenate([[0.0], np.cumsum(w)]), np.concatenate([[0.0], np.cumsum(w * c)])
+    first = 0 if free_low else 1
     for _ in range(iters):
         mids = 0.5 * (lv[1:] + lv[:-1])
-        cut = np.searchsorted(c, mids, side="right")        # values <= a midpoint go lower
-        lo, hi = cut[:-1], cut[1:]                         # the 14 free cells (levels 1..14)
+        cut = np.concatenate([[0], np.searchsorted(c, mids, side="right")])   # values <= a midpoint go lower
+        lo, hi = cut[first:-1], cut[first + 1:]            # the free cells (levels first..14)
         mass = cw[hi] - cw[lo]
-        new = np.where(mass > 0, (cs[hi] - cs[lo]) / np.maximum(mass, 1e-300), lv[1:-1])
-        step = np.abs(new - lv[1:-1]).max()
-        lv[1:-1] = new
+        new = np.where(mass > 0, (cs[hi] - cs[lo]) / np.maximum(mass, 1e-300), lv[first:-1])
+        step = np.abs(new - lv[first:-1]).max()
+        lv[first:-1] = new
         if step < tol:
             break
     out = np.sort(lv).astype(np.float32)

@@ -17,6 +17,11 @@ Suffixes, in this canonical order — the single place where they are documented
              the encoding of the super-scales; the block scales are ``b2``-bit integers.
 ``_rmse``    scale chosen by an RMSE search over 19 candidate scales (as llama.cpp's
              ``make_qx_quants``), each judged after storage rounding. Default: absmax.
+``_hqq``     asymmetric formats: the min of each group optimised by HQQ's half-quadratic
+             solver (mobiusml/hqq: minimise sum |error|^0.7, beta 10, at most 20 steps,
+             the scale fixed at (max - min) / (2^b - 1) as decoded; ``kernels.uniform._hqq_min``),
+             at every level as ``_rmse``. Needs a min stored as a value: not with e8m0
+             single-level formats (their min is an integer zero-point).
 ``_naive``   the seed's order: codes computed from the unrounded f32 scale (and min)
              instead of the scale as it will be decoded, at every level — in double
              formats both the element codes (from the unrounded block scales) and the
@@ -48,10 +53,10 @@ from workbench.kernels.encodings import ENCODINGS
 from workbench.families import PLUGINS  # noqa: E402  (the registry: names only, no imports)
 
 FAMILIES = ("ggml", "uniform", *PLUGINS)
-SEARCHES = ("absmax", "rmse")
+SEARCHES = ("absmax", "rmse", "hqq")      # kernels.uniform's ABSMAX, RMSE, HQQ, in this order
 ENCODING_ALIASES = {"fp8": "e4m3"}
 DEFAULT_SCALE = "f16"
-OPTION_ORDER = ("rmse", "naive", "nonorm")
+OPTION_ORDER = ("rmse", "hqq", "naive", "nonorm")
 
 
 @dataclass(frozen=True)
@@ -181,8 +186,8 @@ class FormatSpec:
         parts = [base]
         if self.scale != DEFAULT_SCALE:
             parts.append(self.scale)
-        if self.search == "rmse":
-            parts.append("rmse")
+        if self.search != "absmax":
+            parts.append(self.search)
         if self.naive:
             parts.append("naive")
         if not self.normalizer:
@@ -376,6 +381,12 @@ def validate(spec: FormatSpec) -> None:
         raise FormatError(f"unknown scale encoding {spec.scale!r} (one of {', '.join(ENCODINGS)})")
     if spec.search not in SEARCHES:
         raise FormatError(f"unknown scale search {spec.search!r}")
+    if spec.search == "hqq":
+        if spec.symmetric:
+            raise FormatError("hqq optimises a min (zero-point): it needs an asymmetric format (Q4a32_hqq)")
+        if not spec.double and not ENCODINGS[spec.scale].signed:
+            raise FormatError(f"hqq needs a min stored as a value; an asymmetric {spec.scale} format "
+                              "stores an integer zero-point")
     if not spec.normalizer and not ENCODINGS[spec.scale].needs_normalizer:
         raise FormatError(f"'nonorm' applies to fp8 encodings only, not {spec.scale}")
     if spec.double:
@@ -422,7 +433,9 @@ def parse(name: str) -> FormatSpec:
             seen.append(s)
         else:
             raise FormatError(f"{name!r}: unknown suffix {s!r} (encodings: {', '.join(ENCODINGS)}; options: {', '.join(OPTION_ORDER)})")
-    kw["search"] = "rmse" if "rmse" in seen else "absmax"
+    if "rmse" in seen and "hqq" in seen:
+        raise FormatError(f"{name!r}: one scale search (rmse or hqq)")
+    kw["search"] = "rmse" if "rmse" in seen else "hqq" if "hqq" in seen else "absmax"
     kw["naive"] = "naive" in seen
     kw["normalizer"] = "nonorm" not in seen
     try:

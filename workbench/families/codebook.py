@@ -51,7 +51,8 @@ FITTED = "FIT4"                                  # levels fitted to the tensor, 
 FIT_BYTES = 16 * 4
 ELEMENT_CODES = ("E2M1", "E2M3", "E3M2", "E4M3", "E5M2", "INT8")
 CODES = TABLE_CODES + ELEMENT_CODES
-OPTIONS = ("rceil", "dq")
+NORMALIZATIONS = ("smax", "minmax", "hqq")     # of table codes; the default is absmax
+OPTIONS = ("rceil", "dq") + NORMALIZATIONS
 DQ_GROUP = 256                                   # bitsandbytes' blocksize for the absmax
 _NAME = re.compile(r"(?P<code>[A-Z][A-Z0-9]*?)b(?P<block>\d+)")
 
@@ -68,7 +69,7 @@ def width(code: str) -> int:
 
 # ------------------------------------------------------------------------------- the codes
 @functools.cache
-def tables(code: str, block: int):
+def tables(code: str, block: int, signed: bool = False):
     """(values by stored code, float32[2^bits]; bounds the kernel bisects, float32; stored code
     of each sorted level, uint8; largest level; emax = floor(log2 largest level); kind).
 
@@ -84,7 +85,7 @@ def tables(code: str, block: int):
         elif code == "AF4":
             values = np.asarray(codes.af4(block), np.float32)
         elif code == "LM4":
-            values = np.asarray(codes.lloyd_max(block), np.float32)
+            values = np.asarray(codes.lloyd_max(block, signed=signed), np.float32)
         else:
             raise KeyError(f"{code}: a fitted code has no fixed table (fitted_tables)")
         return _table(values) + (np.float32(1.0), 0, K.TABLE)
@@ -114,12 +115,13 @@ def _table(values: np.ndarray):
     return values, bounds, order
 
 
-def fitted_tables(x: np.ndarray, block: int):
-    """``tables`` of the data-fitted code for tensor x."""
+def fitted_tables(x: np.ndarray, block: int, nmode: int = 0):
+    """``tables`` of the data-fitted code for tensor x, under the normalization ``nmode``."""
     from workbench import codes
     from workbench.kernels import codebook as K
-    count, total = K.normalized_histogram(x, block, codes.FIT_BINS)
-    return _table(codes.fit_levels(count, total)) + (np.float32(1.0), 0, K.TABLE)
+    count, total = K.normalized_histogram(x, block, codes.FIT_BINS, nmode)
+    levels = codes.fit_levels(count, total, free_low=nmode == K.SMAX)
+    return _table(levels) + (np.float32(1.0), 0, K.TABLE)
 
 
 # -------------------------------------------------------------------------------- grammar
@@ -138,8 +140,10 @@ def parse(name: str):
         if s in seen:
             raise FormatError(f"{name!r}: {s} given twice")
         if s in OPTIONS:
-            if s == "rceil":
-                kw["search"] = "rceil"
+            if s in NORMALIZATIONS or s == "rceil":
+                if "search" in kw:
+                    raise FormatError(f"{name!r}: one of {', '.join(('rceil',) + NORMALIZATIONS)}")
+                kw["search"] = s
             else:
                 if "scale" in kw:
                     raise FormatError(f"{name!r}: dq stores its scales in bitsandbytes' 8-bit code "
@@ -168,8 +172,8 @@ def name(spec) -> str:
     if spec.double:
         return f"{base}_dq"
     parts = [base] if spec.scale == DEFAULT_SCALE else [base, spec.scale]
-    if spec.search == "rceil":
-        parts.append("rceil")
+    if spec.search != "absmax":
+        parts.append(spec.search)
     return "_".join(parts)
 
 
@@ -186,17 +190,34 @@ def validate(spec) -> None:
         raise FormatError(f"unknown scale encoding {spec.scale!r} (one of {', '.join(ENCODINGS)})")
     if spec.naive or not spec.normalizer:
         raise FormatError("codebook formats have no naive or nonorm options")
-    if spec.search not in ("absmax", "rceil"):
-        raise FormatError(f"codebook formats take the absmax scale (or rceil), not {spec.search!r}")
+    if spec.search not in ("absmax", "rceil") + NORMALIZATIONS:
+        raise FormatError(f"codebook formats take the absmax scale (or {', '.join(('rceil',) + NORMALIZATIONS)}), "
+                          f"not {spec.search!r}")
+    if spec.search in NORMALIZATIONS:
+        if spec.code not in TABLE_CODES:
+            raise FormatError(f"{spec.search} normalizes a table code (NF4, FP4, AF4, LM4, FIT4), not {spec.code}")
+        if not ENCODINGS[spec.scale].signed:
+            raise FormatError(f"{spec.search} stores signed block parameters; {spec.scale} has no sign")
+        if spec.code == "LM4" and spec.search != "smax":
+            raise FormatError("LM4 is derived for absmax and signed-max blocks; for min/max blocks fit "
+                              "the code to the tensor (FIT4)")
     if spec.search == "rceil" and (spec.code not in ELEMENT_CODES or spec.scale != "e8m0"):
         raise FormatError("rceil rounds an e8m0 scale of an element code (E2M1 … INT8) up")
     if spec.double:
+        if spec.search != "absmax":
+            raise FormatError("dq quantizes bitsandbytes' absmax; it takes no other normalization")
         if spec.code not in TABLE_CODES or (spec.super_bits, spec.super_block, spec.super_symmetric,
                                             spec.scale) != (8, DQ_GROUP, False, "f32"):
             raise FormatError("dq is bitsandbytes' double quantization of a table code (NF4, FP4, AF4, "
                               "LM4): 8-bit absmax in groups of 256, f32 scales")
     elif spec.super_block is not None or spec.super_symmetric is not None:
         raise FormatError("a single-level codebook format has no super-block")
+
+
+def norm_mode(spec) -> int:
+    """The kernel's normalization of a table code."""
+    from workbench.kernels import codebook as K
+    return {"smax": K.SMAX, "minmax": K.MINMAX, "hqq": K.HQQ}.get(spec.search, K.ABSMAX)
 
 
 def mode(spec) -> int:
@@ -219,9 +240,14 @@ def unit(spec) -> int:
     return spec.block
 
 
+def params(spec) -> int:
+    """Block parameters: 2 (a half-range and an offset) under min/max normalization, else 1."""
+    return 2 if spec.search in ("minmax", "hqq") else 1
+
+
 def unit_bytes(spec, n: int) -> int:
     from workbench.kernels.encodings import ENCODINGS
-    scale = 1 if spec.double else ENCODINGS[spec.scale].bits // 8
+    scale = 1 if spec.double else params(spec) * ENCODINGS[spec.scale].bits // 8
     return scale + -(-spec.bits * n // 8)
 
 
@@ -288,7 +314,9 @@ def _codec_class():
                                      "scale is not defined for them")
             enc, nbytes, top_enc = self._args()
             fit = s.code == FITTED
-            values, bounds, order, top, emax, kind = fitted_tables(x, s.block) if fit else tables(s.code, s.block)
+            nmode = norm_mode(s)
+            values, bounds, order, top, emax, kind = (fitted_tables(x, s.block, nmode) if fit else
+                                                      tables(s.code, s.block, s.search == "smax"))
             packed = np.empty(s.nbytes(x.shape), np.uint8)
             at = 0
             if fit:
@@ -309,7 +337,7 @@ def _codec_class():
                     norm = K.tensor_normalizer(x, top, top_enc)
                     packed[at:at + 4] = np.array([norm], np.float32).view(np.uint8)
                 used = K.quantize(x, kind, bounds, order, top, emax, s.bits, s.block, mode(s), enc,
-                                  nbytes, top_enc, norm, packed, head)
+                                  nbytes, top_enc, norm, nmode, values[order], packed, head)
             if used != packed.size:  # the layout and the closed form must agree, byte for byte
                 raise AssertionError(f"{s.name}: wrote {used} bytes, closed form says {packed.size}")
             return packed
@@ -322,7 +350,7 @@ def _codec_class():
                 values = packed[:FIT_BYTES].view(np.float32)
                 at = FIT_BYTES
             else:
-                values = tables(s.code, s.block)[0]
+                values = tables(s.code, s.block, s.search == "smax")[0]
             y = np.empty(shape, np.float32)
             if s.double:
                 groups = -(-blocks(s, shape) // DQ_GROUP)
@@ -334,7 +362,7 @@ def _codec_class():
             head = s.header_bytes
             norm = packed[at:at + 4].view(np.float32)[0] if head > at else np.float32(1.0)
             K.dequantize(packed, shape[0], shape[1], values, s.bits, s.block, mode(s), enc, nbytes,
-                         np.float32(norm), head, y)
+                         np.float32(norm), norm_mode(s), head, y)
             return y
 
     return CodebookCodec
