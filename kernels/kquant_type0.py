@@ -104,6 +104,7 @@ import numpy as np
 from numba import njit
 
 from workbench.kernels.ggml_common import get_half as _get_half
+from workbench.kernels.ggml_types import QK_K, block_bytes, layout
 from workbench.kernels.ggml_common import ggml_fp16_bits as _fp16_bits
 from workbench.kernels.ggml_common import nearest_int as _nearest_int
 from workbench.kernels.legacy import (
@@ -114,23 +115,12 @@ from workbench.kernels.legacy import (
     quantize_q5_0,
 )
 
-QK_K = 256
-Q3_K_BYTES = 110
-Q6_K_BYTES = 210
 QK4_0 = 32
 
-# name -> (block size, block bytes, ((field, byte offset, bytes), ...))
-LAYOUT = {
-    "Q3_K": (QK_K, Q3_K_BYTES, (("hmask", 0, 32), ("qs", 32, 64), ("scales", 96, 12), ("d", 108, 2))),
-    "Q6_K": (QK_K, Q6_K_BYTES, (("ql", 0, 128), ("qh", 128, 64), ("scales", 192, 16), ("d", 208, 2))),
-}
-for _name, (_qk, _nbytes, _fields) in LAYOUT.items():
-    _pos = 0
-    for _f, _off, _n in _fields:
-        assert _off == _pos, f"{_name}.{_f}: padding/overlap"
-        _pos += _n
-    assert _pos == _nbytes, f"wrong {_name} block size"
-assert 2 + QK_K // 4 + QK_K // 8 + 12 == Q3_K_BYTES and 2 + QK_K // 16 + 3 * QK_K // 4 == Q6_K_BYTES
+# name -> (block size, block bytes, ((field, byte offset, bytes), ...)), from the one table
+LAYOUT = {n: layout(n) for n in ("Q3_K", "Q6_K")}
+Q3_K_BYTES, Q6_K_BYTES = LAYOUT["Q3_K"][1], LAYOUT["Q6_K"][1]
+Q4_0_BYTES, Q5_0_BYTES = block_bytes("Q4_0"), block_bytes("Q5_0")
 
 # float32 literals (a bare Python float would promote the expression to float64)
 _F0 = np.float32(0.0)
@@ -559,7 +549,7 @@ def _quantize_q4_0_impl(x, qw):
     if qw.shape[0] != cols:
         raise ValueError("Q4_0: imatrix length must equal the row length")
     nb = cols // QK4_0
-    out = _empty_u8(rows, nb * 18)
+    out = _empty_u8(rows, nb * Q4_0_BYTES)
     weight = np.zeros(cols, dtype=np.float32)
     L = np.zeros(QK4_0, dtype=np.int64)
     S = _qx_scratch(8)
@@ -569,7 +559,7 @@ def _quantize_q4_0_impl(x, qw):
         _row_weights(xr, qw, weight)
         for b in range(nb):
             s = b * QK4_0
-            o = b * 18
+            o = b * Q4_0_BYTES
             d = _make_qx_quants(xr, s, QK4_0, 8, weight, s, L, 0, S)
             _put_half(orow, o, _fp16_bits(d))
             for j in range(16):
@@ -585,7 +575,7 @@ def _quantize_q5_0_impl(x, qw):
     if qw.shape[0] != cols:
         raise ValueError("Q5_0: imatrix length must equal the row length")
     nb = cols // QK4_0
-    out = _empty_u8(rows, nb * 22)
+    out = _empty_u8(rows, nb * Q5_0_BYTES)
     weight = np.zeros(cols, dtype=np.float32)
     L = np.zeros(QK4_0, dtype=np.int64)
     S = _qx_scratch(16)
@@ -595,7 +585,7 @@ def _quantize_q5_0_impl(x, qw):
         _row_weights(xr, qw, weight)
         for b in range(nb):
             s = b * QK4_0
-            o = b * 22
+            o = b * Q5_0_BYTES
             d = _make_qx_quants(xr, s, QK4_0, 16, weight, s, L, 0, S)
             _put_half(orow, o, _fp16_bits(d))
             qh = 0

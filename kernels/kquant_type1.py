@@ -97,12 +97,12 @@ import numpy as np
 from numba import njit
 
 from .ggml_common import get_half as _get_half
+from .ggml_types import QK_K, block_bytes
 from .ggml_common import ggml_fp16_bits as _fp16_ggml
 from .ggml_common import nearest_int as _nearest_int
 from .legacy import (_empty_f32, _empty_u8, _f16_bits_to_f32,
                      quantize_q4_1, quantize_q5_1)
 
-QK_K = 256
 
 # float32 constants (a Python float literal would promote the expression to float64 in Numba)
 _F0 = np.float32(0.0)
@@ -128,8 +128,11 @@ _NS = 16
 
 # int arguments as typed (non-literal) constants: a literal argument would make Numba compile
 # a separate copy of the callee per value (cold compile time), with no speed gain
-_I0, _I1, _I3, _I8, _I15, _I16, _I20, _I24, _I31, _I32, _I36, _I63, _I144, _I176 = (
-    np.int64(v) for v in (0, 1, 3, 8, 15, 16, 20, 24, 31, 32, 36, 63, 144, 176))
+Q2_K_BYTES, Q4_K_BYTES, Q5_K_BYTES = block_bytes("Q2_K"), block_bytes("Q4_K"), block_bytes("Q5_K")
+Q4_1_BYTES, Q5_1_BYTES = block_bytes("Q4_1"), block_bytes("Q5_1")
+_I0, _I1, _I3, _I8, _I15, _I16, _I20, _I24, _I31, _I32, _I36, _I63 = (
+    np.int64(v) for v in (0, 1, 3, 8, 15, 16, 20, 24, 31, 32, 36, 63))
+_I144, _I176 = np.int64(Q4_K_BYTES), np.int64(Q5_K_BYTES)
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
 _JIT_INLINE = dict(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -402,7 +405,7 @@ def quantize_q2_k(x, qw):
     rows, cols = x.shape
     nb = cols // QK_K
     G = cols // 16                                     # lanes = sub-blocks of 16 in a row
-    out = _empty_u8(rows, nb * 84)
+    out = _empty_u8(rows, nb * Q2_K_BYTES)
     use_im = qw.size != 0
     xt = np.empty(cols, np.float32)
     wt = np.empty(cols, np.float32)
@@ -444,7 +447,7 @@ def quantize_q2_k(x, qw):
         _from_lanes(Lt, 16, G, L)
         for ib in range(nb):
             s = ib * QK_K
-            o = ib * 84
+            o = ib * Q2_K_BYTES
             jb = ib * 16
             for j in range(16):
                 sc16[j] = S[_SC * G + jb + j]
@@ -503,7 +506,7 @@ def quantize_q2_k(x, qw):
 @njit(**_JIT)
 def dequantize_q2_k(packed, cols):
     rows = packed.shape[0]
-    if cols % QK_K != 0 or packed.shape[1] != cols // QK_K * 84:
+    if cols % QK_K != 0 or packed.shape[1] != cols // QK_K * Q2_K_BYTES:
         raise ValueError("Q2_K: packed row size does not match cols")
     nb = cols // QK_K
     out = _empty_f32(rows, cols)
@@ -511,7 +514,7 @@ def dequantize_q2_k(packed, cols):
         p = packed[r]
         y = out[r]
         for ib in range(nb):
-            o = ib * 84
+            o = ib * Q2_K_BYTES
             s = ib * QK_K
             d = _get_half(p, o + 80)
             dmin = _get_half(p, o + 82)
@@ -666,10 +669,10 @@ def _q45k(x, qw, nmax, rmin_ref, nstep_ref, clamp_im, nbytes):
         y = out[r]
         _q45k_row(xr, qwt, use_im, nmax, rmin_ref, nstep_ref, clamp_im, y, nbytes,
                   xt, wt, Lt, Lat, L, S, sw, sig, sc8, mn8, sw8, Ls, Lm)
-        if nbytes == 144:
+        if nbytes == Q4_K_BYTES:
             # Q4_K qs at o+16: byte 32h + l = L[64h + l] | L[64h + 32 + l] << 4
             for ib in range(nb):
-                o = ib * 144
+                o = ib * Q4_K_BYTES
                 s = ib * QK_K
                 for h in range(4):
                     for l in range(32):
@@ -679,7 +682,7 @@ def _q45k(x, qw, nmax, rmin_ref, nstep_ref, clamp_im, nbytes):
             # Q5_K: qh at o+16 (bit 2h / 2h+1 of qh[l]: 5th bit of weight 64h + l / 64h + 32 + l),
             # low nibbles at o+48 as in Q4_K
             for ib in range(nb):
-                o = ib * 176
+                o = ib * Q5_K_BYTES
                 s = ib * QK_K
                 for l in range(32):
                     y[o + 16 + l] = 0
@@ -716,7 +719,7 @@ def quantize_q5_k(x, qw):
 @njit(**_JIT)
 def dequantize_q4_k(packed, cols):
     rows = packed.shape[0]
-    if cols % QK_K != 0 or packed.shape[1] != cols // QK_K * 144:
+    if cols % QK_K != 0 or packed.shape[1] != cols // QK_K * Q4_K_BYTES:
         raise ValueError("Q4_K: packed row size does not match cols")
     nb = cols // QK_K
     out = _empty_f32(rows, cols)
@@ -724,7 +727,7 @@ def dequantize_q4_k(packed, cols):
         p = packed[r]
         y = out[r]
         for ib in range(nb):
-            o = ib * 144
+            o = ib * Q4_K_BYTES
             s = ib * QK_K
             d = _get_half(p, o)
             dmin = _get_half(p, o + 2)
@@ -746,7 +749,7 @@ def dequantize_q4_k(packed, cols):
 @njit(**_JIT)
 def dequantize_q5_k(packed, cols):
     rows = packed.shape[0]
-    if cols % QK_K != 0 or packed.shape[1] != cols // QK_K * 176:
+    if cols % QK_K != 0 or packed.shape[1] != cols // QK_K * Q5_K_BYTES:
         raise ValueError("Q5_K: packed row size does not match cols")
     nb = cols // QK_K
     out = _empty_f32(rows, cols)
@@ -754,7 +757,7 @@ def dequantize_q5_k(packed, cols):
         p = packed[r]
         y = out[r]
         for ib in range(nb):
-            o = ib * 176
+            o = ib * Q5_K_BYTES
             s = ib * QK_K
             d = _get_half(p, o)
             dmin = _get_half(p, o + 2)
@@ -812,7 +815,7 @@ def _legacy_imatrix(x, qw, nmax, nbytes):
             the_min = -S[_MN * G + ib]
             _put_half(y, o, S[_SC * G + ib])
             _put_half(y, o + 2, -the_min)
-            if nbytes == 20:
+            if nbytes == Q4_1_BYTES:
                 for j in range(16):
                     y[o + 4 + j] = (np.int64(L[s + j]) | (np.int64(L[s + j + 16]) << 4)) & 0xFF
             else:
@@ -834,7 +837,7 @@ def quantize_q4_1_imatrix(x, qw):
     _check(x, qw, 32)
     if qw.size == 0:
         return quantize_q4_1(x)
-    return _legacy_imatrix(x, qw, _I15, _I20)
+    return _legacy_imatrix(x, qw, _I15, np.int64(Q4_1_BYTES))
 
 
 @njit(**_JIT)
@@ -843,16 +846,15 @@ def quantize_q5_1_imatrix(x, qw):
     _check(x, qw, 32)
     if qw.size == 0:
         return quantize_q5_1(x)
-    return _legacy_imatrix(x, qw, _I31, _I24)
+    return _legacy_imatrix(x, qw, _I31, np.int64(Q5_1_BYTES))
 
 
 # name -> (quantize, dequantize, block size, block bytes)
 KERNELS = {
-    "Q2_K": (quantize_q2_k, dequantize_q2_k, QK_K, 84),
-    "Q4_K": (quantize_q4_k, dequantize_q4_k, QK_K, 144),
-    "Q5_K": (quantize_q5_k, dequantize_q5_k, QK_K, 176),
+    "Q2_K": (quantize_q2_k, dequantize_q2_k, QK_K, Q2_K_BYTES),
+    "Q4_K": (quantize_q4_k, dequantize_q4_k, QK_K, Q4_K_BYTES),
+    "Q5_K": (quantize_q5_k, dequantize_q5_k, QK_K, Q5_K_BYTES),
 }
 IMATRIX_LEGACY = {"Q4_1": quantize_q4_1_imatrix, "Q5_1": quantize_q5_1_imatrix}
 
-# block bytes from the structs: Q2_K 16+64+2+2, Q4_K 2+2+12+128, Q5_K 2+2+12+32+128
-assert (16 + 64 + 2 + 2, 2 + 2 + 12 + 128, 2 + 2 + 12 + 32 + 128) == (84, 144, 176)
+# block bytes: kernels/ggml_types.py (the structs' fields, checked there)

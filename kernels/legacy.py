@@ -50,6 +50,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from workbench.kernels.ggml_types import layout
+
 QK = 32  # every legacy type: 32 weights per block
 
 # ------------------------------------------------------------------------------ layout table
@@ -62,81 +64,17 @@ QK = 32  # every legacy type: 32 weights per block
 #   typedef struct { ggml_half d; ggml_half m; uint8_t qh[4]; uint8_t qs[QK5_1/2]; } block_q5_1;  // 24
 #   typedef struct { ggml_half d;              int8_t  qs[QK8_0];   } block_q8_0;  // 2+32    = 34
 #
-# name -> (block size, block bytes, ((field, byte offset, bytes), ...))
-LAYOUT = {
-    "Q4_0": (QK, 18, (("d", 0, 2), ("qs", 2, 16))),
-    "Q4_1": (QK, 20, (("d", 0, 2), ("m", 2, 2), ("qs", 4, 16))),
-    "Q5_0": (QK, 22, (("d", 0, 2), ("qh", 2, 4), ("qs", 6, 16))),
-    "Q5_1": (QK, 24, (("d", 0, 2), ("m", 2, 2), ("qh", 4, 4), ("qs", 8, 16))),
-    "Q8_0": (QK, 34, (("d", 0, 2), ("qs", 2, 32))),
-}
-BITS_PER_WEIGHT = {"Q4_0": 4.5, "Q4_1": 5.0, "Q5_0": 5.5, "Q5_1": 6.0, "Q8_0": 8.5}
-
-# static_assert(sizeof(block_*) == ...): fields tile the block exactly, and the bpw is right.
-for _name, (_qk, _nbytes, _fields) in LAYOUT.items():
-    _pos = 0
-    for _f, _off, _n in _fields:
-        assert _off == _pos, f"{_name}.{_f}: padding/overlap"
-        _pos += _n
-    assert _pos == _nbytes, f"wrong {_name} block size/padding"
-    assert _nbytes * 8 / _qk == BITS_PER_WEIGHT[_name], _name
-assert 2 + QK // 2 == 18 and 2 + 2 + QK // 2 == 20 and 2 + 4 + QK // 2 == 22
-assert 2 + 2 + 4 + QK // 2 == 24 and 2 + QK == 34
+# name -> (block size, block bytes, ((field, byte offset, bytes), ...)), from the one table
+# (kernels/ggml_types.py); the kernels below take their sizes from it.
+LAYOUT = {n: layout(n) for n in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0")}
+Q4_0_BYTES, Q4_1_BYTES, Q5_0_BYTES, Q5_1_BYTES, Q8_0_BYTES = (LAYOUT[n][1] for n in LAYOUT)
+assert all(LAYOUT[n][0] == QK for n in LAYOUT)
 
 
 # ------------------------------------------------------------------------------ fp16 bits
-# Private for now (kernels/scales.py grows public ones; to be merged).
-@njit(cache=True, nogil=True, inline="always")
-def _f32_to_f16_bits(f):
-    """IEEE binary16 bits of float32 ``f``, exactly as numpy's ``astype(np.float16)``."""
-    b = np.int64(np.float32(f).view(np.uint32))
-    sign = (b >> 16) & 0x8000
-    a = b & 0x7FFFFFFF
-    if a >= 0x7F800000:                      # inf / NaN (numpy keeps the top payload bits)
-        if a == 0x7F800000:
-            return sign | 0x7C00
-        h = 0x7C00 + ((a & 0x7FFFFF) >> 13)
-        if h == 0x7C00:
-            h += 1                           # payload only in the low bits: stay a NaN
-        return sign | h
-    if a >= 0x477FF000:                      # >= 65520 rounds (ties-to-even) to inf
-        return sign | 0x7C00
-    if a >= 0x38800000:                      # normal half: rebias, round to nearest even
-        return sign | ((a - 0x38000000 + 0xFFF + ((a >> 13) & 1)) >> 13)
-    if a <= 0x33000000:                      # <= 2^-25 (the tie goes to even = 0)
-        return sign
-    e = a >> 23                              # subnormal half: value = mant * 2^(e-150)
-    mant = (a & 0x7FFFFF) | 0x800000
-    shift = 126 - e                          # 14..24: units of 2^-24
-    q = mant >> shift
-    rem = mant & ((1 << shift) - 1)
-    half = 1 << (shift - 1)
-    if rem > half or (rem == half and (q & 1) == 1):
-        q += 1
-    return sign | q
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _f16_bits_to_f32(h):
-    """float32 value of binary16 bits ``h``, exactly as numpy's ``astype(np.float32)``."""
-    h = np.int64(h)
-    sign = (h & 0x8000) << 16
-    e = (h >> 10) & 0x1F
-    m = h & 0x3FF
-    if e == 0x1F:
-        bits = sign | 0x7F800000 | (m << 13)  # inf / NaN, payload kept (not quieted)
-    elif e == 0:
-        if m == 0:
-            bits = sign
-        else:                                # subnormal: normalize
-            e2 = 113
-            while (m & 0x400) == 0:
-                m <<= 1
-                e2 -= 1
-            bits = sign | (e2 << 23) | ((m & 0x3FF) << 13)
-    else:
-        bits = sign | ((e + 112) << 23) | (m << 13)
-    return np.uint32(bits).view(np.float32)
+# The one float32 <-> binary16 converter (numpy's astype, bit for bit): kernels/half.py.
+from workbench.kernels.half import f16_bits_to_f32 as _f16_bits_to_f32  # noqa: E402
+from workbench.kernels.half import f32_to_f16_bits as _f32_to_f16_bits  # noqa: E402
 
 
 # ------------------------------------------------------------------------------ allocation
@@ -329,13 +267,13 @@ def quantize_q4_0(x):
     nb = cols // QK
     qk = _opaque_qk(cols, nb)
     hk = qk // 2
-    out = _empty_u8(rows, nb * 18)
+    out = _empty_u8(rows, nb * Q4_0_BYTES)
     for r in range(rows):
         xr = x[r]
         orow = out[r]
         for b in range(nb):
             s = b * QK
-            o = b * 18
+            o = b * Q4_0_BYTES
             d = _signed_absmax(xr, s) / np.float32(-8.0)
             idd = _inv(d)
             _put_half(orow, o, d)
@@ -349,7 +287,7 @@ def quantize_q4_0(x):
 @njit(cache=True, nogil=True)
 def dequantize_q4_0(packed, cols):
     rows = packed.shape[0]
-    if cols % QK != 0 or packed.shape[1] != cols // QK * 18:
+    if cols % QK != 0 or packed.shape[1] != cols // QK * Q4_0_BYTES:
         raise ValueError("Q4_0: packed row size does not match cols")
     nb = cols // QK
     qk = _opaque_qk(cols, nb)
@@ -360,7 +298,7 @@ def dequantize_q4_0(packed, cols):
         yr = y[r]
         for b in range(nb):
             s = b * QK
-            o = b * 18
+            o = b * Q4_0_BYTES
             d = _get_half(pr, o)
             for j in range(hk):
                 yr[s + j] = d * np.float32(np.int32(pr[o + 2 + j] & np.uint8(0xF)) - np.int32(8))
@@ -378,13 +316,13 @@ def quantize_q4_1(x):
     nb = cols // QK
     qk = _opaque_qk(cols, nb)
     hk = qk // 2
-    out = _empty_u8(rows, nb * 20)
+    out = _empty_u8(rows, nb * Q4_1_BYTES)
     for r in range(rows):
         xr = x[r]
         orow = out[r]
         for b in range(nb):
             s = b * QK
-            o = b * 20
+            o = b * Q4_1_BYTES
             mn, mx = _min_max(xr, s)
             d = (mx - mn) / np.float32(15.0)
             idd = _inv(d)
@@ -400,7 +338,7 @@ def quantize_q4_1(x):
 @njit(cache=True, nogil=True)
 def dequantize_q4_1(packed, cols):
     rows = packed.shape[0]
-    if cols % QK != 0 or packed.shape[1] != cols // QK * 20:
+    if cols % QK != 0 or packed.shape[1] != cols // QK * Q4_1_BYTES:
         raise ValueError("Q4_1: packed row size does not match cols")
     nb = cols // QK
     qk = _opaque_qk(cols, nb)
@@ -411,7 +349,7 @@ def dequantize_q4_1(packed, cols):
         yr = y[r]
         for b in range(nb):
             s = b * QK
-            o = b * 20
+            o = b * Q4_1_BYTES
             d = _get_half(pr, o)
             m = _get_half(pr, o + 2)
             for j in range(hk):
@@ -444,13 +382,13 @@ def quantize_q5_0(x):
     nb = cols // QK
     qk = _opaque_qk(cols, nb)
     hk = qk // 2
-    out = _empty_u8(rows, nb * 22)
+    out = _empty_u8(rows, nb * Q5_0_BYTES)
     for r in range(rows):
         xr = x[r]
         orow = out[r]
         for b in range(nb):
             s = b * QK
-            o = b * 22
+            o = b * Q5_0_BYTES
             d = _signed_absmax(xr, s) / np.float32(-16.0)
             idd = _inv(d)
             _put_half(orow, o, d)
@@ -467,7 +405,7 @@ def quantize_q5_0(x):
 @njit(cache=True, nogil=True)
 def dequantize_q5_0(packed, cols):
     rows = packed.shape[0]
-    if cols % QK != 0 or packed.shape[1] != cols // QK * 22:
+    if cols % QK != 0 or packed.shape[1] != cols // QK * Q5_0_BYTES:
         raise ValueError("Q5_0: packed row size does not match cols")
     nb = cols // QK
     qk = _opaque_qk(cols, nb)
@@ -478,7 +416,7 @@ def dequantize_q5_0(packed, cols):
         yr = y[r]
         for b in range(nb):
             s = b * QK
-            o = b * 22
+            o = b * Q5_0_BYTES
             d = _get_half(pr, o)
             qh = _get_u32(pr, o + 2)
             for j in range(hk):
@@ -499,13 +437,13 @@ def quantize_q5_1(x):
     nb = cols // QK
     qk = _opaque_qk(cols, nb)
     hk = qk // 2
-    out = _empty_u8(rows, nb * 24)
+    out = _empty_u8(rows, nb * Q5_1_BYTES)
     for r in range(rows):
         xr = x[r]
         orow = out[r]
         for b in range(nb):
             s = b * QK
-            o = b * 24
+            o = b * Q5_1_BYTES
             mn, mx = _min_max(xr, s)
             d = (mx - mn) / np.float32(31.0)
             idd = _inv(d)
@@ -524,7 +462,7 @@ def quantize_q5_1(x):
 @njit(cache=True, nogil=True)
 def dequantize_q5_1(packed, cols):
     rows = packed.shape[0]
-    if cols % QK != 0 or packed.shape[1] != cols // QK * 24:
+    if cols % QK != 0 or packed.shape[1] != cols // QK * Q5_1_BYTES:
         raise ValueError("Q5_1: packed row size does not match cols")
     nb = cols // QK
     qk = _opaque_qk(cols, nb)
@@ -535,7 +473,7 @@ def dequantize_q5_1(packed, cols):
         yr = y[r]
         for b in range(nb):
             s = b * QK
-            o = b * 24
+            o = b * Q5_1_BYTES
             d = _get_half(pr, o)
             m = _get_half(pr, o + 2)
             qh = _get_u32(pr, o + 4)
@@ -567,13 +505,13 @@ def quantize_q8_0(x):
         raise ValueError("Q8_0: row length must be a multiple of 32")
     nb = cols // QK
     qk = _opaque_qk(cols, nb)
-    out = _empty_u8(rows, nb * 34)
+    out = _empty_u8(rows, nb * Q8_0_BYTES)
     for r in range(rows):
         xr = x[r]
         orow = out[r]
         for b in range(nb):
             s = b * QK
-            o = b * 34
+            o = b * Q8_0_BYTES
             d = _absmax(xr, s) / np.float32(127.0)
             idd = _inv(d)
             _put_half(orow, o, d)
@@ -585,7 +523,7 @@ def quantize_q8_0(x):
 @njit(cache=True, nogil=True)
 def dequantize_q8_0(packed, cols):
     rows = packed.shape[0]
-    if cols % QK != 0 or packed.shape[1] != cols // QK * 34:
+    if cols % QK != 0 or packed.shape[1] != cols // QK * Q8_0_BYTES:
         raise ValueError("Q8_0: packed row size does not match cols")
     nb = cols // QK
     qk = _opaque_qk(cols, nb)
@@ -595,7 +533,7 @@ def dequantize_q8_0(packed, cols):
         yr = y[r]
         for b in range(nb):
             s = b * QK
-            o = b * 34
+            o = b * Q8_0_BYTES
             d = _get_half(pr, o)
             for j in range(qk):
                 yr[s + j] = np.float32(np.int8(pr[o + 2 + j])) * d
@@ -604,11 +542,9 @@ def dequantize_q8_0(packed, cols):
 
 # name -> (quantize, dequantize, block size, block bytes)
 LEGACY = {
-    "Q4_0": (quantize_q4_0, dequantize_q4_0, QK, 18),
-    "Q4_1": (quantize_q4_1, dequantize_q4_1, QK, 20),
-    "Q5_0": (quantize_q5_0, dequantize_q5_0, QK, 22),
-    "Q5_1": (quantize_q5_1, dequantize_q5_1, QK, 24),
-    "Q8_0": (quantize_q8_0, dequantize_q8_0, QK, 34),
+    "Q4_0": (quantize_q4_0, dequantize_q4_0, *LAYOUT["Q4_0"][:2]),
+    "Q4_1": (quantize_q4_1, dequantize_q4_1, *LAYOUT["Q4_1"][:2]),
+    "Q5_0": (quantize_q5_0, dequantize_q5_0, *LAYOUT["Q5_0"][:2]),
+    "Q5_1": (quantize_q5_1, dequantize_q5_1, *LAYOUT["Q5_1"][:2]),
+    "Q8_0": (quantize_q8_0, dequantize_q8_0, *LAYOUT["Q8_0"][:2]),
 }
-for _name, (_q, _dq, _qk, _nbytes) in LEGACY.items():
-    assert (_qk, _nbytes) == LAYOUT[_name][:2], _name

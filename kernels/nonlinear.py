@@ -82,6 +82,7 @@ import numpy as np
 from numba import njit
 
 from .ggml_common import ggml_fp16_bits as _ggml_f16_bits
+from .ggml_types import QK_K, layout
 from .ggml_common import nearest_int as _nearest_int
 from .legacy import _empty_f32, _empty_u8, _f16_bits_to_f32
 
@@ -99,26 +100,15 @@ F32 = np.float32
 #   typedef struct { uint8_t d[4]; uint8_t qs[32]; } block_nvfp4;                       // 36
 #     (sub-block s of 4 holds weights 16s..16s+15 in qs[8s..8s+7], j low / j+8 high nibble)
 QK4_NL = 32
-QK_K = 256
 QK_MXFP4 = 32
 QK_NVFP4 = 64
 QK_NVFP4_SUB = 16
 
-# name -> (block size, block bytes, ((field, byte offset, bytes), ...))
-LAYOUT = {
-    "IQ4_NL": (QK4_NL, 18, (("d", 0, 2), ("qs", 2, 16))),
-    "IQ4_XS": (QK_K, 136, (("d", 0, 2), ("scales_h", 2, 2), ("scales_l", 4, 4), ("qs", 8, 128))),
-    "MXFP4": (QK_MXFP4, 17, (("e", 0, 1), ("qs", 1, 16))),
-    "NVFP4": (QK_NVFP4, 36, (("d", 0, 4), ("qs", 4, 32))),
-}
-BITS_PER_WEIGHT = {"IQ4_NL": 4.5, "IQ4_XS": 4.25, "MXFP4": 4.25, "NVFP4": 4.5}
-
-for _name, (_qk, _nbytes, _fields) in LAYOUT.items():     # static_assert(sizeof(block_*) == ...)
-    _pos = 0
-    for _f, _off, _n in _fields:
-        assert _off == _pos, f"{_name}.{_f}: padding/overlap"
-        _pos += _n
-    assert _pos == _nbytes and _nbytes * 8 / _qk == BITS_PER_WEIGHT[_name], _name
+# name -> (block size, block bytes, ((field, byte offset, bytes), ...)), from the one table
+LAYOUT = {n: layout(n) for n in ("IQ4_NL", "IQ4_XS", "MXFP4", "NVFP4")}
+IQ4_NL_BYTES, IQ4_XS_BYTES, MXFP4_BYTES, NVFP4_BYTES = (LAYOUT[n][1] for n in LAYOUT)
+assert (LAYOUT["IQ4_NL"][0], LAYOUT["IQ4_XS"][0], LAYOUT["MXFP4"][0], LAYOUT["NVFP4"][0]) == (
+    QK4_NL, QK_K, QK_MXFP4, QK_NVFP4)
 
 # ------------------------------------------------------------------------------ tables
 KVALUES_IQ4NL = np.array([-127, -104, -83, -65, -49, -35, -22, -10,
@@ -400,7 +390,7 @@ def quantize_iq4_nl(x, qw):
     qw = qw.astype(np.float32)            # a float64 imatrix would change the rounding
     nb = cols // QK4_NL
     n = _opaque(cols, nb, QK4_NL)
-    out = _empty_u8(rows, nb * 18)
+    out = _empty_u8(rows, nb * IQ4_NL_BYTES)
     nt = _opaque(cols, cols // NTRIAL, NTRIAL)
     w = np.empty(QK4_NL, dtype=np.float32)
     ids = np.empty(NTRIAL, dtype=np.float32)
@@ -411,7 +401,7 @@ def quantize_iq4_nl(x, qw):
         orow = out[r]
         for b in range(nb):
             s = b * QK4_NL
-            o = b * 18
+            o = b * IQ4_NL_BYTES
             # sigma2 = 2*sum(x^2)/32 over the (one-block) super-block
             sigma2 = _sum_sq(xr, s, n) * F32(0.0625)
             _iq4_weights(xr, s, qw, use_qw, sigma2, w, n)
@@ -427,7 +417,7 @@ def quantize_iq4_nl(x, qw):
 @njit(cache=True, nogil=True)
 def dequantize_iq4_nl(packed, cols):
     rows = packed.shape[0]
-    if cols % QK4_NL != 0 or packed.shape[1] != cols // QK4_NL * 18:
+    if cols % QK4_NL != 0 or packed.shape[1] != cols // QK4_NL * IQ4_NL_BYTES:
         raise ValueError("IQ4_NL: packed row size does not match cols")
     nb = cols // QK4_NL
     hk = _opaque(cols, nb, QK4_NL) // 2
@@ -437,7 +427,7 @@ def dequantize_iq4_nl(packed, cols):
         yr = y[r]
         for b in range(nb):
             s = b * QK4_NL
-            o = b * 18
+            o = b * IQ4_NL_BYTES
             d = _f16_bits_to_f32(np.int64(pr[o]) | (np.int64(pr[o + 1]) << 8))
             for j in range(hk):
                 yr[s + j] = d * _IQ4_VAL[pr[o + 2 + j] & 0xF]
@@ -458,7 +448,7 @@ def quantize_iq4_xs(x, qw):
     qw = qw.astype(np.float32)            # a float64 imatrix would change the rounding
     nsb = cols // QK_K
     n = _opaque(cols, cols // 32, 32)
-    out = _empty_u8(rows, nsb * 136)
+    out = _empty_u8(rows, nsb * IQ4_XS_BYTES)
     nt = _opaque(cols, cols // NTRIAL, NTRIAL)
     w = np.empty(32, dtype=np.float32)
     ids = np.empty(NTRIAL, dtype=np.float32)
@@ -470,7 +460,7 @@ def quantize_iq4_xs(x, qw):
         orow = out[r]
         for ibl in range(nsb):
             s0 = ibl * QK_K
-            o = ibl * 136
+            o = ibl * IQ4_XS_BYTES
             sigma2 = _sum_sq(xr, s0, QK_K) * F32(0.0078125)      # 2/256
             max_scale = F32(0.0)
             amax_scale = F32(0.0)
@@ -509,7 +499,7 @@ def quantize_iq4_xs(x, qw):
 @njit(cache=True, nogil=True)
 def dequantize_iq4_xs(packed, cols):
     rows = packed.shape[0]
-    if cols % QK_K != 0 or packed.shape[1] != cols // QK_K * 136:
+    if cols % QK_K != 0 or packed.shape[1] != cols // QK_K * IQ4_XS_BYTES:
         raise ValueError("IQ4_XS: packed row size does not match cols")
     nsb = cols // QK_K
     hk = _opaque(cols, cols // 32, 32) // 2
@@ -518,7 +508,7 @@ def dequantize_iq4_xs(packed, cols):
         pr = packed[r]
         yr = y[r]
         for ibl in range(nsb):
-            o = ibl * 136
+            o = ibl * IQ4_XS_BYTES
             d = _f16_bits_to_f32(np.int64(pr[o]) | (np.int64(pr[o + 1]) << 8))
             sh = np.int64(pr[o + 2]) | (np.int64(pr[o + 3]) << 8)
             for ib in range(8):
@@ -579,13 +569,13 @@ def quantize_mxfp4(x, qw):
         raise ValueError("MXFP4: row length must be a multiple of 32")
     nb = cols // QK_MXFP4
     n = _opaque(cols, nb, QK_MXFP4)
-    out = _empty_u8(rows, nb * 17)
+    out = _empty_u8(rows, nb * MXFP4_BYTES)
     for r in range(rows):
         xr = x[r]
         orow = out[r]
         for b in range(nb):
             s = b * QK_MXFP4
-            o = b * 17
+            o = b * MXFP4_BYTES
             e = _mxfp4_e(_absmax_seq(xr, s, n))
             orow[o] = np.uint8(e)
             _fp4_pack(xr, s, _E8M0_HALF[e], orow, o + 1, n // 2)
@@ -595,7 +585,7 @@ def quantize_mxfp4(x, qw):
 @njit(cache=True, nogil=True)
 def dequantize_mxfp4(packed, cols):
     rows = packed.shape[0]
-    if cols % QK_MXFP4 != 0 or packed.shape[1] != cols // QK_MXFP4 * 17:
+    if cols % QK_MXFP4 != 0 or packed.shape[1] != cols // QK_MXFP4 * MXFP4_BYTES:
         raise ValueError("MXFP4: packed row size does not match cols")
     nb = cols // QK_MXFP4
     hk = _opaque(cols, nb, QK_MXFP4) // 2
@@ -605,7 +595,7 @@ def dequantize_mxfp4(packed, cols):
         yr = y[r]
         for b in range(nb):
             s = b * QK_MXFP4
-            o = b * 17
+            o = b * MXFP4_BYTES
             d = _E8M0_HALF[pr[o]]
             for j in range(hk):
                 yr[s + j] = d * _FP4_VAL[pr[o + 1 + j] & 0xF]
@@ -622,12 +612,12 @@ def quantize_nvfp4(x, qw):
         raise ValueError("NVFP4: row length must be a multiple of 64")
     nb = cols // QK_NVFP4
     n = _opaque(cols, cols // QK_NVFP4_SUB, QK_NVFP4_SUB)
-    out = _empty_u8(rows, nb * 36)
+    out = _empty_u8(rows, nb * NVFP4_BYTES)
     for r in range(rows):
         xr = x[r]
         orow = out[r]
         for b in range(nb):
-            o = b * 36
+            o = b * NVFP4_BYTES
             for sb in range(4):
                 s = b * QK_NVFP4 + sb * QK_NVFP4_SUB
                 ue = _fp32_to_ue4m3(_absmax_seq(xr, s, n) / F32(6.0))
@@ -639,7 +629,7 @@ def quantize_nvfp4(x, qw):
 @njit(cache=True, nogil=True)
 def dequantize_nvfp4(packed, cols):
     rows = packed.shape[0]
-    if cols % QK_NVFP4 != 0 or packed.shape[1] != cols // QK_NVFP4 * 36:
+    if cols % QK_NVFP4 != 0 or packed.shape[1] != cols // QK_NVFP4 * NVFP4_BYTES:
         raise ValueError("NVFP4: packed row size does not match cols")
     nb = cols // QK_NVFP4
     hk = _opaque(cols, cols // QK_NVFP4_SUB, QK_NVFP4_SUB) // 2
@@ -648,7 +638,7 @@ def dequantize_nvfp4(packed, cols):
         pr = packed[r]
         yr = y[r]
         for b in range(nb):
-            o = b * 36
+            o = b * NVFP4_BYTES
             for sb in range(4):
                 d = _UE4M3[pr[o + sb]]
                 s = b * QK_NVFP4 + sb * QK_NVFP4_SUB
@@ -662,8 +652,8 @@ def dequantize_nvfp4(packed, cols):
 
 # ------------------------------------------------------------------------------ registry
 KERNELS = {  # name -> (quantize(x, qw), dequantize(packed, cols), block weights, block bytes)
-    "IQ4_NL": (quantize_iq4_nl, dequantize_iq4_nl, QK4_NL, 18),
-    "IQ4_XS": (quantize_iq4_xs, dequantize_iq4_xs, QK_K, 136),
-    "MXFP4": (quantize_mxfp4, dequantize_mxfp4, QK_MXFP4, 17),
-    "NVFP4": (quantize_nvfp4, dequantize_nvfp4, QK_NVFP4, 36),
+    "IQ4_NL": (quantize_iq4_nl, dequantize_iq4_nl, QK4_NL, IQ4_NL_BYTES),
+    "IQ4_XS": (quantize_iq4_xs, dequantize_iq4_xs, QK_K, IQ4_XS_BYTES),
+    "MXFP4": (quantize_mxfp4, dequantize_mxfp4, QK_MXFP4, MXFP4_BYTES),
+    "NVFP4": (quantize_nvfp4, dequantize_nvfp4, QK_NVFP4, NVFP4_BYTES),
 }

@@ -24,6 +24,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from workbench.kernels import half
+
 # the table of encodings lives in a Numba-free module; re-exported here for the kernels
 from workbench.kernels.encodings import (BF16, E4M3, E5M2, E8M0, ENCODINGS, F16, F32,  # noqa: F401
                                          ScaleEncoding)
@@ -99,12 +101,15 @@ def _from_small(c, ebits, mbits, bias, top, nan, ieee):
 
 @njit(cache=True, nogil=True)
 def f32_to_f16_bits(x):
-    return _to_small(x, *_F16)
+    """binary16 bits (``kernels.half``, numpy's rounding), a NaN as the canonical quiet NaN."""
+    if x != x:
+        return np.uint32(((_bits(x) >> 16) & 0x8000) | _F16[4])
+    return np.uint32(half.f32_to_f16_bits(x))
 
 
 @njit(cache=True, nogil=True)
 def f16_bits_to_f32(h):
-    return _from_small(h, *_F16)
+    return half.f16_bits_to_f32(np.int64(h) & 0xFFFF)
 
 
 @njit(cache=True, nogil=True)

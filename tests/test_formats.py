@@ -57,7 +57,12 @@ def test_llama_cpp_bpw_table():
 def test_default_grid_size_and_uniqueness():
     grid = default_grid()
     names = [f.name for f in grid]
-    assert len(names) == len(set(names)) == 7 * 5 * 2 * 4 + 7 * 2 * 2 * 3 * 2 + 14
+    assert len(names) == len(set(names)) == 7 * 5 * 2 * 4 + 7 * 2 * 2 * 3 * 2 + 14 + 15 == 477
+    assert {f.family for f in grid} == {"uniform", "ggml", "codebook", "iqk"}
+    assert {f.name for f in grid if f.family in ("codebook", "iqk")} == {
+        "NF4b64_f32", "NF4b64_dq", "FP4b64_f32", "FP4b64_dq", "AF4b64_f32", "AF4b256_f32", "E2M1b32_e8m0",
+        "E2M3b32_e8m0", "E3M2b32_e8m0", "E4M3b32_e8m0", "E5M2b32_e8m0", "INT8b32_e8m0", "E2M1b16_e4m3",
+        "IQ4_KS", "IQ4_KSS"}
     assert resolve("default,Q4_0") == grid  # duplicates collapse
 
 
@@ -66,7 +71,7 @@ def test_closed_form_bpw_equals_packed_bytes_for_every_grid_format(shape):
     """bpw from the layout formula == bpw from the bytes the kernel really writes (pad included)."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal(shape).astype(np.float32) * 0.02
-    for spec in resolve("default,scales,small,iqk"):
+    for spec in resolve("default,scales,small,iqk,searches,codebook-norms"):
         if spec.applies_to(shape):
             continue
         packed = codec_for(spec).quantize(x)
@@ -75,7 +80,8 @@ def test_closed_form_bpw_equals_packed_bytes_for_every_grid_format(shape):
         native = spec.plan(shape)[0] == spec.name           # not a fallback type's bytes
         if native and spec.family == "iqk":                 # + one f32 scale per row
             assert spec.bpw(shape) == spec.bpw() + 32 / shape[1], spec.name
-        elif native and spec.row_tail(shape[1]) == 0 and not spec.uses_normalizer:
+        elif (native and spec.row_tail(shape[1]) == 0 and spec.header_bytes == 0
+              and not (spec.family == "codebook" and spec.double)):   # bnb dq: an f32 per 256 blocks
             assert spec.bpw(shape) == spec.bpw(), spec.name
         if not native:
             assert spec.row_tail(shape[1]) == 0             # the fallback type's rows are whole
@@ -96,3 +102,13 @@ def test_scales_grid_has_every_encoding_on_the_default_shapes():
         assert len(single) == 70 and len(double) == 84, (enc, norm)
     assert sum(n.endswith("_nonorm") for n in names) == 2 * (70 + 84)
     assert [f.name for f in resolve("scales")] == names and GRIDS["scales"] is scales_grid
+
+
+def test_searches_and_norms_grids():
+    from workbench.formats import GRIDS
+    g = GRIDS["searches"]()
+    assert len(g) == len({f.name for f in g}) == 140 and all(parse(f.name) == f for f in g)
+    assert {f.search for f in g} == {"rmse", "hqq"} and not any(f.symmetric for f in g)
+    n = GRIDS["codebook-norms"]()
+    assert len(n) == len({f.name for f in n}) == 130 and all(parse(f.name) == f for f in n)
+    assert {f.search for f in n} == {"smax", "minmax", "hqq"}

@@ -59,70 +59,8 @@ DEFAULT_SCALE = "f16"
 OPTION_ORDER = ("rmse", "hqq", "naive", "nonorm")
 
 
-@dataclass(frozen=True)
-class GgmlType:
-    """A llama.cpp block type: block size and block bytes, as in ggml-common.h."""
-    name: str
-    block: int
-    block_bytes: int
-    bits: int          # element code bits
-    symmetric: bool
-    scale: str         # encoding of the (super-)block scale
-    fallback: str | None = None   # llama-quantize's type for rows the block does not divide
-    uses_imatrix: bool = True     # False: quantize_<type> ignores quant_weights
-    kind: str = "legacy"          # legacy | k-quant | non-linear | fp4 | float
-    # Scale granularity as users know it (the store's block / scale_dtype / super_block_weights /
-    # super_scale_dtype): weights per scale and the scale's encoding; a two-level type's
-    # sub-block scales are integer codes ("int6": 6 bits) of a super-block scale in
-    # super_scale. 0 / None: the block itself (one scale per block, no super-scale).
-    scale_block: int = 0
-    scale_dtype: str | None = None
-    super_scale: str | None = None
-
-    @property
-    def weights_per_scale(self) -> int:
-        return self.scale_block or self.block
-
-    @property
-    def scale_encoding(self) -> str:
-        return self.scale_dtype or self.scale
-
-    @property
-    def bpw(self) -> float:
-        return self.block_bytes * 8 / self.block
-
-
-# (block, bytes) as the byte arithmetic of each struct in ggml-common.h; fallback as
-# llama.cpp's tensor_type_fallback (src/llama-quant.cpp): a row that the block does not divide
-# is quantized with the fallback type, and with F16 if that does not divide it either; a
-# 64-block type (NVFP4) has no fallback: llama-quantize stops with an error.
-GGML_TYPES = {t.name: t for t in (
-    GgmlType("Q4_0", 32, 2 + 16, 4, True, "f16"),
-    GgmlType("Q4_1", 32, 2 + 2 + 16, 4, False, "f16"),
-    GgmlType("Q5_0", 32, 2 + 4 + 16, 5, True, "f16"),
-    GgmlType("Q5_1", 32, 2 + 2 + 4 + 16, 5, False, "f16"),
-    GgmlType("Q8_0", 32, 2 + 32, 8, True, "f16", uses_imatrix=False),
-    # k-quants: super-block of 256 = 16 blocks of 16 (Q2_K, Q3_K, Q6_K) or 8 of 32 (Q4_K, Q5_K)
-    GgmlType("Q2_K", 256, 16 + 64 + 2 + 2, 2, False, "f16", "Q4_0", kind="k-quant",
-             scale_block=16, scale_dtype="int4", super_scale="f16"),
-    GgmlType("Q3_K", 256, 32 + 64 + 12 + 2, 3, True, "f16", "Q4_0", kind="k-quant",
-             scale_block=16, scale_dtype="int6", super_scale="f16"),
-    GgmlType("Q4_K", 256, 2 + 2 + 12 + 128, 4, False, "f16", "Q5_0", kind="k-quant",
-             scale_block=32, scale_dtype="int6", super_scale="f16"),
-    GgmlType("Q5_K", 256, 2 + 2 + 12 + 32 + 128, 5, False, "f16", "Q5_1", kind="k-quant",
-             scale_block=32, scale_dtype="int6", super_scale="f16"),
-    GgmlType("Q6_K", 256, 128 + 64 + 16 + 2, 6, True, "f16", "Q8_0", kind="k-quant",
-             scale_block=16, scale_dtype="int8", super_scale="f16"),
-    GgmlType("IQ4_NL", 32, 2 + 16, 4, True, "f16", kind="non-linear"),
-    GgmlType("IQ4_XS", 256, 2 + 2 + 4 + 128, 4, True, "f16", "IQ4_NL", kind="non-linear",
-             scale_block=32, scale_dtype="int6", super_scale="f16"),
-    GgmlType("MXFP4", 32, 1 + 16, 4, True, "e8m0", uses_imatrix=False, kind="fp4"),
-    GgmlType("NVFP4", 64, 4 + 32, 4, True, "ue4m3", uses_imatrix=False, kind="fp4", scale_block=16),
-)}
-assert [t.block_bytes for t in GGML_TYPES.values()] == [18, 20, 22, 24, 34, 84, 110, 144, 176, 210,
-                                                        18, 136, 17, 36]
-# Only reached as a fallback (llama-quantize writes F16 when no block type fits a row).
-F16 = GgmlType("F16", 1, 2, 16, True, "f16", uses_imatrix=False, kind="float")
+# llama.cpp's types: the one table (structs, sizes, fallbacks, imatrix use, scale granularity)
+from workbench.kernels.ggml_types import F16, GGML_TYPES, GgmlType  # noqa: E402,F401
 
 
 def ggml_plan(type_name: str, cols: int) -> tuple[str | None, str | None]:
@@ -459,6 +397,10 @@ def default_grid() -> list[FormatSpec]:
     single: bits 2–8 × blocks 16–256 × s/a × f16/bf16/e4m3/e8m0            (280)
     double: bits 2–8 × s/a × 8×8/16×16 × super bits 4/6/8 (symmetric) × f16/e4m3 (168)
     ggml:   Q4_0 Q4_1 Q5_0 Q5_1 Q8_0, Q2_K..Q6_K, IQ4_NL IQ4_XS, MXFP4 NVFP4     (14)
+    the well-known non-uniform points (15): bitsandbytes' NF4/FP4 at 64 with and without its
+            double quantization, AF4 at 64 and 256, OCP MXFP4/MXFP6/MXFP8/MXINT8, NVIDIA's
+            NVFP4 with its tensor scale (``families.codebook.WELL_KNOWN``), ik_llama.cpp's
+            IQ4_KS and IQ4_KSS
     """
     out = [FormatSpec("uniform", b, blk, sym, enc)
            for b in GRID_BITS for blk in GRID_BLOCKS for sym in (True, False) for enc in GRID_SCALES]
@@ -466,7 +408,16 @@ def default_grid() -> list[FormatSpec]:
             for b in GRID_BITS for sym in (True, False) for blk, sb in GRID_DOUBLE
             for b2 in GRID_SUPER_BITS for enc in GRID_DOUBLE_SCALES]
     out += [parse(n) for n in GGML_TYPES]
+    from workbench.families import codebook, iqk
+    out += [parse(n) for n in codebook.WELL_KNOWN + tuple(iqk.TYPES)]
     return out
+
+
+def searches_grid() -> list[FormatSpec]:
+    """The scale searches side by side: asymmetric single-level bits 2–8 × blocks 16–256 ×
+    f16/e4m3 × rmse/hqq (140); the default grid holds the same formats with the absmax start."""
+    return [FormatSpec("uniform", b, blk, False, enc, search=search)
+            for b in GRID_BITS for blk in GRID_BLOCKS for enc in GRID_DOUBLE_SCALES for search in ("rmse", "hqq")]
 
 
 def small_grid() -> list[FormatSpec]:
@@ -496,7 +447,7 @@ def scales_grid() -> list[FormatSpec]:
     return out
 
 
-GRIDS = {"default": default_grid, "small": small_grid, "scales": scales_grid,
+GRIDS = {"default": default_grid, "small": small_grid, "scales": scales_grid, "searches": searches_grid,
          "ggml": lambda: [parse(n) for n in GGML_TYPES]}
 
 

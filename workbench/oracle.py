@@ -19,12 +19,11 @@ from functools import lru_cache
 
 import numpy as np
 
-# enum ggml_type (ggml/include/ggml.h); only the types the workbench reproduces.
-GGML_TYPE_IDS = {
-    "Q4_0": 2, "Q4_1": 3, "Q5_0": 6, "Q5_1": 7, "Q8_0": 8,
-    "Q2_K": 10, "Q3_K": 11, "Q4_K": 12, "Q5_K": 13, "Q6_K": 14,
-    "IQ4_NL": 20, "IQ4_XS": 23, "MXFP4": 39, "NVFP4": 40,
-}
+from workbench.kernels.ggml_types import GGML_TYPES
+
+# enum ggml_type (ggml/include/ggml.h), as gguf's GGMLQuantizationType numbers it: the types of
+# the one table (kernels/ggml_types.py).
+GGML_TYPE_IDS = {name: t.type_id for name, t in GGML_TYPES.items()}
 
 MISSING = ("llama.cpp reference not installed: `pip install -e '.[reference]'` builds "
            "llama-cpp-python (libggml-base exports ggml_quantize_chunk)")

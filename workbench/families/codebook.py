@@ -403,5 +403,14 @@ WELL_KNOWN = ("NF4b64_f32", "NF4b64_dq", "FP4b64_f32", "FP4b64_dq", "AF4b64_f32"
               "INT8b32_e8m0", "E2M1b16_e4m3")
 
 
-GRIDS = {"codebooks": codebooks_grid,
+def norms_grid():
+    """The normalizations side by side: every table code × blocks 16–256 × f16/e4m3 ×
+    smax/minmax/hqq (LM4: smax only; 130); ``codebooks`` holds the absmax ones."""
+    from workbench.formats import FormatSpec
+    return [FormatSpec(NAME, 4, blk, True, enc, code=code, search=norm)
+            for code in TABLE_CODES for blk in CODEBOOK_BLOCKS for enc in ("f16", "e4m3")
+            for norm in NORMALIZATIONS if code != "LM4" or norm == "smax"]
+
+
+GRIDS = {"codebooks": codebooks_grid, "codebook-norms": norms_grid,
          "codebook-defaults": lambda: [parse(n) for n in WELL_KNOWN]}
