@@ -36,7 +36,10 @@ def groups() -> list[tuple[str, list[FormatSpec]]]:
             ("codebook MX/NVFP4 element types", [s for s in cb if s.code not in
                                                  ("NF4", "FP4", "AF4", "LM4", "FIT4") and not s.double]),
             ("codebook double quantization (dq)", [s for s in cb if s.double]),
-            ("ik_llama.cpp IQ4_KS/KSS", GRIDS["iqk"]())]
+            ("codebook smax/minmax/hqq normalizations", GRIDS["codebook-norms"]()),
+            ("ik_llama.cpp IQ4_KS/KSS", GRIDS["iqk"]()),
+            ("uniform asymmetric, rmse search", [s for s in GRIDS["searches"]() if s.search == "rmse"]),
+            ("uniform asymmetric, hqq search", [s for s in GRIDS["searches"]() if s.search == "hqq"])]
 
 
 def bench_families(quick: bool = False) -> pd.DataFrame:

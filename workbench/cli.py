@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="a .safetensors/.gguf/.npy/.npz file or a folder of "
                    "safetensors shards (default: the embedded all-MiniLM-L6-v2)")
     p.add_argument("--formats", default=None, help="comma-separated format names and/or grid names "
-                   "(default, small, scales, ggml, codebooks, codebook-defaults, iqk; `workbench formats GRID` "
+                   "(default, small, scales, searches, ggml, codebooks, codebook-defaults, codebook-norms, iqk; `workbench formats GRID` "
                    "lists one); default: the default grid")
     p.add_argument("--tensors", default=None, help="regular expression on tensor names")
     p.add_argument("--workers", type=int, default=None, help="threads (default: every core)")

@@ -44,8 +44,12 @@ def test_pareto_page_renders_and_brushing_fills_the_table(page: Page, server, wa
     expect(page.get_by_text("Hyper-Quantization Workbench").first).to_be_visible()
     caption = page.get_by_text(re.compile(r"Selected formats:"))
     expect(caption).to_contain_text(re.compile(r"none yet.*\(\d+ formats of"), timeout=TIMEOUT_MS)
-    text = caption.inner_text()
-    found = re.search(r"\((\d+) formats of", text)
+    found, text = None, ""
+    for _ in range(100):            # the caption may be re-rendered between two reads
+        text = caption.first.inner_text() if caption.count() else ""
+        if (found := re.search(r"\((\d+) formats of", text)) or "none yet" not in text and text:
+            break
+        page.wait_for_timeout(100)
     assert found, f"the caption changed before any brush: {text!r}"
     total = int(found.group(1))
     rows = page.locator(".tabulator-row")
