@@ -70,6 +70,7 @@ import numpy as np
 from numba import njit
 
 from workbench.kernels import hqq
+from workbench.kernels.bitpack import get_le, msb_end, msb_pull, msb_push, put_le
 
 from workbench.kernels.scales import E8M0, _bits, decode, encode, encode_e8m0_ceil
 
@@ -161,30 +162,15 @@ def tensor_normalizer(x, top, max_finite):
     return np.float32(m / np.float32(top * max_finite))
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _put(out, pos, acc, nacc):
-    """Flush whole bytes of the MSB-first bit accumulator; returns (pos, acc, nacc)."""
-    while nacc >= 8:
-        nacc -= 8
-        out[pos] = (acc >> np.uint64(nacc)) & 0xFF
-        pos += 1
-    acc &= (np.uint64(1) << np.uint64(nacc)) - np.uint64(1)
-    return pos, acc, nacc
-
-
 @njit(cache=True, nogil=True)
 def _codes(row, rcp, d, b0, n, kind, bounds, store, top, width, out, pos):
     """The codes of row[b0:b0+n] times rcp, as an MSB-first bit stream from out[pos]."""
     acc = np.uint64(0)
     nacc = 0
     for j in range(n):
-        acc = (acc << np.uint64(width)) | np.uint64(_element(row[b0 + j], rcp, d, kind, bounds, store, top, width))
-        nacc += width
-        pos, acc, nacc = _put(out, pos, acc, nacc)
-    if nacc:
-        out[pos] = (acc << np.uint64(8 - nacc)) & 0xFF
-        pos += 1
-    return pos
+        code = _element(row[b0 + j], rcp, d, kind, bounds, store, top, width)
+        pos, acc, nacc = msb_push(out, pos, acc, nacc, code, width)
+    return msb_end(out, pos, acc, nacc)
 
 
 @njit(cache=True, nogil=True)
@@ -231,11 +217,7 @@ def _hqq_offset(row, b0, n, r, h, m, levels, bounds):
     return np.float32(-best_z * h)
 
 
-@njit(cache=True, nogil=True)
-def _put_code(out, pos, code, enc_bytes):
-    for k in range(enc_bytes):
-        out[pos + k] = (np.uint32(code) >> np.uint32(8 * k)) & 0xFF
-    return pos + enc_bytes
+_put_code = put_le      # a stored scale: little-endian (kernels.bitpack)
 
 
 @njit(cache=True, nogil=True)
@@ -293,38 +275,23 @@ def _codes_offset(row, rcp, m, b0, n, bounds, store, width, out, pos):
     nacc = 0
     for j in range(n):
         v = min(max(np.float32((row[b0 + j] - m) * rcp), np.float32(-1.0)), np.float32(1.0))
-        acc = (acc << np.uint64(width)) | np.uint64(store[_bucket(bounds, v)])
-        nacc += width
-        pos, acc, nacc = _put(out, pos, acc, nacc)
-    if nacc:
-        out[pos] = (acc << np.uint64(8 - nacc)) & 0xFF
-        pos += 1
-    return pos
+        pos, acc, nacc = msb_push(out, pos, acc, nacc, store[_bucket(bounds, v)], width)
+    return msb_end(out, pos, acc, nacc)
 
 
 @njit(cache=True, nogil=True)
 def _decode_block(packed, pos, n, width, values, d, y, b0):
     acc = np.uint64(0)
     nacc = 0
-    mask = np.uint64((1 << width) - 1)
     for j in range(n):
-        while nacc < width:
-            acc = (acc << np.uint64(8)) | np.uint64(packed[pos])
-            pos += 1
-            nacc += 8
-        nacc -= width
-        c = (acc >> np.uint64(nacc)) & mask
-        acc &= (np.uint64(1) << np.uint64(nacc)) - np.uint64(1)
+        c, pos, acc, nacc = msb_pull(packed, pos, acc, nacc, width)
         y[b0 + j] = values[c] * d
     return pos
 
 
 @njit(cache=True, nogil=True)
 def _get_param(packed, pos, enc, enc_bytes, mode, norm):
-    code = np.uint32(0)
-    for k in range(enc_bytes):
-        code |= np.uint32(packed[pos + k]) << np.uint32(8 * k)
-    d = decode(code, enc)
+    d = decode(get_le(packed, pos, enc_bytes), enc)
     if mode != OCP and mode != RCEIL and enc != E8M0 and norm != np.float32(1.0):
         d = np.float32(d * norm)
     return d

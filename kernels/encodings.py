@@ -30,3 +30,20 @@ ENCODINGS: dict[str, ScaleEncoding] = {e.name: e for e in (
     ScaleEncoding("e5m2", E5M2, 8, True, 57344.0, 2.0**-16, True),
     ScaleEncoding("e8m0", E8M0, 8, False, 2.0**127, 2.0**-127, False),
 )}
+
+
+def param_bytes(enc: ScaleEncoding, symmetric: bool) -> int:
+    """Bytes of one group's stored parameters: the scale in its encoding and, for an asymmetric
+    group, the min in the same encoding — or a uint8 zero-point when the encoding is unsigned
+    (e8m0 cannot hold a signed min). The one statement of this rule: the formats' closed-form
+    sizes and the uniform kernels' ``PARAM_BYTES`` table are built from it."""
+    nbytes = enc.bits // 8
+    if symmetric:
+        return nbytes
+    return nbytes + (nbytes if enc.signed else 1)
+
+
+def packed_bytes(n: int, bits: int) -> int:
+    """Bytes of n codes of ``bits`` each, packed into one bitstream that ends on a byte
+    (``kernels.bitpack``'s packers write exactly this many)."""
+    return -(-n * bits // 8)

@@ -29,6 +29,8 @@ import numpy as np
 from numba import njit
 
 from workbench.kernels import hqq
+from workbench.kernels.bitpack import get_le, pack_lsb, put_le, unpack_lsb
+from workbench.kernels.encodings import param_bytes
 
 from workbench.kernels.metrics import BNL_BLOCK, pack_sums, row_error_sums
 from workbench.kernels.scales import ENCODINGS, E8M0, F32, decode, encode, encode_e8m0_ceil
@@ -37,58 +39,14 @@ _BY_ID = sorted(ENCODINGS.values(), key=lambda e: e.id)
 ENC_BYTES = np.array([e.bits // 8 for e in _BY_ID], dtype=np.int64)
 ENC_SIGNED = np.array([1 if e.signed else 0 for e in _BY_ID], dtype=np.int64)
 ENC_MAX = np.array([e.max_finite for e in _BY_ID], dtype=np.float32)
+# bytes of one group's (scale[, min]) per encoding id: [asymmetric, symmetric] (encodings.param_bytes)
+PARAM_BYTES = np.array([[param_bytes(e, False), param_bytes(e, True)] for e in _BY_ID], dtype=np.int64)
 N_SEARCH = 9                       # candidates is = -9..9, as llama.cpp's make_qx_quants
 ABSMAX, RMSE, HQQ = 0, 1, 2        # scale searches (``formats.SEARCHES`` order)
 
 
-# ------------------------------------------------------------------------------ bit packing
-@njit(cache=True, nogil=True, inline="always")
-def _put_bytes(buf, pos, code, nbytes):
-    for k in range(nbytes):
-        buf[pos + k] = (code >> (8 * k)) & 0xFF
-    return pos + nbytes
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _get_bytes(buf, pos, nbytes):
-    code = np.uint32(0)
-    for k in range(nbytes):
-        code |= np.uint32(buf[pos + k]) << np.uint32(8 * k)
-    return code
-
-
-@njit(cache=True, nogil=True)
-def _pack(codes, n, bits, buf, pos):
-    acc = np.uint64(0)
-    nacc = 0
-    for i in range(n):
-        acc |= np.uint64(codes[i]) << np.uint64(nacc)
-        nacc += bits
-        while nacc >= 8:
-            buf[pos] = np.uint8(acc & np.uint64(0xFF))
-            pos += 1
-            acc >>= np.uint64(8)
-            nacc -= 8
-    if nacc > 0:  # a short tail unit may end mid-byte: its bitstream is padded to a byte
-        buf[pos] = np.uint8(acc & np.uint64(0xFF))
-        pos += 1
-    return pos
-
-
-@njit(cache=True, nogil=True)
-def _unpack(buf, pos, n, bits, codes):
-    acc = np.uint64(0)
-    nacc = 0
-    mask = np.uint64((1 << bits) - 1)
-    for i in range(n):
-        while nacc < bits:
-            acc |= np.uint64(buf[pos]) << np.uint64(nacc)
-            pos += 1
-            nacc += 8
-        codes[i] = np.int32(acc & mask)
-        acc >>= np.uint64(bits)
-        nacc -= bits
-    return pos
+# bit packing: the shared primitives (LSB-first codes, little-endian fields)
+_put_bytes, _get_bytes, _pack, _unpack = put_le, get_le, pack_lsb, unpack_lsb
 
 
 # ------------------------------------------------------------------------ group quantizer
@@ -242,15 +200,14 @@ def _value(c, sym, bits, d, m):
 
 @njit(cache=True, nogil=True, inline="always")
 def _param_bytes(enc, sym):
-    nb = ENC_BYTES[enc]
-    return nb if sym else nb + (nb if ENC_SIGNED[enc] == 1 else 1)
+    return PARAM_BYTES[enc, 1 if sym else 0]
 
 
 @njit(cache=True, nogil=True)
 def _write_param(buf, pos, enc, sym, out):
     pos = _put_bytes(buf, pos, np.uint32(out[0]), ENC_BYTES[enc])
-    if not sym:
-        pos = _put_bytes(buf, pos, np.uint32(out[1]), ENC_BYTES[enc] if ENC_SIGNED[enc] == 1 else 1)
+    if not sym:       # the min in the encoding, or a uint8 zero-point (PARAM_BYTES)
+        pos = _put_bytes(buf, pos, np.uint32(out[1]), PARAM_BYTES[enc, 0] - ENC_BYTES[enc])
     return pos
 
 

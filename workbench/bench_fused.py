@@ -90,13 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--out", type=Path)
     a = ap.parse_args(argv)
-    from workbench.codecs import as_kernel_input
+    from workbench.codecs import as_kernel_input, codec_for
     from workbench.formats import resolve
     from workbench.sources import open_model
     src = open_model(None)
     tensors = {t.name: as_kernel_input(t.load()) for t in src.weights()
                if a.all or ".layer.0." in t.name}
-    formats = [f for f in resolve("default") if f.family == "uniform"]
+    formats = [f for f in resolve("default") if hasattr(codec_for(f), "error_sums")]   # the fused path
     bandwidth = copy_bandwidth()
     rows = measure(tensors, formats, a.repeat)
     text = table(rows, bandwidth)

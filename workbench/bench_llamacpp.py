@@ -32,7 +32,8 @@ import numpy as np
 import pandas as pd
 
 from workbench import oracle
-from workbench.codecs import NO_IMPORTANCE, threaded_rows, ggml_kernels
+from workbench.codecs import NO_IMPORTANCE, threaded_rows
+from workbench.families.ggml import ggml_kernels
 from workbench.formats import GGML_TYPES
 
 TYPES = tuple(GGML_TYPES)

@@ -35,6 +35,7 @@ import numpy as np
 import workbench
 from workbench import store as st
 from workbench.codecs import BACKEND, as_kernel_input, codec_for
+from workbench.families import with_trait
 from workbench.formats import GGML_TYPES, FormatSpec, resolve
 
 # Tensor groups for sensitivity (one group quantized at a time). BERT (safetensors names) and
@@ -360,7 +361,7 @@ def run(model: str | None = None, formats: str | list[FormatSpec] | None = None,
                 jobs += [(s, "fake", f"{pre}group:{g}", ns) for g, ns in sorted(by_group.items())]
         elif level == "tensor" and len(names) > 1:
             jobs += [(s, "fake", f"{pre}tensor:{n}", [n]) for n in names]
-        if native and ev.kind == "llm" and s.family == "ggml" and rx is None:
+        if native and ev.kind == "llm" and s.family in with_trait("LLAMA_CPP") and rx is None:
             from workbench.llm import NATIVE_FTYPES
             if s.name in NATIVE_FTYPES:
                 jobs.append((s, "llama.cpp", "all", names))

@@ -45,40 +45,24 @@ listed with the reason.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, replace
 
-from workbench.kernels.encodings import ENCODINGS
+from workbench.families import PLUGINS, plugin as _plugin  # noqa: E402  (the registry)
 
-from workbench.families import PLUGINS  # noqa: E402  (the registry: names only, no imports)
-
-FAMILIES = ("ggml", "uniform", *PLUGINS)
+FAMILIES = tuple(PLUGINS)
 SEARCHES = ("absmax", "rmse", "hqq")      # kernels.uniform's ABSMAX, RMSE, HQQ, in this order
 ENCODING_ALIASES = {"fp8": "e4m3"}
 DEFAULT_SCALE = "f16"
 OPTION_ORDER = ("rmse", "hqq", "naive", "nonorm")
 
 
-# llama.cpp's types: the one table (structs, sizes, fallbacks, imatrix use, scale granularity)
+# llama.cpp's types: the one table (structs, sizes, fallbacks, imatrix use, scale granularity),
+# and the family plug-ins' public helpers, re-exported where users found them
 from workbench.kernels.ggml_types import F16, GGML_TYPES, GgmlType  # noqa: E402,F401
-
-
-def ggml_plan(type_name: str, cols: int) -> tuple[str | None, str | None]:
-    """The llama.cpp type llama-quantize writes for a row of ``cols`` when asked for
-    ``type_name``, and why it differs (None when it does not); (None, reason) when llama-quantize
-    refuses the tensor."""
-    t = GGML_TYPES[type_name]
-    if cols % t.block == 0:
-        return type_name, None
-    why = f"row length {cols} is not a multiple of {type_name}'s block of {t.block}"
-    if t.fallback is None:
-        if t.block <= 32:
-            return "F16", f"{why}; llama-quantize writes F16"
-        return None, f"{why}; llama-quantize has no fallback for {type_name}"
-    fb = GGML_TYPES[t.fallback]
-    if cols % fb.block:
-        return "F16", f"{why}, nor of {fb.name}'s {fb.block}; llama-quantize writes F16"
-    return fb.name, f"{why}; llama-quantize falls back to {fb.name}"
+from workbench.families.ggml import ggml_plan  # noqa: E402,F401
+from workbench.families.uniform import (ALL_SCALES, GRID_BITS, GRID_BLOCKS, GRID_DOUBLE,  # noqa: E402,F401
+                                        GRID_DOUBLE_SCALES, GRID_SCALES, GRID_SUPER_BITS,
+                                        scales_grid, searches_grid)
 
 
 class FormatError(ValueError):
@@ -110,27 +94,13 @@ class FormatSpec:
         return self.super_bits is not None
 
     @property
+    def plugin(self):
+        """The family's plug-in module (``workbench.families``)."""
+        return _plugin(self.family)
+
+    @property
     def name(self) -> str:
-        if self.family == "ggml":
-            return self.ggml_type
-        if (p := _plugin(self.family)) is not None:
-            return p.name(self)
-        sa = "s" if self.symmetric else "a"
-        if self.double:
-            s2 = "s" if self.super_symmetric else "a"
-            base = f"Q({self.bits}{sa}{self.block})xQ({self.super_bits}{s2}{self.super_block})"
-        else:
-            base = f"Q{self.bits}{sa}{self.block}"
-        parts = [base]
-        if self.scale != DEFAULT_SCALE:
-            parts.append(self.scale)
-        if self.search != "absmax":
-            parts.append(self.search)
-        if self.naive:
-            parts.append("naive")
-        if not self.normalizer:
-            parts.append("nonorm")
-        return "_".join(parts)
+        return self.plugin.name(self)
 
     def __str__(self) -> str:
         return self.name
@@ -138,39 +108,18 @@ class FormatSpec:
     # ------------------------------------------------------------------ layout
     @property
     def uses_normalizer(self) -> bool:
-        if (p := _plugin(self.family)) is not None:
-            return p.uses_normalizer(self)
-        return self.family == "uniform" and self.normalizer and ENCODINGS[self.scale].needs_normalizer
+        return self.plugin.uses_normalizer(self)
 
     @property
     def unit(self) -> int:
-        """Weights per self-contained unit: a block, or a super-block for double formats."""
-        if (p := _plugin(self.family)) is not None:
-            return p.unit(self)
-        return self.block * (self.super_block or 1)
-
-    def _param_bytes(self, symmetric: bool) -> int:
-        """Bytes of one group's (scale[, min]) in the scale encoding; an unsigned encoding
-        (e8m0) cannot hold a signed min, so asymmetric groups store a uint8 zero-point."""
-        enc = ENCODINGS[self.scale]
-        nbytes = enc.bits // 8
-        if symmetric:
-            return nbytes
-        return nbytes + (nbytes if enc.signed else 1)
+        """Weights per self-contained unit: a block, or a super-block for double formats
+        (a plug-in's ``unit`` trait where it differs)."""
+        p = self.plugin
+        return p.unit(self) if hasattr(p, "unit") else self.block * (self.super_block or 1)
 
     def _unit_bytes(self, n: int) -> int:
         """Bytes of a unit holding n weights (n < unit only for a row's short last unit)."""
-        if self.family == "ggml":
-            return GGML_TYPES[self.ggml_type].block_bytes
-        if (p := _plugin(self.family)) is not None:
-            return p.unit_bytes(self, n)
-        codes = -(-self.bits * n // 8)
-        if not self.double:
-            return self._param_bytes(self.symmetric) + codes
-        # one level-2 group per quantized vector: block scales, and block mins if asymmetric
-        nblocks = -(-n // self.block)
-        per_vector = self._param_bytes(self.super_symmetric) + -(-self.super_bits * nblocks // 8)
-        return per_vector * (1 if self.symmetric else 2) + codes
+        return self.plugin.unit_bytes(self, n)
 
     @property
     def unit_bytes(self) -> int:
@@ -178,17 +127,8 @@ class FormatSpec:
 
     @property
     def header_bytes(self) -> int:
-        """Per-tensor bytes: one f32 normalizer per kind of encoded parameter (fp8 only):
-        single: block scales [, block mins]; double: super-scales [, super-mins] of the
-        scale vector [, and of the min vector]."""
-        if (p := _plugin(self.family)) is not None:
-            return p.header_bytes(self)
-        if not self.uses_normalizer:
-            return 0
-        kinds = 1 if self.symmetric else 2
-        if self.double:
-            kinds *= 1 if self.super_symmetric else 2
-        return 4 * kinds
+        """Per-tensor bytes (the fp8 normalizers, a fitted code's levels …)."""
+        return self.plugin.header_bytes(self)
 
     def row_tail(self, cols: int) -> int:
         """Length of a row's short last unit (0 when the unit divides the row, and for a type
@@ -200,20 +140,14 @@ class FormatSpec:
     @property
     def has_fallback(self) -> bool:
         """Whether rows the unit does not divide are written in another type (``plan``)."""
-        if self.family == "ggml":
-            return True
-        p = _plugin(self.family)
-        return p is not None and hasattr(p, "plan")
+        return hasattr(self.plugin, "plan")
 
     def plan(self, shape: tuple[int, int]) -> tuple[str | None, str | None]:
         """What encodes a (rows, cols) tensor: (this format's name, None) when it fits; for a
         llama.cpp type whose block does not divide the rows, llama-quantize's fallback type and
         the reason ((None, reason) when llama-quantize refuses it). See :func:`ggml_plan`."""
-        if self.family != "ggml":
-            if (p := _plugin(self.family)) is not None and hasattr(p, "plan"):
-                return p.plan(self, shape)
-            return self.name, None
-        return ggml_plan(self.ggml_type, shape[-1])
+        p = self.plugin
+        return p.plan(self, shape) if hasattr(p, "plan") else (self.name, None)
 
     def applies_to(self, shape: tuple[int, int]) -> str | None:
         """None if the tensor can be measured (natively or by llama.cpp's fallback), else why not."""
@@ -222,15 +156,10 @@ class FormatSpec:
 
     def nbytes(self, shape: tuple[int, int]) -> int:
         """Closed-form packed size of a (rows, cols) tensor (of the fallback type if one is used)."""
-        rows, cols = shape
-        if self.family == "ggml":
-            applied, _ = self.plan(shape)
-            if applied is None:
-                raise FormatError(f"{self.name} cannot encode rows of {cols}")
-            t = F16 if applied == "F16" else GGML_TYPES[applied]
-            return rows * (cols // t.block) * t.block_bytes
-        if (p := _plugin(self.family)) is not None and hasattr(p, "nbytes"):
+        p = self.plugin
+        if hasattr(p, "nbytes"):
             return p.nbytes(self, shape)
+        rows, cols = shape
         tail = self.row_tail(cols)
         per_row = (cols // self.unit) * self.unit_bytes + (self._unit_bytes(tail) if tail else 0)
         return self.header_bytes + rows * per_row
@@ -238,9 +167,8 @@ class FormatSpec:
     def bpw(self, shape: tuple[int, int] | None = None) -> float:
         """Bits per weight; nominal (whole units, no per-tensor header) without a shape."""
         if shape is None:
-            if (p := _plugin(self.family)) is not None and hasattr(p, "nominal_bpw"):
-                return p.nominal_bpw(self)
-            return self.unit_bytes * 8 / self.unit
+            p = self.plugin
+            return p.nominal_bpw(self) if hasattr(p, "nominal_bpw") else self.unit_bytes * 8 / self.unit
         return self.nbytes(shape) * 8 / (shape[0] * shape[1])
 
     def with_(self, **kw) -> "FormatSpec":
@@ -248,7 +176,8 @@ class FormatSpec:
 
 
 def scale_layout(spec: FormatSpec) -> dict:
-    """How a format's scales are laid out, as users name it (the store's columns since schema 4):
+    """How a format's scales are laid out, as users name it (the store's columns since schema 4;
+    each family's ``scale_layout`` trait):
 
     * ``block``: weights per (innermost) scale — Q4_K 32, Q6_K 16, NVFP4 16, Q4s32 32, and a
       double format's block;
@@ -262,32 +191,29 @@ def scale_layout(spec: FormatSpec) -> dict:
     ``scale_encoding`` (not stored) is the float encoding a user picks between — the
     super-scale's in two-level formats, else the scale's: what the Scale-encoding filter files
     a format under."""
-    if spec.family == "ggml":
-        t = GGML_TYPES[spec.ggml_type]
-        two_level = t.super_scale is not None
-        out = {"block": t.weights_per_scale, "scale_dtype": t.scale_encoding,
-               "super_block_weights": t.block if two_level else None, "super_scale_dtype": t.super_scale}
-    elif (p := _plugin(spec.family)) is not None:
-        out = p.scale_layout(spec)
-    elif spec.double:
-        out = {"block": spec.block, "scale_dtype": f"int{spec.super_bits}",
-               "super_block_weights": spec.block * spec.super_block, "super_scale_dtype": spec.scale}
-    else:
-        out = {"block": spec.block, "scale_dtype": spec.scale, "super_block_weights": None,
-               "super_scale_dtype": None}
+    out = dict(spec.plugin.scale_layout(spec))
     out["scale_encoding"] = out["super_scale_dtype"] or out["scale_dtype"]
     return out
 
 
+# The store's format columns, in the order the results schema holds them: each is what the name
+# implies (``spec_columns``), so the store checks and migrates them against the name.
+SPEC_COLUMNS = ("format", "family", "bits", "block", "symmetric", "scale_dtype", "super_bits",
+                "super_block", "super_symmetric", "super_block_weights", "super_scale_dtype",
+                "search", "normalizer", "naive")
+
+
 def spec_columns(spec: FormatSpec) -> dict:
-    """The store's format columns of a spec (what its name implies; ``scale_layout`` for the
-    block and scale columns)."""
+    """The store's format columns of a spec (``SPEC_COLUMNS``; ``scale_layout`` for the block
+    and scale columns)."""
     lay = scale_layout(spec)
-    return {"format": spec.name, "family": spec.family, "bits": spec.bits, "block": lay["block"],
+    cols = {"format": spec.name, "family": spec.family, "bits": spec.bits, "block": lay["block"],
             "symmetric": spec.symmetric, "scale_dtype": lay["scale_dtype"], "super_bits": spec.super_bits,
             "super_block": spec.super_block, "super_symmetric": spec.super_symmetric,
             "super_block_weights": lay["super_block_weights"], "super_scale_dtype": lay["super_scale_dtype"],
             "search": spec.search, "normalizer": spec.uses_normalizer, "naive": spec.naive}
+    assert tuple(cols) == SPEC_COLUMNS
+    return cols
 
 
 def legacy_spec_columns(spec: FormatSpec) -> dict:
@@ -303,121 +229,35 @@ def legacy_spec_columns(spec: FormatSpec) -> dict:
 def validate(spec: FormatSpec) -> None:
     if spec.family not in FAMILIES:
         raise FormatError(f"unknown family {spec.family!r}")
-    if spec.family == "ggml":
-        if spec.ggml_type not in GGML_TYPES:
-            raise FormatError(f"unknown llama.cpp type {spec.ggml_type!r}")
-        return
-    if (p := _plugin(spec.family)) is not None:
-        return p.validate(spec)
-    if spec.family != "uniform":
-        raise FormatError(f"family {spec.family!r} is not implemented yet")
-    if not 1 <= spec.bits <= 8:
-        raise FormatError(f"bits must be 1..8, got {spec.bits}")
-    if spec.block < 8 or spec.block % 8:
-        raise FormatError(f"block must be a multiple of 8 (>= 8), got {spec.block}")
-    if spec.scale not in ENCODINGS:
-        raise FormatError(f"unknown scale encoding {spec.scale!r} (one of {', '.join(ENCODINGS)})")
-    if spec.search not in SEARCHES:
-        raise FormatError(f"unknown scale search {spec.search!r}")
-    if spec.search == "hqq":
-        if spec.symmetric:
-            raise FormatError("hqq optimises a min (zero-point): it needs an asymmetric format (Q4a32_hqq)")
-        if not spec.double and not ENCODINGS[spec.scale].signed:
-            raise FormatError(f"hqq needs a min stored as a value; an asymmetric {spec.scale} format "
-                              "stores an integer zero-point")
-    if not spec.normalizer and not ENCODINGS[spec.scale].needs_normalizer:
-        raise FormatError(f"'nonorm' applies to fp8 encodings only, not {spec.scale}")
-    if spec.double:
-        if not 2 <= spec.super_bits <= 8:
-            raise FormatError(f"super-block scale bits must be 2..8, got {spec.super_bits}")
-        if spec.super_block is None or spec.super_block < 8 or spec.super_block % 8:
-            raise FormatError(f"blocks per super-block must be a multiple of 8, got {spec.super_block}")
-        if spec.super_symmetric is None:
-            raise FormatError("double format needs super_symmetric")
-
-
-_SINGLE = re.compile(r"Q(?P<bits>\d)(?P<sa>[sa])(?P<block>\d+)")
-_DOUBLE = re.compile(r"Q\((?P<bits>\d)(?P<sa>[sa])(?P<block>\d+)\)xQ\((?P<b2>\d)(?P<sa2>[sa])(?P<sb>\d+)\)")
+    spec.plugin.validate(spec)
 
 
 def parse(name: str) -> FormatSpec:
-    """Parse a format name (canonical or with aliases) into its spec."""
+    """Parse a format name (canonical or with aliases) into its spec: every family's ``parse``
+    in registry order; the first that knows the name answers."""
     name = name.strip()
-    if name in GGML_TYPES:
-        t = GGML_TYPES[name]
-        return FormatSpec("ggml", t.bits, t.block, t.symmetric, t.scale, ggml_type=name)
     from workbench.families import plugins
     for p in plugins():
         if (spec := p.parse(name)) is not None:
             return spec
-    base, *suffixes = name.split("_")
-    m = _DOUBLE.fullmatch(base) or _SINGLE.fullmatch(base)
-    if m is None:
-        raise FormatError(f"not a format name: {name!r} (e.g. Q4s32, Q4s16_e4m3, Q(4a16)xQ(6s16)_e4m3, Q4_0, "
-                          f"NF4b64_f32)")
-    kw = dict(family="uniform", bits=int(m["bits"]), block=int(m["block"]), symmetric=m["sa"] == "s")
-    if "b2" in m.groupdict():
-        kw.update(super_bits=int(m["b2"]), super_symmetric=m["sa2"] == "s", super_block=int(m["sb"]))
-    seen = []
-    for s in suffixes:
-        s = ENCODING_ALIASES.get(s, s)
-        if s in ENCODINGS:
-            if "scale" in kw:
-                raise FormatError(f"{name!r}: two scale encodings")
-            kw["scale"] = s
-        elif s in OPTION_ORDER:
-            if s in seen:
-                raise FormatError(f"{name!r}: option {s!r} given twice")
-            seen.append(s)
-        else:
-            raise FormatError(f"{name!r}: unknown suffix {s!r} (encodings: {', '.join(ENCODINGS)}; options: {', '.join(OPTION_ORDER)})")
-    if "rmse" in seen and "hqq" in seen:
-        raise FormatError(f"{name!r}: one scale search (rmse or hqq)")
-    kw["search"] = "rmse" if "rmse" in seen else "hqq" if "hqq" in seen else "absmax"
-    kw["naive"] = "naive" in seen
-    kw["normalizer"] = "nonorm" not in seen
-    try:
-        return FormatSpec(**kw)
-    except FormatError as exc:
-        raise FormatError(f"{name!r}: {exc}") from None
+    raise FormatError(f"not a format name: {name!r} (e.g. Q4s32, Q4s16_e4m3, Q(4a16)xQ(6s16)_e4m3, Q4_0, "
+                      f"NF4b64_f32)")
 
 
 # ------------------------------------------------------------------------------- grids
-GRID_BITS = range(2, 9)
-GRID_BLOCKS = (16, 32, 64, 128, 256)
-GRID_SCALES = ("f16", "bf16", "e4m3", "e8m0")
-GRID_DOUBLE = ((8, 8), (16, 16))          # (block, blocks per super-block): the seed's hyper-blocks
-GRID_DOUBLE_SCALES = ("f16", "e4m3")
-GRID_SUPER_BITS = (4, 6, 8)
-
-
 def default_grid() -> list[FormatSpec]:
-    """The default sweep: the seed's figures and llama.cpp's legacy types.
+    """The default sweep: every family's ``DEFAULTS``, in registry order.
 
-    single: bits 2–8 × blocks 16–256 × s/a × f16/bf16/e4m3/e8m0            (280)
-    double: bits 2–8 × s/a × 8×8/16×16 × super bits 4/6/8 (symmetric) × f16/e4m3 (168)
+    uniform: single bits 2–8 × blocks 16–256 × s/a × f16/bf16/e4m3/e8m0 (280); double bits
+            2–8 × s/a × 8×8/16×16 × super bits 4/6/8 (symmetric) × f16/e4m3 (168)
     ggml:   Q4_0 Q4_1 Q5_0 Q5_1 Q8_0, Q2_K..Q6_K, IQ4_NL IQ4_XS, MXFP4 NVFP4     (14)
-    the well-known non-uniform points (15): bitsandbytes' NF4/FP4 at 64 with and without its
-            double quantization, AF4 at 64 and 256, OCP MXFP4/MXFP6/MXFP8/MXINT8, NVIDIA's
-            NVFP4 with its tensor scale (``families.codebook.WELL_KNOWN``), ik_llama.cpp's
-            IQ4_KS and IQ4_KSS
+    codebook: the well-known non-uniform points (13): bitsandbytes' NF4/FP4 at 64 with and
+            without its double quantization, AF4 at 64 and 256, OCP MXFP4/MXFP6/MXFP8/MXINT8,
+            NVIDIA's NVFP4 with its tensor scale (``families.codebook.WELL_KNOWN``)
+    iqk:    ik_llama.cpp's IQ4_KS and IQ4_KSS (2)
     """
-    out = [FormatSpec("uniform", b, blk, sym, enc)
-           for b in GRID_BITS for blk in GRID_BLOCKS for sym in (True, False) for enc in GRID_SCALES]
-    out += [FormatSpec("uniform", b, blk, sym, enc, super_bits=b2, super_symmetric=True, super_block=sb)
-            for b in GRID_BITS for sym in (True, False) for blk, sb in GRID_DOUBLE
-            for b2 in GRID_SUPER_BITS for enc in GRID_DOUBLE_SCALES]
-    out += [parse(n) for n in GGML_TYPES]
-    from workbench.families import codebook, iqk
-    out += [parse(n) for n in codebook.WELL_KNOWN + tuple(iqk.TYPES)]
-    return out
-
-
-def searches_grid() -> list[FormatSpec]:
-    """The scale searches side by side: asymmetric single-level bits 2–8 × blocks 16–256 ×
-    f16/e4m3 × rmse/hqq (140); the default grid holds the same formats with the absmax start."""
-    return [FormatSpec("uniform", b, blk, False, enc, search=search)
-            for b in GRID_BITS for blk in GRID_BLOCKS for enc in GRID_DOUBLE_SCALES for search in ("rmse", "hqq")]
+    from workbench.families import plugins
+    return [s for p in plugins() if hasattr(p, "DEFAULTS") for s in p.DEFAULTS()]
 
 
 def small_grid() -> list[FormatSpec]:
@@ -427,41 +267,15 @@ def small_grid() -> list[FormatSpec]:
     return [parse(n) for n in names]
 
 
-# every scale encoding the kernels have, fp8 with and without the per-tensor normalizer
-ALL_SCALES = (("f16", True), ("bf16", True), ("e4m3", True), ("e4m3", False), ("e5m2", True),
-              ("e5m2", False), ("e8m0", True))
-
-
-def scales_grid() -> list[FormatSpec]:
-    """Every scale encoding for the seed's two comparisons (the dashboard's fp8 page), on the
-    default grid's shapes: single bits 2–8 × blocks 16–256 × s/a (490) and double 8×8/16×16 ×
-    super bits 4/6/8 (symmetric) × s/a (588), each with f16, bf16, e4m3 and e5m2 with and
-    without the normalizer, and e8m0. It includes the default grid's uniform formats, which a
-    sweep on top of the default one skips (already stored)."""
-    out = [FormatSpec("uniform", b, blk, sym, enc, normalizer=norm)
-           for b in GRID_BITS for blk in GRID_BLOCKS for sym in (True, False) for enc, norm in ALL_SCALES]
-    out += [FormatSpec("uniform", b, blk, sym, enc, super_bits=b2, super_symmetric=True, super_block=sb,
-                       normalizer=norm)
-            for b in GRID_BITS for sym in (True, False) for blk, sb in GRID_DOUBLE
-            for b2 in GRID_SUPER_BITS for enc, norm in ALL_SCALES]
-    return out
-
-
-GRIDS = {"default": default_grid, "small": small_grid, "scales": scales_grid, "searches": searches_grid,
-         "ggml": lambda: [parse(n) for n in GGML_TYPES]}
-
-
-def _plugin(family: str):
-    """The family's plug-in module (``workbench.families``), None for uniform and ggml."""
-    if family in ("uniform", "ggml"):
-        return None
-    from workbench.families import plugin
-    return plugin(family)
+GRIDS = {"default": default_grid, "small": small_grid}
 
 
 def _plugin_grids() -> None:
+    """Every family's ``GRIDS`` join ``GRIDS`` (one name space: a clash is a bug)."""
     from workbench.families import plugins
     for p in plugins():
+        clash = set(p.GRIDS) & set(GRIDS)
+        assert not clash, f"{p.NAME}: grid names {clash} already taken"
         GRIDS.update(p.GRIDS)
 
 

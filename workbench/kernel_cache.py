@@ -114,9 +114,10 @@ def mark_warmed(names) -> None:
 
 
 def _group(spec) -> str:
-    if spec.family != "ggml":
-        return spec.family
-    return spec.ggml_type if spec.ggml_type in COMPILE_SECONDS else "legacy"
+    """A format's warm-up group: its plug-in's ``compile_group`` (llama.cpp's types, by type),
+    else its family."""
+    p = spec.plugin
+    return p.compile_group(spec) if hasattr(p, "compile_group") else spec.family
 
 
 def precompile(formats, processes: int | None = None, progress=None) -> int:

@@ -13,23 +13,95 @@ weights, and the reciprocal of a std estimated from fewer samples is larger on a
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
-from workbench.kernels.metrics import error_sums, error_sums_given, signal_stats, weighted_error_sums
 
-METRICS = ("mse", "rmse", "nmse", "sqnr_db", "max_abs_err", "cosine", "bnl", "bnl_seed")
+# ----------------------------------------------------------------------------- the registry
+@dataclass(frozen=True)
+class Metric:
+    """One metric, as every part of the workbench names, orders and draws it."""
+    name: str               # the store's column
+    label: str              # axis and selector text
+    lower_is_better: bool
+    log: bool               # drawn on a log axis
+    scope: str              # SCOPES
+    plotted: bool = True    # offered by the Pareto page's metric selector
+
+
+SCOPES = {
+    "weight": "per tensor and format, every sweep (``tensor_metrics``)",
+    "weighted": "per tensor and format, with an importance matrix only (``weighted_metrics``)",
+    "model": "whole-model, ``workbench eval`` (model_eval)",
+    "throughput": "quantize / dequantize speed, from the time columns (numel / seconds)",
+    "derived": "what a plot draws for a metric that reads badly as itself",
+}
+REGISTRY: dict[str, Metric] = {m.name: m for m in (
+    Metric("nmse", "NMSE  Σ(x−y)²/Σx²", True, True, "weight"),
+    Metric("sqnr_db", "SQNR (dB)", False, False, "weight"),
+    Metric("bnl", "BNL (block-normalized L1)", True, True, "weight"),
+    Metric("bnl_seed", "BNL as the seed computes it (strided lanes)", True, True, "weight"),
+    Metric("max_abs_err", "max |x−y|", True, True, "weight"),
+    Metric("cosine", "cosine similarity", False, False, "weight"),
+    Metric("mse", "MSE", True, True, "weight", plotted=False),
+    Metric("rmse", "RMSE", True, True, "weight", plotted=False),
+    # with an importance matrix only (NaN otherwise, so the views drop the rows)
+    Metric("wnmse", "importance-weighted NMSE  Σw(x−y)²/Σwx²", True, True, "weighted"),
+    Metric("wmse", "importance-weighted MSE  Σw(x−y)²/Σw", True, True, "weighted"),
+    # what a format does to the model's outputs; rank/top-1 agreement are linear (often 1)
+    Metric("drift", "embedding drift  1 − mean cosine", True, True, "model"),
+    Metric("rank_agreement", "retrieval rank agreement (Spearman)", False, False, "model"),
+    Metric("top1_agreement", "retrieval top-1 agreement", False, False, "model"),
+    Metric("kld_mean", "mean KLD to the reference logits", True, True, "model"),
+    Metric("kld_p99", "99th percentile KLD", True, True, "model"),
+    Metric("dppl", "ΔPPL (perplexity − reference)", True, False, "model"),
+    Metric("top1", "top-1 agreement with the reference model", False, False, "model"),
+    Metric("cosine_min", "smallest embedding cosine", False, False, "model", plotted=False),
+    Metric("kld_median", "median KLD", True, True, "model", plotted=False),
+    Metric("kld_max", "largest KLD", True, True, "model", plotted=False),
+    Metric("ppl", "perplexity", True, False, "model", plotted=False),
+    Metric("quant_wps", "quantize (weights/s)", False, True, "throughput", plotted=False),
+    Metric("dequant_wps", "dequantize (weights/s)", False, True, "throughput", plotted=False),
+    # cosine similarity sits at 0.99-0.99999 for every format above 4 bpw: its distance to 1
+    # goes on a log axis
+    Metric("cosine_distance", "1 − cosine similarity", True, True, "derived"),
+)}
+
+
+def metrics_of(*scopes: str, plotted: bool | None = None) -> dict[str, Metric]:
+    """The registry's metrics of these scopes, in registry order (``plotted``: only those the
+    Pareto page offers, or only those it does not)."""
+    unknown = set(scopes) - set(SCOPES)
+    if unknown:
+        raise ValueError(f"unknown metric scope(s) {sorted(unknown)} (one of {', '.join(SCOPES)})")
+    return {n: m for n, m in REGISTRY.items()
+            if m.scope in scopes and (plotted is None or m.plotted == plotted)}
+
+
+def lower_is_better(*scopes: str) -> tuple[str, ...]:
+    return tuple(n for n, m in metrics_of(*scopes).items() if m.lower_is_better)
+
+
+def higher_is_better(*scopes: str) -> tuple[str, ...]:
+    return tuple(n for n, m in metrics_of(*scopes).items() if not m.lower_is_better)
+
+
+# the columns ``tensor_metrics`` and ``weighted_metrics`` fill
+METRICS = tuple(metrics_of("weight"))
 
 
 def signal_sums(x: np.ndarray):
     """x's own sums (``signal_stats``), computed once per tensor and passed to every format's
     ``tensor_metrics``: the metrics come out bit-identical, at about half the cost."""
+    from workbench.kernels.metrics import signal_stats
     return signal_stats(x)
 
 
 def tensor_metrics(x: np.ndarray, y: np.ndarray, stats=None) -> dict[str, float]:
     """Error of reconstruction y against original x (both float32 2-D, same shape).
     ``stats``: ``signal_sums(x)``, when several reconstructions of one x are measured."""
+    from workbench.kernels.metrics import error_sums, error_sums_given
     if x.shape != y.shape:
         raise ValueError(f"shape mismatch {x.shape} vs {y.shape}")
     return metrics_from_sums(error_sums(x, y) if stats is None else error_sums_given(x, y, *stats), x.size)
@@ -58,7 +130,8 @@ def metrics_from_sums(sums: np.ndarray, n: int) -> dict[str, float]:
 
 
 
-WEIGHTED_METRICS = ("wmse", "wnmse")
+WEIGHTED_METRICS = ("wmse", "wnmse")                   # in the order weighted_metrics returns them
+assert set(WEIGHTED_METRICS) == set(metrics_of("weighted"))
 
 
 def weighted_metrics(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> dict[str, float]:
@@ -83,6 +156,7 @@ def weighted_metrics(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> dict[str, f
         raise ValueError("importance weights must be finite and non-negative")
     if w.dtype != np.float32 and w.dtype != np.float64:
         w = w.astype(np.float64)
+    from workbench.kernels.metrics import weighted_error_sums
     swe, swx2, sw = weighted_error_sums(x, y, w)
     wmse = swe / sw if sw > 0 else 0.0
     wnmse = swe / swx2 if swx2 > 0 else (0.0 if swe == 0 else math.inf)

@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import workbench
+from workbench.formats import SPEC_COLUMNS
 
 SCHEMA_VERSION = 4
 # Schema 4 records a format's scale granularity as users know it (formats.scale_layout): block =
@@ -56,12 +57,18 @@ MODEL_ID = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 # quant_s/dequant_s: seconds of the real quantize → bytes and bytes → dequantize of that pair;
 # empty (null) where the error columns came from the fused kernel without bytes (a default
 # sweep times each uniform format on one tensor only: workbench/sweep.py ``timing_tensor``).
+# The format's columns: their names and order are ``formats.SPEC_COLUMNS`` (what
+# ``formats.spec_columns`` writes for a spec), their types here.
+SPEC_TYPES = {
+    "format": pa.string(), "family": pa.string(), "bits": pa.int16(), "block": pa.int32(),
+    "symmetric": pa.bool_(), "scale_dtype": pa.string(), "super_bits": pa.int16(),
+    "super_block": pa.int32(), "super_symmetric": pa.bool_(), "super_block_weights": pa.int32(),
+    "super_scale_dtype": pa.string(), "search": pa.string(), "normalizer": pa.bool_(),
+    "naive": pa.bool_(),
+}
+assert tuple(SPEC_TYPES) == SPEC_COLUMNS, "store.SPEC_TYPES and formats.SPEC_COLUMNS disagree"
 RESULTS_SCHEMA = pa.schema([
-    ("model", pa.string()), ("tensor", pa.string()), ("format", pa.string()),
-    ("family", pa.string()), ("bits", pa.int16()), ("block", pa.int32()), ("symmetric", pa.bool_()),
-    ("scale_dtype", pa.string()), ("super_bits", pa.int16()), ("super_block", pa.int32()),
-    ("super_symmetric", pa.bool_()), ("super_block_weights", pa.int32()), ("super_scale_dtype", pa.string()), ("search", pa.string()), ("normalizer", pa.bool_()),
-    ("naive", pa.bool_()), ("applied_type", pa.string()), ("fallback_note", pa.string()),
+    ("model", pa.string()), ("tensor", pa.string()), *SPEC_TYPES.items(), ("applied_type", pa.string()), ("fallback_note", pa.string()),
     ("imatrix", pa.string()), ("imatrix_file", pa.string()), ("imatrix_note", pa.string()),
     ("bpw", pa.float64()), ("nbytes", pa.int64()), ("numel", pa.int64()), ("rows", pa.int64()),
     ("cols", pa.int64()), ("row_tail", pa.int32()),
@@ -749,8 +756,7 @@ def done_keys(store: str | Path, model: str, backend: str, device: str, version:
     return set(zip(df["tensor"], df["format"]))
 
 
-FORMAT_COLS = ("family", "bits", "block", "symmetric", "scale_dtype", "super_bits", "super_block",
-               "super_symmetric", "super_block_weights", "super_scale_dtype", "search", "normalizer", "naive")
+FORMAT_COLS = SPEC_COLUMNS[1:]      # what a format's name implies, "format" itself aside
 
 
 def imatrices(store: str | Path, model: str | None = None) -> dict[str, str]:

@@ -125,7 +125,7 @@ def _check_formats(con, src: str, path: Path, cols: set[str]) -> None:
             applied, note = spec.plan(shape)
             if applied is None:
                 _fail(path, f"format {name} cannot encode a {shape[0]}x{shape[1]} tensor ({note})")
-            if "applied_type" in r and r["applied_type"] is not None and spec.family == "ggml" \
+            if "applied_type" in r and r["applied_type"] is not None and spec.has_fallback \
                     and r["applied_type"] != applied:
                 _fail(path, f"format {name} on a {shape[0]}x{shape[1]} tensor writes {applied}, "
                             f"the file says {r['applied_type']}")

@@ -148,7 +148,7 @@ def warm_up(formats: list[FormatSpec], progress: bool | Callable[[int, int], Non
                 continue
             measure(f, x, stats=signal_sums(x))
             measure(f, x, stats=signal_sums(x), timed=False)    # the fused kernel too
-            if f.family == "ggml":
+            if codec_for(f).uses_importance(x.shape):     # the importance path compiles apart
                 measure(f, x, np.linspace(0.5, 2, cols, dtype=np.float32))
         if bar is not None:
             bar.update(1)

@@ -30,9 +30,10 @@ import math
 import numpy as np
 import pandas as pd
 
+from workbench.metrics import higher_is_better
+
 MODEL_METRIC = {"encoder": "drift", "llm": "kld_mean"}
-MODEL_METRICS = ("drift", "rank_agreement", "kld_mean", "kld_p99", "dppl", "top1")
-HIGHER_IS_BETTER = {"rank_agreement", "top1", "top1_agreement", "cosine_min"}
+HIGHER_IS_BETTER = set(higher_is_better("model"))       # workbench.metrics.REGISTRY
 METRICS_OF_KIND = {"encoder": ("drift", "cosine_min", "rank_agreement", "top1_agreement"),
                    "llm": ("kld_mean", "kld_median", "kld_p99", "kld_max", "top1", "ppl", "dppl")}
 SETUP = ("text", "n_ctx", "runtime_version", "model_fingerprint")
@@ -221,7 +222,7 @@ def contains_q4_1_grid(fmt: str) -> bool:
         s = resolve(fmt)[0]
     except FormatError:      # a mix, or a name this version does not know
         return False
-    if s.family == "ggml":
+    if s.ggml_type is not None:      # a llama.cpp-style type: only Q4_1 itself
         return fmt == "Q4_1"
     return (not s.symmetric and s.bits == 4 and s.block == 32 and s.scale in ("f16", "f32")
             and not s.double)

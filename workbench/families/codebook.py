@@ -46,6 +46,7 @@ import re
 import numpy as np
 
 NAME = "codebook"
+LABEL = "codebook"                               # the Pareto page's Family filter word
 TABLE_CODES = ("NF4", "FP4", "AF4", "LM4", "FIT4")
 FITTED = "FIT4"                                  # levels fitted to the tensor, stored in its header
 FIT_BYTES = 16 * 4
@@ -246,9 +247,9 @@ def params(spec) -> int:
 
 
 def unit_bytes(spec, n: int) -> int:
-    from workbench.kernels.encodings import ENCODINGS
-    scale = 1 if spec.double else params(spec) * ENCODINGS[spec.scale].bits // 8
-    return scale + -(-spec.bits * n // 8)
+    from workbench.kernels.encodings import ENCODINGS, packed_bytes, param_bytes
+    scale = 1 if spec.double else param_bytes(ENCODINGS[spec.scale], symmetric=params(spec) == 1)
+    return scale + packed_bytes(n, spec.bits)
 
 
 def header_bytes(spec) -> int:
@@ -283,6 +284,12 @@ def scale_layout(spec) -> dict:
                 "super_scale_dtype": "f32"}
     return {"block": spec.block, "scale_dtype": spec.scale, "super_block_weights": None,
             "super_scale_dtype": None}
+
+
+def kind(double: bool, scale_encoding: str | None) -> str:
+    """The legend group: 'codebook f32' …, 'codebook dq' for bitsandbytes' double quantization
+    (8-bit + f32 scales)."""
+    return "codebook dq" if double else f"codebook {scale_encoding or '?'}"
 
 
 # ---------------------------------------------------------------------------------- codec
@@ -412,5 +419,9 @@ def norms_grid():
             for norm in NORMALIZATIONS if code != "LM4" or norm == "smax"]
 
 
-GRIDS = {"codebooks": codebooks_grid, "codebook-norms": norms_grid,
-         "codebook-defaults": lambda: [parse(n) for n in WELL_KNOWN]}
+def DEFAULTS():
+    """The default grid's codebook formats: the well-known points (``WELL_KNOWN``)."""
+    return [parse(n) for n in WELL_KNOWN]
+
+
+GRIDS = {"codebooks": codebooks_grid, "codebook-norms": norms_grid, "codebook-defaults": DEFAULTS}

@@ -157,4 +157,9 @@ def _codec_class():
     return IqkCodec
 
 
-GRIDS = {"iqk": lambda: [parse(n) for n in TYPES]}
+def DEFAULTS():
+    """Both types are in the default grid."""
+    return [parse(n) for n in TYPES]
+
+
+GRIDS = {"iqk": DEFAULTS}

@@ -19,15 +19,17 @@ import holoviews.plotting.bokeh  # noqa: F401  (registers the bokeh backend the 
 import numpy as np
 import pandas as pd
 
+from workbench.metrics import REGISTRY, metrics_of
 from workbench.views.pareto import METRICS
 from workbench.views.ratios import axis_ticks
 
 COMPARE_KEY = ("model", "tensor", "format", "imatrix")
 # words per second, from the time columns (numel / seconds)
 THROUGHPUT = {"quant_wps": "quant_s", "dequant_wps": "dequant_s"}
-COMPARE_METRICS = {**{name: m.label for name, m in METRICS.items()},
-                   "mse": "MSE", "quant_wps": "quantize (weights/s)", "dequant_wps": "dequantize (weights/s)"}
-LOG_METRICS = {name for name, m in METRICS.items() if m.log} | {"mse", *THROUGHPUT}
+_COMPARED = {**METRICS, "mse": REGISTRY["mse"], **metrics_of("throughput")}
+assert set(THROUGHPUT) == set(metrics_of("throughput"))
+COMPARE_METRICS = {name: m.label for name, m in _COMPARED.items()}
+LOG_METRICS = {name for name, m in _COMPARED.items() if m.log}
 # how a metric reduces over repeated rows of one key, and over the tensors of one format
 _PEAK = ("max_abs_err",)
 RUN_COLUMNS = ("run_id", "host", "device", "backend", "workbench_version", "git_rev", "packages",

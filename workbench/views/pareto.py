@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import math
 import re
-from dataclasses import dataclass
 
 import holoviews as hv
 import holoviews.plotting.bokeh  # noqa: F401  (registers the bokeh backend the opts below name)
@@ -20,45 +19,20 @@ from bokeh.models import (Axis, CategoricalAxis, LassoSelectTool, CustomJSHover,
 from bokeh.palettes import Category20
 
 from workbench.formats import FormatError, parse, spec_columns
+from workbench.metrics import REGISTRY, Metric, metrics_of  # noqa: F401 (Metric: public here too)
 
 LLAMA_CPP = "llama.cpp"
 
 
-@dataclass(frozen=True)
-class Metric:
-    name: str
-    label: str
-    lower_is_better: bool
-    log: bool
-
-
-METRICS = {m.name: m for m in (
-    Metric("nmse", "NMSE  Σ(x−y)²/Σx²", True, True),
-    Metric("sqnr_db", "SQNR (dB)", False, False),
-    Metric("bnl", "BNL (block-normalized L1)", True, True),
-    Metric("bnl_seed", "BNL as the seed computes it (strided lanes)", True, True),
-    Metric("max_abs_err", "max |x−y|", True, True),
-    Metric("cosine", "cosine similarity", False, False),
-    # with an importance matrix only (NaN otherwise, so plottable() drops the rows)
-    Metric("wnmse", "importance-weighted NMSE  Σw(x−y)²/Σwx²", True, True),
-    Metric("wmse", "importance-weighted MSE  Σw(x−y)²/Σw", True, True),
-)}
-WEIGHTED = ("wnmse", "wmse")
+# The metrics, their labels, directions and axes: ``workbench.metrics.REGISTRY``, the one table.
+METRICS = metrics_of("weight", "weighted", plotted=True)
+WEIGHTED = tuple(metrics_of("weighted"))
 # What a format does to the model's outputs (``model_eval``, whole-model evaluations): offered for
-# the formats evaluated with ``workbench eval``. rank/top-1 agreement are linear (often 1).
-MODEL_METRICS = {m.name: m for m in (
-    Metric("drift", "embedding drift  1 − mean cosine", True, True),
-    Metric("rank_agreement", "retrieval rank agreement (Spearman)", False, False),
-    Metric("top1_agreement", "retrieval top-1 agreement", False, False),
-    Metric("kld_mean", "mean KLD to the reference logits", True, True),
-    Metric("kld_p99", "99th percentile KLD", True, True),
-    Metric("dppl", "ΔPPL (perplexity − reference)", True, False),
-    Metric("top1", "top-1 agreement with the reference model", False, False),
-)}
+# the formats evaluated with ``workbench eval``.
+MODEL_METRICS = metrics_of("model", plotted=True)
 # What the Pareto page plots for a metric, where that is not the metric itself: cosine similarity
 # sits at 0.99-0.99999 for every format above 4 bpw, so its distance to 1 goes on a log axis.
-PLOTTED = {"cosine": Metric("cosine_distance", "1 − cosine similarity", True, True)}
-DERIVED = {"cosine_distance": ("cosine", lambda cos: 1.0 - cos)}
+PLOTTED = {"cosine": REGISTRY["cosine_distance"]}
 ALL_METRICS = {**METRICS, **MODEL_METRICS, **{m.name: m for m in PLOTTED.values()}}
 WEIGHT_ERROR = "w_nmse"     # the weight-error frontier beside a model-level one: same formats, same tensors
 WEIGHT_COLOR = "#000000"    # hollow diamonds, dashed: no kind's colour (Category20 holds red, grey)
@@ -71,10 +45,11 @@ BPW = hv.Dimension("bpw", label="bits per weight")
 
 
 # ------------------------------------------------------------------------------- data
-@functools.cache
-def _plugin_kind(family: str) -> str | None:
-    from workbench.families import trait
-    return trait(family, "KIND")
+def llama_cpp(family: pd.Series) -> pd.Series:
+    """Which rows are llama.cpp's own types (the families whose plug-in declares ``LLAMA_CPP``):
+    labelled on the plot, the budget readout's nearest type, the native-tensors switch."""
+    from workbench.families import with_trait
+    return family.isin(with_trait("LLAMA_CPP"))
 
 
 def kind_of(family: str, scale_encoding: str | None, double: bool) -> str:
@@ -84,14 +59,17 @@ def kind_of(family: str, scale_encoding: str | None, double: bool) -> str:
     family, 'codebook dq' for its bitsandbytes double quantization. The same words in the legend, the
     hover, the Tensors page's kind filter and the README; the Family filter's 'uniform grid'
     holds both single and double, as the Single / double filter splits them."""
-    if family == "ggml":
-        return LLAMA_CPP
-    if (kind := _plugin_kind(family)) is not None:     # a plug-in's own legend group (iqk: ik_llama.cpp)
+    return _kind_of(family, scale_encoding, bool(double))
+
+
+@functools.cache
+def _kind_of(family: str, scale_encoding: str | None, double: bool) -> str:
+    from workbench.families import trait
+    if (kind := trait(family, "KIND")) is not None:    # one group for the family (llama.cpp, ik_llama.cpp)
         return kind
-    if family == "codebook" and double:
-        return "codebook dq"                # bitsandbytes' double quantization (8-bit + f32 scales)
-    group = "double" if double else "single" if family == "uniform" else family
-    return f"{group} {scale_encoding or '?'}"
+    if (per_format := trait(family, "kind")) is not None:
+        return per_format(double, scale_encoding)
+    return f"{family} {scale_encoding or '?'}"
 
 
 def scale_encoding_of(df: pd.DataFrame) -> pd.Series:
@@ -532,12 +510,12 @@ def place_labels(df: pd.DataFrame, metric: str = "nmse", frame=LABEL_FRAME) -> t
     data = plottable(df, metric)
     col = "label" if "label" in data.columns else "format"
     empty = pd.DataFrame(columns=LABEL_COLUMNS)
-    if data.empty or not (data["family"] == "ggml").any():
+    if data.empty or not llama_cpp(data["family"]).any():
         return empty, []
     sx, sy = _screen(data, metric, frame, m.log)
     data = data.assign(_sx=sx, _sy=sy)
-    ggml = data[data["family"] == "ggml"]
-    others = data[data["family"] != "ggml"]
+    ggml = data[llama_cpp(data["family"])]
+    others = data[~llama_cpp(data["family"])]
     groups = []
     for (bpw, y), rows in ggml.groupby([ggml["bpw"].round(9), ggml[metric].map(lambda v: float(f"{v:.9g}"))],
                                        sort=True):
@@ -829,7 +807,7 @@ def best_at_budget(df: pd.DataFrame, metric: str = "nmse", budget: float = DEFAU
         out["same"] = list(fit.loc[same, "format"].iloc[1:])
         rest = fit[~same]
         out["runner_up"] = rest.iloc[0] if len(rest) else None
-    ggml = data[data["family"] == "ggml"]
+    ggml = data[llama_cpp(data["family"])]
     if len(ggml):
         ggml = ggml.assign(_dist=(ggml["bpw"] - budget).abs())
         out["llama_cpp"] = ggml.sort_values(["_dist", "bpw", "_cost", "format"]).iloc[0]
@@ -1002,9 +980,9 @@ def native_tensors(rows: pd.DataFrame, skipped=()) -> list[str]:
     no fallback on them, and no llama.cpp type skipped on them (``skipped``: tensor names).
     All of them when ``rows`` holds no llama.cpp type."""
     tensors = list(dict.fromkeys(rows["tensor"])) if len(rows) else []
-    if rows.empty or not (rows["family"] == "ggml").any():
+    if rows.empty or not llama_cpp(rows["family"]).any():
         return tensors
-    g = rows[rows["family"] == "ggml"]
+    g = rows[llama_cpp(rows["family"])]
     fell = set(g.loc[g["applied_type"].notna() & (g["applied_type"] != g["format"]), "tensor"])
     return [t for t in tensors if t not in fell and t not in set(skipped)]
 

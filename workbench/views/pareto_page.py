@@ -49,15 +49,14 @@ GAP = "vs_frontier"
 SWEEP_METRIC = {"w_nmse": "nmse", "w_wnmse": "wnmse", "w_max_err": "max_abs_err", "w_bnl": "bnl"}
 FILTER_LABELS = {"family": "Family", "structure": "Single / double", "scale_encoding": "Scale encoding",
                  "bits": "Bits", "block": "Block size", "symmetry": "Symmetric / asymmetric"}
-# the Family buttons: the uniform family holds single- and double-level formats (the legend's
-# 'single …' and 'double …' kinds), 'ggml' is llama.cpp's own types (the legend's 'llama.cpp')
-FAMILY_LABELS = {"ggml": "llama.cpp", "uniform": "uniform grid", "codebook": "codebook"}
+# the Family buttons: each family's ``LABEL`` ('uniform grid' holds single- and double-level
+# formats, the legend's 'single …' and 'double …' kinds; 'llama.cpp' is the ggml family)
 
 
 def family_label(family: str) -> str:
-    """The Family filter's word for a family: a plug-in may name itself (``LABEL``)."""
+    """The Family filter's word for a family: its plug-in's ``LABEL``, else its name."""
     from workbench.families import trait
-    return FAMILY_LABELS.get(family) or trait(family, "LABEL", family)
+    return trait(family, "LABEL", family)
 
 
 # the view in the URL's query string, applied in this order (later ones depend on earlier ones)

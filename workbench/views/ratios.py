@@ -46,10 +46,11 @@ import numpy as np
 import pandas as pd
 
 from workbench.kernels.encodings import ENCODINGS
+from workbench.metrics import higher_is_better, lower_is_better
 from workbench.views.pareto import scale_encoding_of
 
-LOWER_IS_BETTER = ("nmse", "mse", "rmse", "bnl", "bnl_seed", "max_abs_err", "wnmse", "wmse")
-HIGHER_IS_BETTER = ("sqnr_db", "cosine")
+LOWER_IS_BETTER = lower_is_better("weight", "weighted")     # workbench.metrics.REGISTRY
+HIGHER_IS_BETTER = higher_is_better("weight", "weighted")
 RATIO_METRICS = LOWER_IS_BETTER + HIGHER_IS_BETTER
 
 EQUAL_COLUMNS = ("bpw_label", "curve_b", "eq_ratio", "eq_log2_ratio", "eq_status", "gain")

@@ -15,7 +15,7 @@ import ml_dtypes
 import numpy as np
 import pandas as pd
 
-from workbench.views.pareto import METRICS
+from workbench.views.pareto import METRICS, llama_cpp
 from workbench.views.ratios import error_ratio
 
 # fp8 scale encodings whose range the scale histogram marks (ml_dtypes is the reference for
@@ -232,7 +232,7 @@ def versus_llama_cpp(df: pd.DataFrame, metric: str = "nmse", slack: float = 1e-9
     uniform = data[data["family"] == "uniform"]
     pools = {"single": uniform[uniform["super_bits"].isna()], "double": uniform[uniform["super_bits"].notna()]}
     out = []
-    for _, t in data[data["family"] == "ggml"].sort_values(["bpw", "format"]).iterrows():
+    for _, t in data[llama_cpp(data["family"])].sort_values(["bpw", "format"]).iterrows():
         row = {"format": t["format"], "bpw": t["bpw"], "metric": t["value"]}
         for side, pool in pools.items():
             cand = pool[pool["bpw"] <= t["bpw"] + slack]

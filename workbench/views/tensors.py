@@ -17,11 +17,12 @@ import pandas as pd
 
 from workbench.codecs import as_kernel_input, codec_for
 from workbench.formats import parse
+from workbench.metrics import lower_is_better
 from workbench.sources import tensor_kind
-from workbench.views.pareto import LLAMA_CPP, with_kind
+from workbench.views.pareto import LLAMA_CPP, llama_cpp, with_kind
 
 # Metrics where a smaller value is better: the only ones a ratio "to the best" makes sense for.
-LOWER_IS_BETTER = ("nmse", "mse", "bnl", "bnl_seed", "max_abs_err", "wmse", "wnmse")
+LOWER_IS_BETTER = lower_is_better("weight", "weighted")     # workbench.metrics.REGISTRY
 STAT_COLUMNS = ("numel", "std", "absmax", "absmax_over_std", "excess_kurtosis", "zero_fraction")
 REL_COLUMNS = ("tensor", "format", "bpw", "metric", "best_format", "best_metric", "ratio")
 _GROUP_KEYS = ("model", "imatrix")   # kept (and grouped by) when the results carry them
@@ -229,7 +230,7 @@ def pick_formats(catalog: pd.DataFrame, kinds, block: int | None = None, pattern
     rx = _compiled(pattern, "format regex")
     ok = catalog["kind"].isin(list(kinds))
     if block is not None:
-        ok &= (catalog["family"] == "ggml") | (pd.to_numeric(catalog["block"], errors="coerce") == block)
+        ok &= llama_cpp(catalog["family"]) | (pd.to_numeric(catalog["block"], errors="coerce") == block)
     names = catalog.loc[ok, "format"].astype(str)
     return [f for f in names if rx is None or rx.search(f)]
 
