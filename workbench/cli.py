@@ -63,9 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "only the (tensor, format) pairs that are missing.")
     p.add_argument("--model", default=None, help="a .safetensors/.gguf/.npy/.npz file or a folder of "
                    "safetensors shards (default: the embedded all-MiniLM-L6-v2)")
+    from workbench.formats import GRIDS          # every family's grids (workbench.families)
     p.add_argument("--formats", default=None, help="comma-separated format names and/or grid names "
-                   "(default, small, scales, searches, ggml, codebooks, codebook-defaults, codebook-norms, iqk; `workbench formats GRID` "
-                   "lists one); default: the default grid")
+                   f"({', '.join(GRIDS)}; `workbench formats GRID` lists one); default: the default grid")
     p.add_argument("--tensors", default=None, help="regular expression on tensor names")
     p.add_argument("--workers", type=int, default=None, help="threads (default: every core)")
     p.add_argument("--no-resume", action="store_true", help="measure again what is already stored: the "

@@ -33,6 +33,7 @@ MODEL_METRICS = metrics_of("model", plotted=True)
 # What the Pareto page plots for a metric, where that is not the metric itself: cosine similarity
 # sits at 0.99-0.99999 for every format above 4 bpw, so its distance to 1 goes on a log axis.
 PLOTTED = {"cosine": REGISTRY["cosine_distance"]}
+DERIVED = {"cosine_distance": ("cosine", lambda cos: 1.0 - cos)}
 ALL_METRICS = {**METRICS, **MODEL_METRICS, **{m.name: m for m in PLOTTED.values()}}
 WEIGHT_ERROR = "w_nmse"     # the weight-error frontier beside a model-level one: same formats, same tensors
 WEIGHT_COLOR = "#000000"    # hollow diamonds, dashed: no kind's colour (Category20 holds red, grey)
