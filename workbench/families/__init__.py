@@ -51,6 +51,7 @@ PLUGINS = {
     "ggml": "workbench.families.ggml",
     "codebook": "workbench.families.codebook",
     "iqk": "workbench.families.iqk",
+    "ternary": "workbench.families.ternary",
 }
 
 
