@@ -9,6 +9,7 @@ def test_groups_partition_the_grids():
     assert len(names) == len(set(names))
     want = ({s.name for s in default_grid() if s.family == "uniform"} | {s.name for s in GRIDS["ggml"]()}
             | {s.name for s in GRIDS["codebooks"]()} | {s.name for s in GRIDS["iqk"]()}
-            | {s.name for s in GRIDS["codebook-norms"]()} | {s.name for s in GRIDS["searches"]()})
+            | {s.name for s in GRIDS["codebook-norms"]()} | {s.name for s in GRIDS["searches"]()}
+            | {s.name for s in GRIDS["ternary"]()})          # a family bench_families does not name
     assert set(names) == want
     assert all(specs for _, specs in groups())

@@ -39,7 +39,24 @@ def groups() -> list[tuple[str, list[FormatSpec]]]:
             ("codebook smax/minmax/hqq normalizations", GRIDS["codebook-norms"]()),
             ("ik_llama.cpp IQ4_KS/KSS", GRIDS["iqk"]()),
             ("uniform asymmetric, rmse search", [s for s in GRIDS["searches"]() if s.search == "rmse"]),
-            ("uniform asymmetric, hqq search", [s for s in GRIDS["searches"]() if s.search == "hqq"])]
+            ("uniform asymmetric, hqq search", [s for s in GRIDS["searches"]() if s.search == "hqq"]),
+            *_other_families()]
+
+
+GROUPED = ("uniform", "ggml", "codebook", "iqk")      # the families split into the groups above
+
+
+def _other_families() -> list[tuple[str, list[FormatSpec]]]:
+    """One group per other registered family (a new plug-in is benchmarked with no change here):
+    every format of its grids."""
+    from workbench.families import PLUGINS, plugin, trait
+    out = []
+    for family in PLUGINS:
+        if family in GROUPED:
+            continue
+        specs = {s.name: s for grid in plugin(family).GRIDS.values() for s in grid()}
+        out.append((f"{trait(family, 'LABEL', family)} (its grids)", list(specs.values())))
+    return out
 
 
 def bench_families(quick: bool = False) -> pd.DataFrame:
