@@ -62,7 +62,8 @@ class RatioSection:
         self.figures.visible = self.table.visible = self.paired.visible = has
         if not has:
             self.heatmap.object = self.scatter.object = None
-            self.table.value = pd.DataFrame(columns=list(TABLE_COLUMNS))
+            if len(self.table.value) or list(self.table.value.columns) != list(TABLE_COLUMNS):
+                self.table.value = pd.DataFrame(columns=list(TABLE_COLUMNS))     # a hidden table: once
             return
         self.heatmap.object = ratio_heatmap(table, title, value=colour_by, xlabel=axes[0], ylabel=axes[1])
         self.scatter.object = ratio_scatter(table, x=self.x).opts(
@@ -74,16 +75,27 @@ class RatioSection:
         names = {"metric_a": f"{metric} A", "metric_b": f"{metric} B", "curve_b": f"{metric} B curve at bpw A",
                  **HEADERS}
         self.table.value = rows.rename(columns=names)
-        value = (ScientificFormatter(precision=3, power_limit_low=0, nan_format=OUT_OF_RANGE,
-                                     null_format=OUT_OF_RANGE) if METRICS[metric].log
-                 else NumberFormatter(format="0.00000", nan_format=OUT_OF_RANGE, null_format=OUT_OF_RANGE))
-        ratio = NumberFormatter(format="0.0000", nan_format=OUT_OF_RANGE, null_format=OUT_OF_RANGE)
-        bpw = NumberFormatter(format="0.0000")
-        self.table.formatters = {f"{metric} A": value, f"{metric} B": value, names["curve_b"]: value,
-                                 HEADERS["eq_ratio"]: ratio, HEADERS["ratio"]: ratio,
-                                 HEADERS["bpw_a"]: bpw, HEADERS["bpw_b"]: bpw}
-        self.table.hidden_columns = ["gain"]
+        # the same formatter objects for the same metric: a new set would make the client rebuild
+        # the table's columns on every refresh (and race its own re-render)
+        formatters = self._formatters(metric, names)
+        if self.table.formatters is not formatters:
+            self.table.formatters = formatters
+        if self.table.hidden_columns != ["gain"]:
+            self.table.hidden_columns = ["gain"]
         self.table.height = min(TABLE_HEIGHT, ROW_HEIGHT * (len(rows) + 1) + 12)
+
+    def _formatters(self, metric: str, names: dict) -> dict:
+        cache = self.__dict__.setdefault("_formatter_cache", {})
+        if metric not in cache:
+            value = (ScientificFormatter(precision=3, power_limit_low=0, nan_format=OUT_OF_RANGE,
+                                         null_format=OUT_OF_RANGE) if METRICS[metric].log
+                     else NumberFormatter(format="0.00000", nan_format=OUT_OF_RANGE, null_format=OUT_OF_RANGE))
+            ratio = NumberFormatter(format="0.0000", nan_format=OUT_OF_RANGE, null_format=OUT_OF_RANGE)
+            bpw = NumberFormatter(format="0.0000")
+            cache[metric] = {f"{metric} A": value, f"{metric} B": value, names["curve_b"]: value,
+                             HEADERS["eq_ratio"]: ratio, HEADERS["ratio"]: ratio,
+                             HEADERS["bpw_a"]: bpw, HEADERS["bpw_b"]: bpw}
+        return cache[metric]
 
 
 class Fp8Page(ModelPage):
@@ -187,6 +199,12 @@ class Fp8Page(ModelPage):
     def _refresh(self):
         if self.model is None or self._loading:
             return
+        # every section's changes reach the browser as one patch: separate patches re-render the
+        # sections' plots and tables while the previous re-render is still in flight
+        with pn.io.hold():
+            self._redraw()
+
+    def _redraw(self):
         if self.enc_a is None or self.enc_b is None:
             self._show_message(f"{self.model}: no uniform or codebook formats with absmax scales to compare "
                                f"(sweep formats such as Q4s16_e4m3 and Q4s32, or the codebooks grid)", "warning")
