@@ -55,8 +55,10 @@ PLUGINS = {
 }
 
 
+@functools.cache
 def plugin(family: str) -> ModuleType:
-    """The plug-in module of ``family`` (KeyError for a family not in ``PLUGINS``)."""
+    """The plug-in module of ``family`` (KeyError for a family not in ``PLUGINS``); looked up
+    once per family: every ``FormatSpec`` property asks for it."""
     return importlib.import_module(PLUGINS[family])
 
 
