@@ -27,6 +27,10 @@ def test_no_request_leaves_the_machine_on_any_page(page: Page, server, watch):
     assert len(watch.requests) > len(PAGES), watch.requests            # the watch did see the pages load
     offsite = [url for url in watch.requests if not is_local(url)]
     assert offsite == [] and watch.blocked == [], offsite or watch.blocked
+    # no page holds TeX: Bokeh's MathJax bundle (1.8 MB) is not sent, Bokeh and Panel are
+    scripts = [url.split("?")[0].rsplit("/", 1)[-1] for url in watch.requests]
+    assert {"bokeh.min.js", "panel.min.js"} <= set(scripts), scripts
+    assert "bokeh-mathjax.min.js" not in scripts, scripts
     watch.check()
 
 

@@ -12,6 +12,12 @@ Offline: every resource comes from the app's own server (`panel serve` serves Pa
 Bokeh's bundled files). Panel's Fast design also asks fonts.googleapis.com for Open Sans on
 every page, which an air-gapped lab refuses; ``LocalFast`` is that design without the web font
 (the pages use Open Sans where it is installed, else the system's sans-serif).
+
+Lighter pages: Panel sends Bokeh's MathJax bundle (bokeh-mathjax.min.js, 1.8 MB, 28 % of the
+page's JavaScript) to every page that holds a Markdown or HTML pane, in case its text holds TeX.
+No text of the workbench does, so ``without_mathjax`` leaves it out unless a Bokeh model itself
+asks for it (a TeX axis label, a MathText glyph): one session alone then parses 4.5 MB of
+script instead of 6.3 MB (``docs/bench-sessions.md``).
 """
 from __future__ import annotations
 
@@ -43,6 +49,17 @@ class LocalFast(Fast):
         "js_modules": {**Fast._resources["js_modules"],
                        "fast-design": f"{CDN_DIST}bundled/fast/js/fast_design.js"},
     }
+
+
+def without_mathjax() -> None:
+    """Panel's page bundle leaves out bokeh-mathjax unless a Bokeh model needs it (Bokeh's own
+    test, ``bokeh.embed.bundle._use_mathjax``); Panel's extra rule, 'any Markdown/HTML pane',
+    is switched off. Panel's ``bundle_resources`` looks the rule up in its module at each page,
+    so replacing it there is enough; a Panel without it is left as it is (the served page's
+    scripts are tested: tests/ui/test_offline_ui.py)."""
+    import panel.io.resources as resources
+    if callable(getattr(resources, "_panel_use_mathjax", None)):
+        resources._panel_use_mathjax = lambda roots: False
 
 
 @dataclass(frozen=True)
