@@ -141,3 +141,28 @@ def test_formats_compared_tensor_by_tensor(mixed_store):
     assert page.compare.object is not None
     page.select(["Q4_0"])
     assert page.compare.object is None and "select 2 to 8" in page.compare_title.object
+
+
+def test_shared_answers_are_keyed_by_content_and_handed_out_as_copies(mixed_store):
+    """identical_groups and place_labels answer every session from one computation (pareto's
+    memo): the same answer as computing afresh, a changed value is a new key, and what a caller
+    does to its answer does not reach the next caller."""
+    from workbench.views import pareto
+    model = st.models(mixed_store)[0]
+    rows = st.tensor_results(mixed_store, model)
+    summ = with_kind(st.summary(mixed_store, model))
+    pareto._MEMO.clear()
+    first = identical_groups(rows)
+    first[0].append("mutated")
+    first.append(["also"])
+    assert identical_groups(rows.copy()) == pareto._identical_groups(rows) == [["Q4s32", "Q4s32_rmse"]]
+    placed, dropped = pareto.place_labels(summ, "nmse")
+    fresh = pareto._place_labels(pareto.plottable(summ, "nmse"), "nmse", pareto.LABEL_FRAME)
+    assert placed.equals(fresh[0]) and dropped == fresh[1] and len(placed)
+    placed.loc[:, "label"] = "mutated"
+    again, _ = pareto.place_labels(summ, "nmse")
+    assert again.equals(fresh[0])
+    assert len(pareto._MEMO) == 2          # one answer per question, however often asked
+    moved = summ.assign(nmse=summ["nmse"] * np.where(summ["format"] == "Q4_0", 10.0, 1.0))
+    assert not pareto.place_labels(moved, "nmse")[0].equals(fresh[0]) and len(pareto._MEMO) == 3
+    assert pareto.content_key(rows, ["mse"]) != pareto.content_key(rows.iloc[::-1], ["mse"])   # order counts

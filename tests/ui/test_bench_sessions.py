@@ -17,3 +17,7 @@ def test_sessions_benchmark_runs_real_sessions(small_store):
     assert "| brushes registered | 2 |" in table(r)
     assert "sessions discarded by the server" in table(r)   # (discards take a sweep, ~17 s: test_session_lifetime_ui)
     assert verdict(r)[0].startswith("every brush registers: met")
+    # the CPU readings taken when the last plot showed: within the whole run's
+    assert 0 < r["plots_wall_s"] <= r["wall_s"] and 0 < r["plots_server_cpu_s"] <= r["server_cpu_s"]
+    assert 0 < r["plots_others_cpu_s"] <= r["others_cpu_s"] + 0.05
+    assert "until the last plot showed" in table(r)

@@ -6,7 +6,9 @@ Panel class that wires widgets to these functions is ``workbench.views.pareto_pa
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
+import threading
 import re
 
 import holoviews as hv
@@ -496,6 +498,36 @@ def _overlaps(a, b) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
+# Answers of the pure functions below that every session asks with the same rows (twenty users
+# opening the Pareto page place the same labels and group the same identical formats): keyed
+# by the content of the columns they read (an ordered digest of pandas' per-row hashes), so a
+# different input can never get an old answer; the last MEMO_SIZE answers are kept, callers
+# get copies.
+MEMO_SIZE = 32
+_MEMO: dict[tuple, object] = {}
+_MEMO_LOCK = threading.Lock()
+
+
+def content_key(df: pd.DataFrame, columns) -> tuple:
+    """A key for the values of ``columns`` of ``df``, row order included (which of them exist,
+    the row count, and a BLAKE2b digest of pandas' 64-bit hash of each row)."""
+    cols = [c for c in columns if c in df.columns]
+    h = pd.util.hash_pandas_object(df[cols], index=False).to_numpy(np.uint64) if cols else np.zeros(0, np.uint64)
+    return tuple(cols), len(df), hashlib.blake2b(h.tobytes(), digest_size=16).digest()
+
+
+def _memo(key: tuple, compute, copy):
+    with _MEMO_LOCK:
+        hit = _MEMO.get(key)
+    if hit is None:
+        hit = compute()
+        with _MEMO_LOCK:
+            _MEMO[key] = hit
+            while len(_MEMO) > MEMO_SIZE:
+                del _MEMO[next(iter(_MEMO))]
+    return copy(hit)
+
+
 def place_labels(df: pd.DataFrame, metric: str = "nmse", frame=LABEL_FRAME) -> tuple[pd.DataFrame, list[str]]:
     """Where the names of llama.cpp's types go: a greedy placement in screen pixels (the data
     range mapped on a ``frame`` of w × h px). Types at the same point share one label
@@ -507,8 +539,13 @@ def place_labels(df: pd.DataFrame, metric: str = "nmse", frame=LABEL_FRAME) -> t
     offset dx/dy of the text anchor from its point, its alignment and its box in frame pixels;
     the names left out)."""
     metric = plotted(metric)
-    m = ALL_METRICS[metric]
     data = plottable(df, metric)
+    key = ("place_labels", metric, tuple(frame), content_key(data, ["bpw", metric, "family", "label", "format"]))
+    return _memo(key, lambda: _place_labels(data, metric, frame), lambda r: (r[0].copy(), list(r[1])))
+
+
+def _place_labels(data: pd.DataFrame, metric: str, frame) -> tuple[pd.DataFrame, list[str]]:
+    m = ALL_METRICS[metric]
     col = "label" if "label" in data.columns else "format"
     empty = pd.DataFrame(columns=LABEL_COLUMNS)
     if data.empty or not llama_cpp(data["family"]).any():
@@ -936,6 +973,11 @@ def identical_groups(rows: pd.DataFrame) -> list[list[str]]:
     sharing a signature are then compared exactly, so a hash collision cannot merge two."""
     if rows.empty or not set(SAME_COLUMNS) <= set(rows.columns):
         return []
+    key = ("identical_groups", content_key(rows, ["format", "family", "tensor", *SAME_COLUMNS]))
+    return _memo(key, lambda: _identical_groups(rows), lambda groups: [list(g) for g in groups])
+
+
+def _identical_groups(rows: pd.DataFrame) -> list[list[str]]:
     cols = ["tensor", *SAME_COLUMNS]
     h = pd.util.hash_pandas_object(rows[cols], index=False).to_numpy(np.uint64)
     sig = pd.DataFrame({"format": rows["format"].to_numpy(), "h": h}).groupby("format", sort=True)["h"].agg(
