@@ -17,8 +17,4 @@ quiet_closed_socket_writes()               # a tab closing mid-patch is not a se
 without_mathjax()                          # no TeX on any page: 1.8 MB less script per page
 pn.state.onload(expire_on_close)        # a closed session is discarded in ~17 s, not 10 min
 
-# The template adds its roots to the session's document one at a time, and Bokeh recomputes the
-# document's model graph after each (~27 times a session); frozen, it does so once at the end:
-# 0.17 s less server CPU per session (0.78 -> 0.61 s to build the Pareto page's document).
-with pn.state.curdoc.models.freeze():
-    Workbench().template().servable()   # reads $WORKBENCH_STORE, else the default store
+Workbench().template().servable()   # reads $WORKBENCH_STORE, else the default store
