@@ -66,10 +66,17 @@ def digest(spec: FormatSpec, xs: dict[str, np.ndarray]) -> dict[str, str]:
             continue
         y = codec.dequantize(packed, x.shape)
         h = hashlib.sha256(np.ascontiguousarray(packed).view(np.uint8).tobytes())
-        h.update(np.ascontiguousarray(y, np.float32).tobytes())
+        y = np.array(y, np.float32)
+        y[np.isnan(y)] = np.nan                          # (the sign and payload of a NaN: see below)
+        h.update(y.tobytes())
         if hasattr(codec, "error_sums"):                 # the fused error path the sweep uses
             from workbench.metrics import signal_sums
-            h.update(np.asarray(codec.error_sums(x, signal_sums(x)), np.float64).tobytes())
+            sums = np.asarray(codec.error_sums(x, signal_sums(x)), np.float64).copy()
+            # a sum over NaN is NaN; IEEE 754 leaves the sign and payload of an arithmetic NaN
+            # unspecified (they varied between the machines CI ran on): every NaN, here and in
+            # the decoded values, is hashed as numpy's quiet NaN
+            sums[np.isnan(sums)] = np.nan
+            h.update(sums.tobytes())
         out[key] = h.hexdigest()[:20]
     return out
 
