@@ -281,8 +281,8 @@ def measure(store: Path, n: int, timeout_s: float = 240.0, settle_s: float = 45.
             "failures": [o["error"] for o in outs if o["error"]],
             "wall_s": wall, "server_cpu_s": server_cpu, "others_cpu_s": max(machine_cpu - server_cpu, 0.0),
             "plots_server_cpu_s": at_plots.get("server", float("nan")),
-            "plots_others_cpu_s": max(at_plots.get("machine", float("nan")) - at_plots.get("server", float("nan")), 0.0)
-            if at_plots else float("nan"), "plots_wall_s": at_plots.get("wall", float("nan")),
+            "plots_others_cpu_s": max(at_plots["machine"] - at_plots["server"], 0.0) if at_plots else float("nan"),
+            "plots_wall_s": at_plots.get("wall", float("nan")),
             "cores": os.cpu_count(), "discarded": discarded,
             "pressed": sum(o["pressed"] for o in outs), "unselected": sum(o["unselected"] for o in outs),
             "gap_max_ms": max((g for o in outs for g in o["gaps_ms"] if g is not None), default=float("nan"))}

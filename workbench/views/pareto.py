@@ -8,8 +8,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-import threading
 import re
+import threading
 
 import holoviews as hv
 import holoviews.plotting.bokeh  # noqa: F401  (registers the bokeh backend the opts below name)
