@@ -161,7 +161,7 @@ async def _one(browser, url: str, timeout_s: float, out: dict, start: asyncio.Ev
     from workbench.browser import is_local
     ctx = await browser.new_context(viewport={"width": 1400, "height": 1000})
     out.update(blocked=0, blocked_urls=[], console_errors=0, plot_s=None, brush_s=None, registered=False, error=None,
-               pressed=0, unselected=0, gaps_ms=[])
+               pressed=0, unselected=0, gaps_ms=[], dragless=False)
     await ctx.add_init_script(GAP_JS)
 
     async def route(r):
@@ -199,6 +199,10 @@ async def _one(browser, url: str, timeout_s: float, out: dict, start: asyncio.Ev
                 break
             except Exception:  # noqa: BLE001 - a drag that selected nothing in the page: draw it again
                 out["unselected"] += 1
+        else:   # the page itself never selected: no brush reached the server, nothing to wait for
+            out["dragless"] = True
+            raise RuntimeError(f"none of {1 + DRAG_RETRIES} drags selected anything in the page "
+                               "(the browser took each for a press or selected nothing)")
         await page.wait_for_function(f"before => ({CAPTION_JS})() !== before", arg=before,
                                      polling=BRUSH_POLL_MS, timeout=timeout_s * 1000)
         out["registered"], out["brush_s"] = True, time.perf_counter() - t1
@@ -241,9 +245,12 @@ def _run(n: int, url: str, timeout_s: float, on_all_shown=None) -> list[dict]:
         return pool.submit(lambda: asyncio.run(_sessions(url, n, timeout_s, on_all_shown))).result()
 
 
-def measure(store: Path, n: int, timeout_s: float = 240.0, settle_s: float = 45.0) -> dict:
+def measure(store: Path, n: int, timeout_s: float = 240.0, settle_s: float = 45.0, floor: bool = False) -> dict:
+    """The figures of ``n`` sessions at once on the Pareto page, or with ``floor`` on the
+    reference page (``bench_floor``: one Bokeh plot of the same formats under `bokeh serve`)."""
     from workbench.browser import serve
-    with serve(store) as srv:
+    where = dict(app="workbench/bench_floor.py", server="bokeh") if floor else {}
+    with serve(store, **where) as srv:
         pid = srv["pid"]
         time.sleep(2.0)
         started = rss_mb(pid)
@@ -264,11 +271,12 @@ def measure(store: Path, n: int, timeout_s: float = 240.0, settle_s: float = 45.
             server_cpu, machine_cpu = cpu_s(pid) - cpu0, cpu_s() - all0
             time.sleep(settle_s)
         after = rss_mb(pid)
-        discarded = sum(DISCARDED in ln for ln in list(srv["log"]))   # the warm-up's and the n sessions'
+        # the warm-up's and the n sessions' (the reference page has no such log line)
+        discarded = None if floor else sum(DISCARDED in ln for ln in list(srv["log"]))
         errors = _error_blocks(list(srv["log"]))
     plots = [o["plot_s"] for o in outs if o["plot_s"] is not None]
     brushes = [o["brush_s"] for o in outs if o["brush_s"] is not None]
-    return {"sessions": n, "plots_shown": len(plots), "brushes_registered": sum(o["registered"] for o in outs),
+    return {"page": "reference" if floor else "pareto", "sessions": n, "plots_shown": len(plots), "brushes_registered": sum(o["registered"] for o in outs),
             "plot_p50_s": statistics.median(plots) if plots else float("nan"),
             "plot_p95_s": percentile(plots, 0.95),
             "brush_p50_s": statistics.median(brushes) if brushes else float("nan"),
@@ -285,6 +293,7 @@ def measure(store: Path, n: int, timeout_s: float = 240.0, settle_s: float = 45.
             "plots_wall_s": at_plots.get("wall", float("nan")),
             "cores": os.cpu_count(), "discarded": discarded,
             "pressed": sum(o["pressed"] for o in outs), "unselected": sum(o["unselected"] for o in outs),
+            "dragless": sum(o["dragless"] for o in outs),
             "gap_max_ms": max((g for o in outs for g in o["gaps_ms"] if g is not None), default=float("nan"))}
 
 
@@ -296,8 +305,11 @@ def client_floor_s(r: dict) -> float:
 
 
 def verdict(r: dict) -> list[str]:
+    dragless = r["dragless"]
     return [f"every brush registers: {'met' if r['brushes_registered'] == r['sessions'] else 'NOT met'} "
-            f"({r['brushes_registered']} of {r['sessions']})",
+            f"({r['brushes_registered']} of {r['sessions']}"
+            + (f"; {dragless} of the misses: the page never selected from {1 + DRAG_RETRIES} drags, "
+               "so no brush was sent)" if dragless else ")"),
             f"plot p95 ≤ {TARGETS['plot_p95_s']:.0f} s: {'met' if r['plot_p95_s'] <= TARGETS['plot_p95_s'] else 'NOT met'} "
             f"({r['plot_p95_s']:.1f} s; until the last plot the clients' own CPU filled {client_floor_s(r):.1f} s "
             f"of the {r['cores']} cores)",
@@ -309,8 +321,8 @@ def verdict(r: dict) -> list[str]:
             f"offline: {'met' if r['blocked_requests'] == 0 else 'NOT met'} ({r['blocked_requests']} off-machine requests)"]
 
 
-def table(r: dict) -> str:
-    rows = [("sessions at once", f"{r['sessions']}"), ("plots shown", f"{r['plots_shown']}"),
+def _rows(r: dict) -> list[tuple[str, str]]:
+    return [("sessions at once", f"{r['sessions']}"), ("plots shown", f"{r['plots_shown']}"),
             ("brushes registered", f"{r['brushes_registered']}"),
             ("time to plot p50 / p95 (s)", f"{r['plot_p50_s']:.1f} / {r['plot_p95_s']:.1f}"),
             ("brush → caption p50 / p95 (s)", f"{r['brush_p50_s']:.2f} / {r['brush_p95_s']:.2f}"),
@@ -322,8 +334,10 @@ def table(r: dict) -> str:
             ("drags bokeh took for a press (first move > 300 ms after the press), made again",
              f"{r['pressed']} (longest press → move: {r['gap_max_ms']:.0f} ms)"),
             ("drags that selected nothing in the page within 5 s, made again", f"{r['unselected']}"),
+            (f"sessions whose page selected nothing from {1 + DRAG_RETRIES} drags (no brush sent)",
+             f"{r['dragless']}"),
             ("sessions discarded by the server after they closed (of warm-up + sessions)",
-             f"{r['discarded']} of {r['sessions'] + 1}"),
+             "(not logged)" if r["discarded"] is None else f"{r['discarded']} of {r['sessions'] + 1}"),
             ("CPU s per session: server / the clients", f"{r['server_cpu_s'] / max(r['sessions'], 1):.2f} / "
              f"{r['others_cpu_s'] / max(r['sessions'], 1):.2f}"),
             ("until the last plot showed: wall s, CPU s of the server / of the clients (the clients' "
@@ -331,7 +345,33 @@ def table(r: dict) -> str:
              f"{r['plots_wall_s']:.1f}: {r['plots_server_cpu_s']:.1f} / {r['plots_others_cpu_s']:.1f} "
              f"({client_floor_s(r):.1f} s)"),
             ("console errors / server ERROR lines", f"{r['console_errors']} / {r['server_errors']}")]
-    return "\n".join(["| measure | value |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows])
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}×" if b > 0 and a == a and b == b else "–"
+
+
+def table(r: dict, ref: dict | None = None) -> str:
+    """The figures as a markdown table; with ``ref`` (``measure(..., floor=True)`` in the same
+    run) a column for the reference page beside the Pareto page's, and their ratios."""
+    if ref is None:
+        return "\n".join(["| measure | value |", "|---|---|"] + [f"| {a} | {b} |" for a, b in _rows(r)])
+    per = lambda x, k: x[k] / max(x["sessions"], 1)     # noqa: E731
+    ratios = {"time to plot p50 / p95 (s)": f"{_ratio(r['plot_p50_s'], ref['plot_p50_s'])} / "
+                                            f"{_ratio(r['plot_p95_s'], ref['plot_p95_s'])}",
+              "CPU s per session: server / the clients": f"{_ratio(per(r, 'server_cpu_s'), per(ref, 'server_cpu_s'))} / "
+                                                         f"{_ratio(per(r, 'others_cpu_s'), per(ref, 'others_cpu_s'))}"}
+    out = ["| measure | Pareto page | reference page (one Bokeh plot) | ratio |", "|---|---|---|---|"]
+    out += [f"| {a} | {b} | {c} | {ratios.get(a, '')} |" for (a, b), (_, c) in zip(_rows(r), _rows(ref))]
+    return "\n".join(out)
+
+
+def reference_verdict(ref: dict) -> str:
+    """What the reference page says of the plot target: whether any Bokeh page reaches it here."""
+    met = ref["plot_p95_s"] <= TARGETS["plot_p95_s"]
+    return (f"reference page (one Bokeh plot of the same formats, `bokeh serve`, no Panel): plot p95 "
+            f"{ref['plot_p95_s']:.1f} s, {'within' if met else 'beyond'} the {TARGETS['plot_p95_s']:.0f} s target"
+            + ("" if met else f" (its clients alone filled {client_floor_s(ref):.1f} s of the {ref['cores']} cores)"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -340,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base", type=Path, help="a store holding a full default sweep (default: run one, ~1 min)")
     ap.add_argument("--timeout", type=float, default=240.0, help="seconds a session may wait for the plot or the brush")
     ap.add_argument("--out", type=Path, help="also write the table (markdown) here")
+    ap.add_argument("--no-reference", action="store_true",
+                    help="skip the reference page (one Bokeh plot, `bokeh serve`) measured after the Pareto page")
     a = ap.parse_args(argv)
     from workbench import store as st, sweep
     with tempfile.TemporaryDirectory() as tmp:
@@ -349,12 +391,14 @@ def main(argv: list[str] | None = None) -> int:
             print("sweeping the default model (every format of the default grid) ...")
             sweep.run(store=base, progress=True)
         r = measure(base, a.sessions, a.timeout)
-    text = table(r)
-    lines = verdict(r)
+        ref = None if a.no_reference else measure(base, a.sessions, a.timeout, floor=True)
+    text = table(r, ref)
+    lines = verdict(r) + ([] if ref is None else [reference_verdict(ref)])
     print(text)
     print("\n".join(lines))
-    for f in r["failures"][:5]:
-        print("  failure:", f)
+    for name, x in (("Pareto page", r), ("reference page", ref)):
+        for f in ([] if x is None else x["failures"][:5]):
+            print(f"  failure ({name}):", f)
     for line in r["server_error_lines"]:
         print("  server:", line)
     for url in r["blocked_urls"]:

@@ -64,11 +64,14 @@ SERVE_ENV = {"PYTHONMALLOC": "malloc"}
 
 
 @contextlib.contextmanager
-def serve(store: str | os.PathLike, start_s: float = SERVER_START_S, env: dict | None = None):
+def serve(store: str | os.PathLike, start_s: float = SERVER_START_S, env: dict | None = None,
+          app: str = "workbench", server: str = "panel"):
     """`python -m panel serve workbench` on a free port, reading ``store``; yields a dict with its
-    ``url``, the ``log`` lines so far (a live list), the ``store`` path and the server's ``pid``."""
+    ``url``, the ``log`` lines so far (a live list), the ``store`` path and the server's ``pid``.
+    ``app``/``server``: another app (a directory or script relative to the project's root) and
+    `bokeh serve` for it (the sessions benchmark's reference page, ``bench_floor``)."""
     port = free_port()
-    cmd = [sys.executable, "-m", "panel", "serve", "workbench", "--port", str(port),
+    cmd = [sys.executable, "-m", server, "serve", app, "--port", str(port),
            "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}", *SERVE_ARGS]
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **SERVE_ENV, **(env or {}), "WORKBENCH_STORE": str(store)},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
@@ -84,15 +87,15 @@ def serve(store: str | os.PathLike, start_s: float = SERVER_START_S, env: dict |
         deadline = time.monotonic() + start_s
         while True:
             if proc.poll() is not None:
-                raise ServerError(f"panel serve exited ({proc.returncode}):\n{''.join(log)}")
+                raise ServerError(f"{server} serve exited ({proc.returncode}):\n{''.join(log)}")
             try:
                 if "Bokeh app running at" in lines.get(timeout=max(0.1, deadline - time.monotonic())):
                     break
             except queue.Empty:
                 pass
             if time.monotonic() > deadline:
-                raise ServerError(f"panel serve did not start in {start_s} s:\n{''.join(log)}")
-        yield {"url": f"http://127.0.0.1:{port}/workbench", "log": log, "store": Path(store), "pid": proc.pid}
+                raise ServerError(f"{server} serve did not start in {start_s} s:\n{''.join(log)}")
+        yield {"url": f"http://127.0.0.1:{port}/{Path(app).stem}", "log": log, "store": Path(store), "pid": proc.pid}
     finally:
         proc.terminate()
         try:

@@ -151,7 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval", dest="eval_", action="store_true", help="model-level evaluation: one format on "
                    "SmolLM2 through llama.cpp (target <= 60 s, reference cached), 40+ formats on MiniLM (<= 5 min)")
     p.add_argument("--sessions", type=int, default=None, metavar="N", help="N users at once on the Pareto "
-                   "page in headless chromium: time to plot, brushes registered, server memory")
+                   "page in headless chromium: time to plot, brushes registered, server memory; then the same "
+                   "clients on a reference page (one Bokeh plot of the same formats), side by side")
+    p.add_argument("--no-reference", action="store_true", help="--sessions: the Pareto page only")
     p.add_argument("--fused", action="store_true", help="the fused error kernel against quantize → bytes → "
                    "dequantize → metrics, side by side (uniform grid, layer 0; --out FILE)")
     p.add_argument("--cold", action="store_true", help="the README's main job from a cold Numba cache: "
@@ -394,7 +396,7 @@ def cmd_bench(a) -> int:
     if a.sessions is not None:
         from workbench.bench_sessions import main as sessions_main
         return sessions_main(["--sessions", str(a.sessions)] + (["--base", str(a.base)] if a.base else [])
-                             + (["--out", str(a.out)] if a.out else []))
+                             + (["--out", str(a.out)] if a.out else []) + (["--no-reference"] if a.no_reference else []))
     if a.eval_:
         from workbench.bench_eval import main as eval_main
         return eval_main(out=a.out)
