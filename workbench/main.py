@@ -8,12 +8,13 @@ import logging
 import panel as pn
 
 from workbench.views.app import (Workbench, expire_on_close, quiet_closed_socket_writes, release_memory,
-                                 without_mathjax)
+                                 tolerate_detached_close, without_mathjax)
 
 logging.getLogger("workbench").setLevel(logging.INFO)   # the server log shows our INFO lines too
 pn.extension("tabulator", sizing_mode="stretch_width", notifications=True)
 pn.state.on_session_destroyed(release_memory)
 quiet_closed_socket_writes()               # a tab closing mid-patch is not a server error
+tolerate_detached_close()                  # nor one closing just after bokeh's keep-alive ping failed
 without_mathjax()                          # no TeX on any page: 1.8 MB less script per page
 pn.state.onload(expire_on_close)        # a closed session is discarded in ~17 s, not 10 min
 

@@ -134,6 +134,36 @@ def quiet_closed_socket_writes() -> None:
         logger.addFilter(ClosedSocketWrites())
 
 
+def tolerate_detached_close() -> None:
+    """Bokeh's own race, closed once per process: its keep-alive job pings every connection, and a
+    ping on a socket whose browser has just gone raises ``WebSocketClosedError``, so bokeh calls
+    ``client_lost``, which detaches the connection's session. Tornado then calls the handler's
+    ``on_close``, which reads ``connection.session``, whose ``assert self._session is not None``
+    fails: an ERROR with a traceback in the server log for a tab that simply closed (two in a
+    20-session benchmark as the contexts closed together). For a connection bokeh has already
+    detached, ``on_close`` now logs the close at INFO and only drops the connection again (bokeh's
+    ``client_lost`` is idempotent); every other close runs bokeh's own ``on_close`` unchanged.
+    Nothing is lost: the detach already unsubscribed the connection, which is what asks for the
+    session's expiry (``expire_on_close``)."""
+    from bokeh.server.views import ws
+    original = ws.WSHandler.on_close
+    if getattr(original, "_workbench_detached_guard", False):
+        return
+
+    def on_close(self) -> None:
+        connection = getattr(self, "connection", None)
+        # "_session" is bokeh's private slot; a bokeh without it gets its own on_close, unchanged.
+        if connection is not None and getattr(connection, "_session", "absent") is None:
+            log.info("websocket closed (code=%s) after bokeh's keep-alive had dropped its session",
+                     getattr(self, "close_code", None))
+            self.application.client_lost(connection)
+            return
+        original(self)
+
+    on_close._workbench_detached_guard = True
+    ws.WSHandler.on_close = on_close
+
+
 def release_memory(session_context) -> None:
     """When a browser session closes (``pn.state.on_session_destroyed``): collect the cycles its
     pages leave (HoloViews streams, Bokeh models) and hand the freed heap back to the system
