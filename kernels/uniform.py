@@ -109,6 +109,21 @@ def _hqq_min(v, n, nlev, d, m):
     return np.float32(-best_z * d)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _zero_point(m0, d, nlev):
+    """The uint8 zero-point of an asymmetric group under an unsigned encoding (e8m0): -m0 / d
+    rounded and clamped to [0, nlev]; 0 for a zero scale, and 0 when the step is NaN (a block
+    that starts with a NaN, whose scale is then NaN). Without that rule the float -> uint32
+    cast of a NaN is undefined, and the byte depended on the CPU (0xFF with AVX-512's
+    vcvttsd2usi, 0 without)."""
+    if d == 0:
+        return np.uint32(0)
+    q = np.rint(-m0 / d)
+    if q != q:
+        return np.uint32(0)
+    return np.uint32(min(max(q, 0), nlev))
+
+
 @njit(cache=True, nogil=True)
 def _fit(v, n, bits, sym, enc, search, gs, gm, out):
     """Choose one group's parameters. out = [scale_code, min_code, scale, min, raw_scale, raw_min].
@@ -150,7 +165,7 @@ def _fit(v, n, bits, sym, enc, search, gs, gm, out):
         scode = encode_e8m0_ceil(np.float32(s0 / gs))
         sdec = np.float32(decode(scode, enc) * gs)
     if not sym and not signed:
-        mcode = np.uint32(min(max(np.rint(-m0 / sdec), 0), nlev)) if sdec != 0 else np.uint32(0)
+        mcode = _zero_point(m0, sdec, nlev)
         mdec = -sdec * np.float32(mcode)
     if search == HQQ and not sym and signed and sdec != 0:
         mcode, mdec = _store(_hqq_min(v, n, nlev, sdec, mdec), enc, gm)
@@ -164,7 +179,7 @@ def _fit(v, n, bits, sym, enc, search, gs, gm, out):
             c, d = _store(sc, enc, gs)
             mc, m = mcode, mdec
             if not sym and not signed:
-                mc = np.uint32(min(max(np.rint(-m0 / d), 0), nlev)) if d != 0 else np.uint32(0)
+                mc = _zero_point(m0, d, nlev)
                 m = -d * np.float32(mc)
             err = _group_sse(v, n, sym, bits, d, m)
             if err < best:

@@ -121,3 +121,26 @@ def test_scale_encoding_round_trip_inside_kernels_matches_array_helpers():
             continue
         codes = encode_array(x, enc.id)
         assert np.all(np.isfinite(decode_array(codes, enc.id)))
+
+
+@pytest.mark.parametrize("name", ["Q4a32_e8m0", "Q4a32_e8m0_rmse", "Q(4a16)xQ(6a16)_e8m0"])
+def test_a_nan_step_gives_zero_point_0_on_every_cpu(name):
+    """An asymmetric group under e8m0 stores a uint8 zero-point, -min / scale rounded. A block
+    that starts with a NaN has a NaN min and scale, so that step is NaN, and a float -> uint32
+    cast of NaN is undefined: the byte was 0xFF on a CPU with AVX-512 (vcvttsd2usi) and 0
+    without. The rule (kernels/uniform.py ``_zero_point``) makes it 0 everywhere."""
+    from workbench.codecs import codec_for
+    from workbench.formats import resolve
+    spec = resolve(name)[0]
+    x = np.linspace(-1, 1, 64, dtype=np.float32).reshape(1, 64)
+    x[0, 0] = np.nan
+    packed = codec_for(spec).quantize(x)
+    if spec.super_bits is None:
+        assert packed[0] == 0xFF and packed[1] == 0       # first block: e8m0 NaN scale, zero-point 0
+        assert packed[18] != 0xFF                          # the second block is finite
+    else:
+        # a super-block: the blocks' own (f32) fit is NaN for block 0, so the vectors of scales and
+        # mins hold a NaN first: their super-scale is NaN and their zero-points are 0
+        assert packed[0] == 0xFF and packed[1] == 0
+    y = codec_for(spec).dequantize(packed, x.shape)
+    assert np.isnan(y[0, :16]).all()
