@@ -23,6 +23,8 @@ from workbench.formats import resolve
 from workbench.kernels import scales
 from workbench.kernels.encodings import ENCODINGS
 
+from edge_tensors import uniform_edge_cases
+
 NEEDS_NVCC = pytest.mark.skipif(cuda_host.available() is not None, reason=str(cuda_host.available()))
 
 ENC_IDS = {e.name: e.id for e in ENCODINGS.values()}
@@ -78,35 +80,13 @@ def test_e8m0_ceil_gives_numbas_codes():
     assert np.array_equal(cuda_host.e8m0_ceil(x), _numba_e8m0_ceil(x))
 
 
+ROWS = {"encoder.layer.0.attention.self.query.weight": 32, "encoder.layer.3.output.dense.weight": 16,
+        "embeddings.word_embeddings.weight": 48}    # both row widths, and the embedding
+
+
 @pytest.fixture(scope="module")
-def real_slices():
-    """Row slices of three real MiniLM tensors (both row widths, and the embedding)."""
-    from workbench.sources import open_model
-    want = {"encoder.layer.0.attention.self.query.weight": 32, "encoder.layer.3.output.dense.weight": 16,
-            "embeddings.word_embeddings.weight": 48}
-    return {t.name: as_kernel_input(t.load()[:want[t.name]]) for t in open_model(None).weights() if t.name in want}
-
-
-def edge_cases() -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(7)
-    tiny = np.finfo(np.float32).tiny
-    nan_inf = rng.standard_normal((4, 96))
-    nan_inf[0, 5] = np.nan
-    nan_inf[1, 0] = np.inf          # the first element of a block: the min/max start there
-    nan_inf[2, 40] = -np.inf
-    nan_inf[3, 0] = np.nan
-    x = {"zeros": np.zeros((3, 96)),
-         "NaN and Inf": nan_inf,
-         "odd shape 5x100": rng.standard_normal((5, 100)),
-         "one column": rng.standard_normal((9, 1)),
-         "one row of 7": rng.standard_normal((1, 7)),
-         "denormals": rng.standard_normal((4, 64)) * tiny * 0.01,
-         "huge": rng.standard_normal((4, 64)) * 1e37,
-         "constant rows": np.repeat(rng.standard_normal((4, 1)), 64, axis=1),
-         "negative only": -np.abs(rng.standard_normal((4, 160))),
-         "signed-max ties": np.tile([1.0, -1.0, 0.5, -0.5], (3, 16)),
-         "mixed scales": rng.standard_normal((6, 256)) * np.logspace(-30, 30, 256)}
-    return {k: as_kernel_input(v.astype(np.float32)) for k, v in x.items()}
+def real_slices(minilm_tensors):
+    return {name: as_kernel_input(minilm_tensors[name][:rows]) for name, rows in ROWS.items()}
 
 
 def uniform_formats() -> list:
@@ -141,7 +121,7 @@ def assert_same_values(got: np.ndarray, want: np.ndarray, what: str) -> None:
 def test_uniform_bytes_and_values_are_numbas(spec, real_slices):
     codec = codec_for(spec)
     checked = 0
-    for name, x in {**real_slices, **edge_cases()}.items():
+    for name, x in {**real_slices, **uniform_edge_cases(nonfinite=True)}.items():
         if spec.applies_to(x.shape):
             continue
         want = codec.quantize(x)

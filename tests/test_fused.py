@@ -15,6 +15,8 @@ from workbench.kernels.metrics import error_sums_given
 from workbench.metrics import signal_sums
 from workbench.sources import open_model
 
+from edge_tensors import uniform_edge_cases
+
 UNIFORM = [f for f in resolve("default") if f.family == "uniform"]
 EXTRA = resolve("Q4s32_rmse,Q(4a16)xQ(6s16)_e4m3_rmse,Q4a32_naive,Q(3a16)xQ(4s16)_e4m3_naive,"
                 "Q4s16_e8m0,Q(4a16)xQ(6a16)_e8m0,Q5a32_e5m2,Q4s32_e4m3_nonorm,Q4a32_f32,Q(4s16)xQ(8s16)_f32")
@@ -30,19 +32,7 @@ def real_slices():
 
 
 def edge_cases() -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(7)
-    tiny = np.finfo(np.float32).tiny
-    x = {"zeros": np.zeros((3, 96)),
-         "odd shape 5x100": rng.standard_normal((5, 100)),
-         "one column": rng.standard_normal((9, 1)),
-         "one row of 7": rng.standard_normal((1, 7)),
-         "denormals": rng.standard_normal((4, 64)) * tiny * 0.01,
-         "huge": rng.standard_normal((4, 64)) * 1e37,
-         "constant rows": np.repeat(rng.standard_normal((4, 1)), 64, axis=1),
-         "negative only": -np.abs(rng.standard_normal((4, 160))),
-         "signed-max ties": np.tile([1.0, -1.0, 0.5, -0.5], (3, 16)),
-         "mixed scales": rng.standard_normal((6, 256)) * np.logspace(-30, 30, 256)}
-    return {k: as_kernel_input(v.astype(np.float32)) for k, v in x.items()}
+    return uniform_edge_cases()
 
 
 def real_path(codec, x, stats):

@@ -98,39 +98,43 @@ int64_t wb_uniform_dequantize(const uint8_t* packed, int rows, int cols, WB_FORM
 
 // ------------------------------------------------------------------ device launchers
 #ifdef __CUDACC__
-WB_KERNEL void wb_uniform_norm_maxima_kernel(const float* x, int rows, int cols, WB_FORMAT_ARGS, unsigned int* g4) {
-    Format F = WB_FORMAT;
+// this thread's unit: row r, unit u of the row, n weights (a short last unit has fewer)
+__device__ __forceinline__ bool thread_unit(const Format& F, int rows, int cols, int& r, int& u, int& n) {
     int unit = wb::unit_size(F);
     int nunits = (cols + unit - 1) / unit;
     int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (t >= int64_t(rows) * nunits) return;
-    int r = int(t / nunits), u = int(t % nunits);
+    if (t >= int64_t(rows) * nunits) return false;
+    r = int(t / nunits);
+    u = int(t % nunits);
+    n = wb::py_min(unit, cols - u * unit);
+    return true;
+}
+
+WB_KERNEL void wb_uniform_norm_maxima_kernel(const float* x, int rows, int cols, WB_FORMAT_ARGS, unsigned int* g4) {
+    Format F = WB_FORMAT;
+    int r, u, n;
+    if (!thread_unit(F, rows, cols, r, u, n)) return;
+    int64_t c0 = int64_t(r) * cols + int64_t(u) * wb::unit_size(F);
     float g[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    wb::unit_norm_maxima(F, x + int64_t(r) * cols + int64_t(u) * unit, wb::py_min(unit, cols - u * unit), g);
+    wb::unit_norm_maxima(F, x + c0, n, g);
     for (int k = 0; k < 4; k++) atomicMax(g4 + k, wb::bits_of(g[k]));   // g >= 0, never NaN
 }
 
 WB_KERNEL void wb_uniform_quantize_kernel(const float* x, int rows, int cols, WB_FORMAT_ARGS,
                                           const float* norms, int nnorms, uint8_t* packed) {
     Format F = WB_FORMAT;
-    int unit = wb::unit_size(F);
-    int nunits = (cols + unit - 1) / unit;
-    int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (t >= int64_t(rows) * nunits) return;
-    int r = int(t / nunits), u = int(t % nunits);
-    wb::quantize_unit(F, x + int64_t(r) * cols + int64_t(u) * unit, wb::py_min(unit, cols - u * unit),
-                      norms, nnorms, packed + wb::unit_offset(F, nnorms, cols, r, u));
+    int r, u, n;
+    if (!thread_unit(F, rows, cols, r, u, n)) return;
+    int64_t c0 = int64_t(r) * cols + int64_t(u) * wb::unit_size(F);
+    wb::quantize_unit(F, x + c0, n, norms, nnorms, packed + wb::unit_offset(F, nnorms, cols, r, u));
 }
 
 WB_KERNEL void wb_uniform_dequantize_kernel(const uint8_t* packed, int rows, int cols, WB_FORMAT_ARGS,
                                             const float* norms, int nnorms, float* y) {
     Format F = WB_FORMAT;
-    int unit = wb::unit_size(F);
-    int nunits = (cols + unit - 1) / unit;
-    int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (t >= int64_t(rows) * nunits) return;
-    int r = int(t / nunits), u = int(t % nunits);
-    wb::dequantize_unit(F, packed + wb::unit_offset(F, nnorms, cols, r, u), wb::py_min(unit, cols - u * unit),
-                        norms, nnorms, y + int64_t(r) * cols + int64_t(u) * unit);
+    int r, u, n;
+    if (!thread_unit(F, rows, cols, r, u, n)) return;
+    int64_t c0 = int64_t(r) * cols + int64_t(u) * wb::unit_size(F);
+    wb::dequantize_unit(F, packed + wb::unit_offset(F, nnorms, cols, r, u), n, norms, nnorms, y + c0);
 }
 #endif
