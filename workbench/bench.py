@@ -29,26 +29,29 @@ def markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def bench_grid(quick: bool = False) -> pd.DataFrame:
+def bench_grid(quick: bool = False, backend=None) -> pd.DataFrame:
+    """The default grid over the default model on ``backend`` (None: numba); with a backend that
+    lacks some families' kernels, the pairs and the rate count only what it measured."""
     from workbench.sweep import run
     tensors = r"layer\.0\." if quick else None
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
-        rep = run(None, "default", tensors, d, progress=True)
+        rep = run(None, "default", tensors, d, progress=True, backend=backend)
         wall = time.perf_counter() - t0
     src = open_model(None)
     numel = sum(t.numel for t in src.weights(tensors))
-    n = len(default_grid())
+    ran = [f for f in default_grid() if backend is None or backend.supports(f) is None]
     return pd.DataFrame([{
-        "model": src.model_id, "tensors": len(src.weights(tensors)), "weights": numel, "formats": n,
+        "model": src.model_id, "backend": getattr(backend, "name", "numba-cpu"),
+        "tensors": len(src.weights(tensors)), "weights": numel, "formats": len(ran),
         "pairs": rep.measured, "wall_s": round(wall, 1), "cores": os.cpu_count(),
-        "M weight-formats/s": round(numel * n / wall / 1e6, 1)}])
+        "M weight-formats/s": round(numel * len(ran) / wall / 1e6, 1)}])
 
 
-def main(quick: bool = False, out: Path | None = None) -> int:
+def main(quick: bool = False, out: Path | None = None, backend=None) -> int:
     from workbench.bench_legacy import bench_legacy
     print(f"device: {device_name()} ({os.cpu_count()} cores), python {platform.python_version()}")
-    grid = bench_grid(quick)
+    grid = bench_grid(quick, backend)
     print("\n## Default grid over the default model\n")
     print(markdown(grid))
     src = open_model(None)

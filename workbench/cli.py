@@ -46,6 +46,22 @@ exit codes:
 """ + "\n".join(f"  {code:3d}  {what}" for code, what in EXIT_CODES.items()) + "\n"
 
 
+def _backend_arg(p):
+    from workbench.backends import CHOICES, DEFAULT
+    p.add_argument("--backend", choices=CHOICES, default=DEFAULT, help="where the quantizers run: numba "
+                   "(the CPU, every family: the reference), cupy (a GPU: the uniform family so far; "
+                   "other formats are skipped and listed), auto (cupy when it sees a GPU, else numba; "
+                   "it says which and why)")
+
+
+def _chosen_backend(a):
+    """The backend of --backend, its choice said on stderr (auto says why)."""
+    from workbench.backends import choose
+    be, why = choose(a.backend)
+    print(f"workbench {a.cmd}: backend {be.name} on {be.device()} ({why})", file=sys.stderr)
+    return be
+
+
 def _store_arg(p):
     p.add_argument("--store", type=Path, default=None,
                    help="store folder (default: $WORKBENCH_STORE, else data/store in the checkout)")
@@ -76,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--imatrix", type=Path, default=None, help="importance matrix (llama.cpp GGUF or "
                    "legacy .dat): llama.cpp types are quantized with it as llama-quantize --imatrix "
                    "does, and wmse/wnmse are measured for every format")
+    _backend_arg(p)
     _store_arg(p)
 
     p = sub.add_parser("eval", help="what formats do to a model's outputs (drift, KLD, perplexity)",
@@ -103,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-native", action="store_true", help="LLM: skip llama.cpp's own quantized models")
     p.add_argument("--no-resume", action="store_true", help="evaluate again what is already stored: the new "
                    "rows replace the old, which move to <store>/quarantine/superseded/ (never deleted)")
+    _backend_arg(p)
     _store_arg(p)
 
     p = sub.add_parser("truth", help="rank correlation of each weight metric with the model-level metric",
@@ -154,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "page in headless chromium: time to plot, brushes registered, server memory; then the same "
                    "clients on a reference page (one Bokeh plot of the same formats), side by side")
     p.add_argument("--no-reference", action="store_true", help="--sessions: the Pareto page only")
+    _backend_arg(p)
     p.add_argument("--fused", action="store_true", help="the fused error kernel against quantize → bytes → "
                    "dequantize → metrics, side by side (uniform grid, layer 0; --out FILE)")
     p.add_argument("--cold", action="store_true", help="the README's main job from a cold Numba cache: "
@@ -205,7 +224,7 @@ def cmd_sweep(a) -> int:
     from workbench import store as st
     from workbench.sweep import run
     rep = run(a.model, a.formats, a.tensors, a.store, a.workers, resume=not a.no_resume,
-              imatrix=a.imatrix, timing="all" if a.time_all else "one")
+              imatrix=a.imatrix, timing="all" if a.time_all else "one", backend=_chosen_backend(a))
     print(f"{rep.model}: measured {rep.measured} (tensor, format) pairs in {rep.seconds:.1f} s; "
           f"{rep.already} already stored; {len(rep.skipped)} skipped")
     if rep.replacing:
@@ -309,7 +328,7 @@ def cmd_eval(a) -> int:
     store = a.store or st.default_store()
     rep = evaluate.run(model=a.model, formats=a.formats, frontier=a.frontier, text=a.text, tensors=a.tensors,
                        store=store, sensitivity=a.sensitivity or False, native=not a.no_native, resume=not a.no_resume,
-                       mix=a.mix)
+                       mix=a.mix, backend=_chosen_backend(a))
     print(f"evaluated {rep.measured} of {rep.model} ({rep.tensors} tensors) in {rep.seconds:.1f} s; "
           f"{rep.already} already stored; store {store}")
     if rep.replacing:
@@ -390,6 +409,9 @@ def cmd_truth(a) -> int:
 
 
 def cmd_bench(a) -> int:
+    modes = (a.fused, a.sessions is not None, a.eval_, a.import_, a.families, a.cold, a.brush, a.vs)
+    if a.backend != "numba" and any(modes):
+        raise ValueError("--backend applies to the default benchmark (`workbench bench` without a mode) so far")
     if a.fused:
         from workbench.bench_fused import main as fused_main
         return fused_main(["--out", str(a.out)] if a.out else [])
@@ -422,7 +444,7 @@ def cmd_bench(a) -> int:
         store = st.default_store() if a.store is True else a.store
         return vs_main(quick=a.quick, out=a.out, threads=a.threads, store=store)
     from workbench.bench import main as bench_main
-    return bench_main(quick=a.quick, out=a.out)
+    return bench_main(quick=a.quick, out=a.out, backend=_chosen_backend(a))
 
 
 def cmd_imatrix(a) -> int:

@@ -1,7 +1,8 @@
 """Format spec → kernel: quantize to the real packed bytes, and decode them back.
 
 Each family's plug-in (``workbench.families``) builds its codec on this module's ``Codec``; the
-sweep, the benchmarks and the tests go through ``codec_for(spec)``.
+sweep, the benchmarks and the tests go through ``codec_for(spec, backend)``, where the backend
+(``workbench.backends``: numba on the CPU, the reference; cupy on a GPU) says where it runs.
 """
 from __future__ import annotations
 
@@ -11,9 +12,6 @@ import numpy as np
 
 from workbench.formats import FormatSpec
 from workbench import kernel_cache  # noqa: F401,E402 - snapshots the kernel sources this process loads
-
-BACKEND = "numba-cpu"
-
 
 def as_kernel_input(x: np.ndarray) -> np.ndarray:
     """A writable float32 C array (a tensor mapped from its file is read-only: copy it), so the
@@ -65,6 +63,10 @@ def threaded_rows(fn, x: np.ndarray, threads: int, *args) -> np.ndarray:
 NO_IMPORTANCE = np.empty(0, np.float32)     # "no importance matrix", for kernels that take one
 
 
-def codec_for(spec: FormatSpec) -> Codec:
-    """The codec of a spec: its family's plug-in's ``codec`` (``workbench.families``)."""
-    return spec.plugin.codec(spec)
+def codec_for(spec: FormatSpec, backend=None) -> Codec:
+    """The codec of a spec on a backend (``workbench.backends``; None: numba, the reference,
+    whose codecs are the family plug-ins' own). A backend without kernels for the spec's family
+    raises ValueError saying so."""
+    if backend is None:
+        return spec.plugin.codec(spec)
+    return backend.codec(spec)

@@ -34,7 +34,8 @@ import numpy as np
 
 import workbench
 from workbench import store as st
-from workbench.codecs import BACKEND, as_kernel_input, codec_for
+from workbench import backends
+from workbench.codecs import as_kernel_input, codec_for
 from workbench.families import with_trait
 from workbench.formats import GGML_TYPES, FormatSpec, resolve
 
@@ -199,16 +200,16 @@ class Quantized:
 
 
 def quantize_tensor(spec: FormatSpec, x: np.ndarray, importance: np.ndarray | None = None,
-                    quantize_with_importance: bool = False) -> Quantized:
+                    quantize_with_importance: bool = False, backend=None) -> Quantized:
     """Quantize -> bytes -> dequantize one tensor, with its weight metrics. ``importance``
     (an imatrix entry) weights the wnmse metric; the quantizer uses it only with
     ``quantize_with_importance`` (as a sweep without --imatrix, so every format is judged on
     the same footing)."""
     from workbench.metrics import signal_sums, tensor_metrics, weighted_metrics
-    why = spec.applies_to(x.shape)
+    why = spec.applies_to(x.shape) or (backend.supports(spec) if backend is not None else None)
     if why:
         return Quantized(None, why=why)
-    codec = codec_for(spec)
+    codec = codec_for(spec, backend)
     applied, _note = spec.plan(x.shape)
     use = importance if quantize_with_importance and importance is not None and codec.uses_importance(x.shape) else None
     packed = codec.quantize(x, use)
@@ -307,7 +308,7 @@ def run(model: str | None = None, formats: str | list[FormatSpec] | None = None,
         text: str | Path | None = None, tensors: str | None = None, store: str | Path | None = None,
         sensitivity: bool | str = False, native: bool = True, resume: bool = True,
         progress: bool | Callable[[int, int, str], None] = True, cancel: threading.Event | None = None,
-        run_id: str | None = None, evaluator=None, mix: Mix | str | None = None) -> EvalReport:
+        run_id: str | None = None, evaluator=None, mix: Mix | str | None = None, backend=None) -> EvalReport:
     """Evaluate formats on a model; every evaluation becomes one ``model_eval`` row.
 
     ``formats``: names/grids (``resolve``) or specs; None: ``default_formats`` (``frontier``:
@@ -369,11 +370,12 @@ def run(model: str | None = None, formats: str | list[FormatSpec] | None = None,
                 native_skips.append((s.name, f"llama.cpp's own model: this llama.cpp cannot write {s.name}"))
 
     run_id = run_id or st.new_run_id()
-    prov = st.provenance(run_id, BACKEND)
+    be = backend if backend is not None and not isinstance(backend, str) else backends.choose(backend)[0]
+    prov = st.provenance(run_id, be.name, be.device())
     runtime_version = getattr(ev, "llama_cpp_version", None) or f"numpy {np.__version__}"
     fingerprint = getattr(ev, "fingerprint", None) or getattr(getattr(ev, "source", None), "fingerprint", None) or ""
     fixed = {"model": ev.model_id, "model_fingerprint": fingerprint, "text": txt.fingerprint, "n_ctx": int(getattr(ev, "n_ctx", 0) or 0),
-             "backend": BACKEND, "device": prov["device"], "workbench_version": workbench.__version__,
+             "backend": be.name, "device": prov["device"], "workbench_version": workbench.__version__,
              "runtime_version": runtime_version}
     rep = EvalReport(ev.model_id, run_id, tensors=len(names), skipped=list(native_skips))
     stored = eval_store.done(store, fixed)
@@ -402,7 +404,7 @@ def run(model: str | None = None, formats: str | list[FormatSpec] | None = None,
                 break
             t0 = time.perf_counter()
             row = {**base, "format": spec.name, "variant": variant, "tensors": tlabel,
-                   "family": spec.family, "mix": spec.to_json() if isinstance(spec, Mix) else None, "created_at": st.provenance(run_id, BACKEND)["created_at"]}
+                   "family": spec.family, "mix": spec.to_json() if isinstance(spec, Mix) else None, "created_at": prov["created_at"]}
             if variant == "llama.cpp":
                 m = dict(ev.evaluate_native(spec.name))
                 m.pop("tensor_types", None)
@@ -417,7 +419,7 @@ def run(model: str | None = None, formats: str | list[FormatSpec] | None = None,
                 per = {n: (spec.spec_for(n) if isinstance(spec, Mix) else spec) for n in names}
                 if cache is None or cache[0] != spec.name:
                     cache = (spec.name, {n: quantize_tensor(per[n], as_kernel_input(weights[n]),
-                                                            imp.get(n) if imp else None)
+                                                            imp.get(n) if imp else None, backend=be)
                                          if per[n] is not None else Quantized(None, why="no rule of the mix matches")
                                          for n in names})
                 q = {n: cache[1][n] for n in ns}

@@ -184,8 +184,9 @@ def package_versions() -> str:
                        "numba": numba.__version__, "python": platform.python_version()}, sort_keys=True)
 
 
-def provenance(run_id: str, backend: str) -> dict:
-    return {"backend": backend, "device": device_name(), "host": socket.gethostname(),
+def provenance(run_id: str, backend: str, device: str | None = None) -> dict:
+    """The columns every row of a run shares; ``device``: the backend's (default: this CPU)."""
+    return {"backend": backend, "device": device or device_name(), "host": socket.gethostname(),
             "run_id": run_id, "created_at": pd.Timestamp.now(tz="UTC"),
             "workbench_version": workbench.__version__, "git_rev": git_rev(),
             "packages": package_versions(), "schema_version": SCHEMA_VERSION}

@@ -21,7 +21,8 @@ import numpy as np
 
 import workbench
 from workbench import store as st
-from workbench.codecs import BACKEND, as_kernel_input, codec_for
+from workbench import backends
+from workbench.codecs import as_kernel_input, codec_for
 from workbench.formats import FormatSpec, resolve, spec_columns  # noqa: F401 (public here too)
 from workbench.imatrix import load as load_imatrix, weights_for
 from workbench.kernels.metrics import error_sums_given
@@ -49,7 +50,7 @@ class SweepReport:
 
 
 def measure(spec: FormatSpec, x: np.ndarray, importance: np.ndarray | None = None, stats=None,
-            timed: bool = True, check: bool = True) -> dict:
+            timed: bool = True, check: bool = True, backend=None) -> dict:
     """Quantize → packed bytes → dequantize, timed; metrics of the reconstruction. With an
     importance vector (an imatrix entry for the tensor), formats that use one quantize with it
     (as llama-quantize --imatrix does) and the importance-weighted errors are added.
@@ -58,8 +59,8 @@ def measure(spec: FormatSpec, x: np.ndarray, importance: np.ndarray | None = Non
     uniform grid: ``codecs.UniformCodec.error_sums``, one pass, no bytes) — the same metrics
     bit for bit — and no timings (quant_s/dequant_s None). A timed measurement of a format with
     a fused kernel checks (``check``) the fused sums against the real path's and fails loudly if
-    they differ."""
-    codec = codec_for(spec)
+    they differ. ``backend``: where the kernels run (``workbench.backends``; None: numba)."""
+    codec = codec_for(spec, backend)
     rows, cols = x.shape
     applied, note = spec.plan(x.shape)
     use = importance is not None and codec.uses_importance(x.shape)
@@ -167,7 +168,7 @@ def run(model: str | os.PathLike | None = None, formats: str | list[FormatSpec] 
         tensors: str | None = None, store: str | os.PathLike | None = None, workers: int | None = None,
         resume: bool = True, progress: bool | Callable[[int, int], None] = True,
         cancel: threading.Event | None = None, imatrix: str | os.PathLike | None = None,
-        run_id: str | None = None, timing: str = "one") -> SweepReport:
+        run_id: str | None = None, timing: str = "one", backend=None) -> SweepReport:
     """Sweep a model; see the module docstring. ``progress`` is True (a tqdm bar), False, or a
     callback(done, total). Setting ``cancel`` stops after the tasks in flight and keeps them.
     ``imatrix``: an importance-matrix file (llama.cpp's GGUF or legacy .dat): llama.cpp types
@@ -180,7 +181,11 @@ def run(model: str | os.PathLike | None = None, formats: str | list[FormatSpec] 
     ``timing``: "one" (the default) times the real quantize → bytes → dequantize path of every
     format on one tensor (``timing_tensor``) and measures the error columns of the others with
     the fused kernel where the family has one (same values, bit for bit; quant_s/dequant_s
-    stay empty on those rows); "all" times every (tensor, format) pair, as before."""
+    stay empty on those rows); "all" times every (tensor, format) pair, as before.
+
+    ``backend``: a backend object or name (``workbench.backends``: numba, cupy, auto; default
+    numba). Its name and device go into every row and into the resume key; a format it has no
+    kernels for is skipped and listed with the reason."""
     if timing not in ("one", "all"):
         raise ValueError(f"timing {timing!r}: one of one, all")
     t_start = time.perf_counter()
@@ -190,9 +195,10 @@ def run(model: str | os.PathLike | None = None, formats: str | list[FormatSpec] 
     specs = resolve(formats) if not isinstance(formats, list) else formats
     store = Path(store) if store else st.default_store()
     run_id = run_id or st.new_run_id()
-    prov = st.provenance(run_id, BACKEND)
+    be = backend if backend is not None and not isinstance(backend, str) else backends.choose(backend)[0]
+    prov = st.provenance(run_id, be.name, be.device())
     rep = SweepReport(src.model_id, run_id)
-    stored = st.done_keys(store, src.model_id, BACKEND, prov["device"], workbench.__version__, imx_fp)
+    stored = st.done_keys(store, src.model_id, be.name, prov["device"], workbench.__version__, imx_fp)
     done = stored if resume else set()      # --no-resume: measure again, the new rows replace the old
 
     skips = [(t.name, "", t.skip_reason) for t in src.skipped()]
@@ -201,13 +207,14 @@ def run(model: str | os.PathLike | None = None, formats: str | list[FormatSpec] 
         raise st.StoreError(f"no weight tensor of {src.model_id} matches --tensors {tensors!r}")
     timed_name = timing_tensor(weights) if timing == "one" else None
     tasks: list[tuple[TensorInfo, list[FormatSpec]]] = []
+    unsupported = {f.name: f"backend {be.name}: {why}" for f in specs if (why := be.supports(f))}
     for t in weights:
         todo = []
         for f in specs:
             if (t.name, f.name) in done:
                 rep.already += 1
                 continue
-            reason = f.applies_to(t.matrix_shape)
+            reason = f.applies_to(t.matrix_shape) or unsupported.get(f.name)
             if reason:
                 skips.append((t.name, f.name, reason))
             else:
@@ -267,7 +274,7 @@ def run(model: str | os.PathLike | None = None, formats: str | list[FormatSpec] 
         for f in fs:
             try:
                 m = measure(f, x, w, stats, timed=timed_name is None or t.name == timed_name,
-                            check=timed_name is not None)   # --time-all: the old path, unchanged
+                            check=timed_name is not None, backend=be)   # --time-all: the old path, unchanged
             except Unrepresentable as exc:
                 sk.append((t.name, f.name, str(exc)))
                 continue
@@ -280,7 +287,8 @@ def run(model: str | os.PathLike | None = None, formats: str | list[FormatSpec] 
 
     recent: dict[str, tuple] = {}               # tensor name -> (x, non-finite count, x's sums)
     workers = workers or os.cpu_count() or 1
-    warm_up(specs, progress=progress is True)   # its own bar: the sweep's ETA starts after it
+    if be.name == backends.default().name:      # Numba compiles (or loads) its kernels first
+        warm_up(specs, progress=progress is True)   # its own bar: the sweep's ETA starts after it
     if progress is True:
         from tqdm import tqdm
         bar = tqdm(total=total, unit="fmt", desc=f"sweep {src.model_id}", dynamic_ncols=True)
@@ -318,7 +326,7 @@ def run(model: str | os.PathLike | None = None, formats: str | list[FormatSpec] 
         rep.skipped = skips
         if skips:
             rep.files += st.write(store, "skips", [
-                {"model": src.model_id, "tensor": t, "format": f, "reason": r, "backend": BACKEND,
+                {"model": src.model_id, "tensor": t, "format": f, "reason": r, "backend": be.name,
                  "run_id": run_id, "created_at": prov["created_at"],
                  "workbench_version": workbench.__version__, "schema_version": st.SCHEMA_VERSION}
                 for t, f, r in skips])

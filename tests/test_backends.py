@@ -1,0 +1,129 @@
+"""Backends as plug-ins (workbench.backends): the choice (numba, cupy, auto, and why), the codecs
+they hand out, and the sweep, store and CLI taking the backend from there.
+
+The sweep's plumbing is checked end to end with a backend that runs the CUDA sources' host build
+(``cuda_host``: the same per-unit routines the cupy backend launches on a GPU, with the cupy
+backend's own ``supports``), so a machine without a GPU exercises what a GPU run does: rows keyed
+and labelled by the backend, the formats it lacks skipped with the reason, the same metrics as
+numba. The cupy backend itself, on a device, is tests/test_backend_cupy.py (skipped here)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from workbench import backends, cuda_host, store as st
+from workbench.codecs import Codec, codec_for
+from workbench.formats import resolve
+from workbench.sweep import run
+
+from test_store_cli import TENSORS, cli, one_clear_line, snapshot
+
+CUPY_WHY = backends.load("cupy").available()
+
+
+def test_numba_is_the_default_and_needs_nothing():
+    be, why = backends.choose(None)
+    assert be.name == "numba-cpu" and be is backends.load("numba") and be.available() is None
+    assert be.device() == st.device_name() and be.version().startswith("numba ")
+    assert "asked for" in why
+
+
+@pytest.mark.skipif(CUPY_WHY is None, reason="a GPU is visible here: auto picks cupy")
+def test_auto_falls_back_to_numba_and_says_why():
+    be, why = backends.choose("auto")
+    assert be.name == "numba-cpu"
+    assert why == f"auto: numba-cpu, because cupy cannot run here ({CUPY_WHY})"
+    with pytest.raises(backends.BackendUnavailable, match=r"^--backend cupy: "):
+        backends.choose("cupy")
+
+
+def test_unknown_backend_is_refused():
+    with pytest.raises(backends.BackendUnavailable, match="unknown backend 'tpu'"):
+        backends.load("tpu")
+
+
+def test_numba_codecs_are_the_families_own():
+    for spec in resolve("Q4s32,Q4_K,NF4b64_f32,Q(4a16)xQ(6s16)_e4m3"):
+        be = backends.load("numba")
+        x = np.random.default_rng(3).standard_normal((4, 256)).astype(np.float32)
+        assert type(codec_for(spec, be)) is type(codec_for(spec))
+        assert np.array_equal(codec_for(spec, be).quantize(x), codec_for(spec).quantize(x))
+
+
+def test_cupy_supports_the_uniform_family_only_so_far():
+    gpu = backends.load("cupy")
+    assert gpu.supports(resolve("Q4s32")[0]) is None
+    assert gpu.supports(resolve("Q(4a16)xQ(6s16)_e4m3_rmse")[0]) is None
+    assert "uniform family only" in gpu.supports(resolve("Q4_0")[0])
+    assert "uniform family only" in gpu.supports(resolve("NF4b64_f32")[0])
+
+
+class HostCuda:
+    """The cupy backend's kernels and format coverage, run through their host build."""
+    name = "cuda-host"
+
+    def available(self):
+        return cuda_host.available()
+
+    def device(self):
+        return "CUDA sources, host build"
+
+    def version(self):
+        return "nvcc host build"
+
+    def supports(self, spec):
+        return backends.load("cupy").supports(spec)
+
+    def codec(self, spec):
+        class HostCodec(Codec):
+            def quantize(self, x, importance=None, threads=1):
+                return cuda_host.quantize(x, self.spec)
+
+            def dequantize(self, packed, shape):
+                return cuda_host.dequantize(packed, shape, self.spec)
+        return HostCodec(spec)
+
+
+@pytest.mark.skipif(cuda_host.available() is not None, reason=str(cuda_host.available()))
+def test_a_sweep_on_another_backend_keys_and_labels_its_rows(tmp_path):
+    formats = "Q4s32,Q(4a16)xQ(6s16)_e4m3,Q3a64_e8m0_rmse,Q4_0"
+    ref = run(None, formats, TENSORS, tmp_path / "numba", progress=False)
+    rep = run(None, formats, TENSORS, tmp_path / "host", progress=False, backend=HostCuda())
+    assert ref.measured == 2 * 4 and rep.measured == 2 * 3
+    pairs = [(f, r) for _t, f, r in rep.skipped if f]        # (f == "": tensors the model skips)
+    assert sorted(f for f, _r in pairs) == ["Q4_0", "Q4_0"]
+    assert all(r.startswith("backend cuda-host: the cupy backend has kernels for the uniform family only")
+               for _f, r in pairs)
+    a = st.results(tmp_path / "numba").set_index(["tensor", "format"]).sort_index()
+    b = st.results(tmp_path / "host").set_index(["tensor", "format"]).sort_index()
+    assert set(b["backend"]) == {"cuda-host"} and set(b["device"]) == {"CUDA sources, host build"}
+    assert set(a["backend"]) == {"numba-cpu"}
+    cols = ["bpw", "nbytes", "mse", "nmse", "sqnr_db", "max_abs_err", "cosine", "bnl"]
+    pd.testing.assert_frame_equal(b[cols], a.loc[b.index, cols])     # the same bytes: the same metrics
+    skipped = st.query(tmp_path / "host", "SELECT format, reason, backend FROM skips WHERE format <> ''")
+    assert set(skipped["backend"]) == {"cuda-host"} and set(skipped["format"]) == {"Q4_0"}
+    again = run(None, formats, TENSORS, tmp_path / "host", progress=False, backend=HostCuda())
+    assert again.measured == 0 and again.already == 2 * 3          # resumed under its own key
+
+
+@pytest.mark.skipif(CUPY_WHY is None, reason="a GPU is visible here")
+def test_cli_refuses_cupy_without_a_gpu_in_one_line_and_changes_nothing(tmp_path):
+    store = tmp_path / "s"
+    assert cli("sweep", "--formats", "Q4s32", "--tensors", TENSORS, "--store", store).returncode == 0
+    before = snapshot(store)
+    p = cli("sweep", "--backend", "cupy", "--formats", "Q4s32", "--tensors", TENSORS, "--store", store, "--no-resume")
+    assert p.returncode == 2
+    assert one_clear_line(p) == f"workbench sweep: error: --backend cupy: {CUPY_WHY}"
+    assert snapshot(store) == before
+    p = cli("bench", "--fused", "--backend", "auto")
+    assert p.returncode == 2 and "applies to the default benchmark" in one_clear_line(p)
+
+
+@pytest.mark.skipif(CUPY_WHY is None, reason="a GPU is visible here: auto picks cupy")
+def test_cli_auto_says_which_backend_and_why(tmp_path):
+    p = cli("sweep", "--backend", "auto", "--formats", "Q4s32", "--tensors", TENSORS, "--store", tmp_path / "s")
+    assert p.returncode == 0, p.stderr
+    assert (f"workbench sweep: backend numba-cpu on {st.device_name()} (auto: numba-cpu, because cupy cannot "
+            f"run here ({CUPY_WHY}))") in p.stderr
+    assert set(st.results(tmp_path / "s")["backend"]) == {"numba-cpu"}

@@ -1,0 +1,148 @@
+"""The CuPy backend: the CUDA sources of ``kernels/cuda/`` on a GPU, the uniform family so far.
+
+The kernels are the per-unit routines that tests/test_cuda_host.py checks byte for byte against
+the Numba kernels through their host build; here the same source is built for the device (nvcc
+for the GPU's own architecture, cached like the host library, else NVRTC through CuPy) and
+loaded with ``cupy.RawModule``. One thread encodes one unit (a block, or a super-block) at its
+closed-form offset; the per-tensor fp8 normalizers are a max-reduction on the device, finished
+on the host. Byte identity on a device is what ``scripts/gpu-check.sh`` checks when a GPU is lent.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from workbench.codecs import Codec
+
+THREADS = 128
+
+
+@functools.cache
+def _cupy():
+    import cupy   # noqa: PLC0415 - optional: only this backend needs it
+    return cupy
+
+
+class CuPyGPU:
+    name = "cupy"
+
+    def available(self) -> str | None:
+        try:
+            cp = _cupy()
+        except ImportError:
+            return "CuPy is not installed (pip install cupy-cuda13x, or the package for your CUDA)"
+        try:
+            n = cp.cuda.runtime.getDeviceCount()
+        except Exception as exc:  # noqa: BLE001 - no driver, no device: one line either way
+            return f"CuPy sees no CUDA device ({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        return None if n > 0 else "CuPy sees no CUDA device"
+
+    def device(self) -> str:
+        cp = _cupy()
+        name = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["name"]
+        return name.decode() if isinstance(name, bytes) else str(name)
+
+    def version(self) -> str:
+        cp = _cupy()
+        return f"cupy {cp.__version__}, CUDA runtime {cp.cuda.runtime.runtimeGetVersion()}"
+
+    def supports(self, spec) -> str | None:
+        from workbench.cuda_host import MAX_SUPER_BLOCK
+        if spec.family != "uniform":
+            return f"the cupy backend has kernels for the uniform family only so far ({spec.family})"
+        if (spec.super_block or 0) > MAX_SUPER_BLOCK:
+            return f"super-blocks of more than {MAX_SUPER_BLOCK} blocks"
+        return None
+
+    def codec(self, spec):
+        why = self.supports(spec)
+        if why:
+            raise ValueError(f"{spec.name}: {why}")
+        return CuPyUniformCodec(spec)
+
+
+@functools.cache
+def module():
+    """The RawModule of kernels/cuda/uniform.cu for the current device."""
+    import os
+    from pathlib import Path
+
+    from workbench import cuda_host
+    cp = _cupy()
+    major, minor = cp.cuda.Device().compute_capability[0], cp.cuda.Device().compute_capability[1:]
+    arch = f"{major}{minor}"
+    if cuda_host.nvcc():
+        out = cuda_host.build_dir() / f"uniform-{cuda_host.digest()}.sm_{arch}.cubin"
+        if not out.exists():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            part = Path(f"{out}.{os.getpid()}.part")
+            cuda_host._run([cuda_host.nvcc(), *cuda_host.DEVICE_FLAGS, "--cubin", f"-arch=sm_{arch}",
+                            "-o", str(part), str(cuda_host.source_dir() / "uniform.cu")])
+            os.replace(part, out)
+        return cp.RawModule(path=str(out))
+    src = (cuda_host.source_dir() / "uniform.cu").read_text()
+    return cp.RawModule(code=src, options=("-std=c++17", "--fmad=false", f"-I{cuda_host.source_dir()}"))
+
+
+def finish_norms(spec, g: np.ndarray) -> np.ndarray:
+    """The stored normalizers from the per-kind maxima (uniform.cuh ``finish_norms``)."""
+    from workbench.kernels.encodings import ENCODINGS
+    double = spec.super_bits is not None
+    sym, ssym = spec.symmetric, bool(spec.super_symmetric)
+    kinds = (1 if ssym else 2) * (1 if sym else 2) if double else (1 if sym else 2)
+    order = (0, 2, 1, 3) if double and ssym else (0, 1, 2, 3)
+    top = np.float32(ENCODINGS[spec.scale].max_finite)
+    out = np.empty(kinds, np.float32)
+    for k in range(kinds):
+        v = np.float32(g[order[k]]) / top
+        out[k] = v if v > 0 else np.float32(1.0)
+    return out
+
+
+class CuPyUniformCodec(Codec):
+    def _launch(self, name, units, *args):
+        kern = module().get_function(name)
+        kern(((units + THREADS - 1) // THREADS,), (THREADS,), args)
+
+    def _geometry(self, shape):
+        from workbench.cuda_host import format_args
+        args = tuple(np.int32(v) for v in format_args(self.spec))
+        s = self.spec
+        unit = s.block * (s.super_block or 1)
+        return args, shape[0] * (-(-shape[1] // unit))
+
+    def quantize(self, x, importance=None, threads: int = 1):
+        cp = _cupy()
+        s = self.spec
+        x = np.ascontiguousarray(x, np.float32)
+        rows, cols = x.shape
+        args, units = self._geometry(x.shape)
+        xd = cp.asarray(x)
+        if s.uses_normalizer:
+            g4 = cp.zeros(4, cp.uint32)
+            self._launch("wb_uniform_norm_maxima_kernel", units, xd, np.int32(rows), np.int32(cols), *args, g4)
+            norms = finish_norms(s, cp.asnumpy(g4).view(np.float32))
+        else:
+            norms = np.empty(0, np.float32)
+        packed = cp.zeros(s.nbytes(x.shape), cp.uint8)
+        packed[:norms.nbytes] = cp.asarray(norms.view(np.uint8))
+        nd = cp.asarray(norms if norms.size else np.zeros(1, np.float32))
+        self._launch("wb_uniform_quantize_kernel", units, xd, np.int32(rows), np.int32(cols), *args,
+                     nd, np.int32(norms.size), packed)
+        return cp.asnumpy(packed)
+
+    def dequantize(self, packed, shape):
+        cp = _cupy()
+        s = self.spec
+        args, units = self._geometry(shape)
+        nn = s.header_bytes // 4
+        norms = np.frombuffer(np.ascontiguousarray(packed[:4 * nn]).tobytes(), np.float32) if nn else np.zeros(1, np.float32)
+        pd_ = cp.asarray(np.ascontiguousarray(packed, np.uint8))
+        y = cp.empty(shape, cp.float32)
+        self._launch("wb_uniform_dequantize_kernel", units, pd_, np.int32(shape[0]), np.int32(shape[1]), *args,
+                     cp.asarray(norms), np.int32(nn), y)
+        return cp.asnumpy(y)
+
+
+BACKEND = CuPyGPU()
