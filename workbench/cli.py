@@ -55,11 +55,17 @@ def _backend_arg(p):
 
 
 def _chosen_backend(a):
-    """The backend of --backend, its choice said on stderr (auto says why)."""
+    """The backend of --backend (an unusable one raises: one error line, nothing written)."""
     from workbench.backends import choose
-    be, why = choose(a.backend)
-    print(f"workbench {a.cmd}: backend {be.name} on {be.device()} ({why})", file=sys.stderr)
+    be, a.backend_why = choose(a.backend)
     return be
+
+
+def _say_backend(a, be) -> None:
+    """After a run, on stdout: which backend ran it and why (auto's choice, or one asked for)."""
+    from workbench.backends import DEFAULT
+    if a.backend != DEFAULT:
+        print(f"  backend {be.name} on {be.device()} ({a.backend_why})")
 
 
 def _store_arg(p):
@@ -223,10 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_sweep(a) -> int:
     from workbench import store as st
     from workbench.sweep import run
+    be = _chosen_backend(a)
     rep = run(a.model, a.formats, a.tensors, a.store, a.workers, resume=not a.no_resume,
-              imatrix=a.imatrix, timing="all" if a.time_all else "one", backend=_chosen_backend(a))
+              imatrix=a.imatrix, timing="all" if a.time_all else "one", backend=be)
     print(f"{rep.model}: measured {rep.measured} (tensor, format) pairs in {rep.seconds:.1f} s; "
           f"{rep.already} already stored; {len(rep.skipped)} skipped")
+    _say_backend(a, be)
     if rep.replacing:
         print(f"  replaced {rep.replacing} stored rows by the new measurements (the old files: "
               f"{Path(a.store or st.default_store()) / 'quarantine' / 'superseded'})")
@@ -328,9 +336,10 @@ def cmd_eval(a) -> int:
     store = a.store or st.default_store()
     rep = evaluate.run(model=a.model, formats=a.formats, frontier=a.frontier, text=a.text, tensors=a.tensors,
                        store=store, sensitivity=a.sensitivity or False, native=not a.no_native, resume=not a.no_resume,
-                       mix=a.mix, backend=_chosen_backend(a))
+                       mix=a.mix, backend=(be := _chosen_backend(a)))
     print(f"evaluated {rep.measured} of {rep.model} ({rep.tensors} tensors) in {rep.seconds:.1f} s; "
           f"{rep.already} already stored; store {store}")
+    _say_backend(a, be)
     if rep.replacing:
         print(f"  replaced {rep.replacing} stored evaluations by the new ones (the old files: "
               f"{Path(store) / 'quarantine' / 'superseded'})")
@@ -444,7 +453,9 @@ def cmd_bench(a) -> int:
         store = st.default_store() if a.store is True else a.store
         return vs_main(quick=a.quick, out=a.out, threads=a.threads, store=store)
     from workbench.bench import main as bench_main
-    return bench_main(quick=a.quick, out=a.out, backend=_chosen_backend(a))
+    be = _chosen_backend(a)
+    _say_backend(a, be)
+    return bench_main(quick=a.quick, out=a.out, backend=be)
 
 
 def cmd_imatrix(a) -> int:

@@ -70,8 +70,7 @@ def module():
 
     from workbench import cuda_host
     cp = _cupy()
-    major, minor = cp.cuda.Device().compute_capability[0], cp.cuda.Device().compute_capability[1:]
-    arch = f"{major}{minor}"
+    arch = str(cp.cuda.Device().compute_capability)     # CuPy gives it as digits: "90" for sm_90
     if cuda_host.nvcc():
         out = cuda_host.build_dir() / f"uniform-{cuda_host.digest()}.sm_{arch}.cubin"
         if not out.exists():
