@@ -93,6 +93,35 @@ def identity(gpu, fmts, xs) -> tuple[int, int, list[str]]:
     return pairs, bad, notes
 
 
+def legacy_identity(xs) -> tuple[int, int, list[str]]:
+    """llama.cpp's legacy types on the device against the Numba kernels (finite tensors whose rows
+    are whole blocks of 32)."""
+    import cupy as cp
+    import numpy as np
+    from workbench.backends.cupy import legacy_kernels
+    from workbench.codecs import codec_for
+    from workbench.cuda_host import LEGACY_BLOCK_BYTES
+    from workbench.formats import resolve
+    pairs, bad, notes = 0, 0, []
+    for name, bb in LEGACY_BLOCK_BYTES.items():
+        ref = codec_for(resolve(name)[0])
+        for what, x in xs.items():
+            if x.shape[1] % 32 or not np.isfinite(x).all():
+                continue
+            pairs += 1
+            blocks = x.size // 32
+            q, dq = legacy_kernels(name, None, blocks)
+            xd, out, y = cp.asarray(x), cp.zeros(blocks * bb, cp.uint8), cp.empty(x.shape, cp.float32)
+            q(xd, out)
+            dq(out, y)
+            want = ref.quantize(x).reshape(-1)
+            got = cp.asnumpy(out)
+            if not (np.array_equal(got, want) and same_values(cp.asnumpy(y), ref.dequantize(want.reshape(x.shape[0], -1), x.shape))):
+                bad += 1
+                notes.append(f"{name} on {what}: {int((got != want).sum())} bytes differ")
+    return pairs, bad, notes
+
+
 def throughput(gpu) -> list[str]:
     import cupy as cp
     import numpy as np
@@ -130,6 +159,18 @@ def throughput(gpu) -> list[str]:
         moved = xd.nbytes + packed.nbytes
         q, d = moved / q_s / 1e9, moved / d_s / 1e9
         rows.append(f"| {name} | {q:.0f} | {q / copy_gbs:.0%} | {d:.0f} | {d / copy_gbs:.0%} |")
+    from workbench.backends.cupy import legacy_kernels
+    from workbench.cuda_host import LEGACY_BLOCK_BYTES
+    blocks = x.size // 32
+    for name, bb in LEGACY_BLOCK_BYTES.items():
+        qk, dk = legacy_kernels(name, xd, blocks)
+        packed = cp.zeros(blocks * bb, cp.uint8)
+        y = cp.empty_like(xd)
+        q_s = timed(lambda: qk(xd, packed))
+        d_s = timed(lambda: dk(packed, y))
+        moved = xd.nbytes + packed.nbytes
+        q, d = moved / q_s / 1e9, moved / d_s / 1e9
+        rows.append(f"| {name} (llama.cpp) | {q:.0f} | {q / copy_gbs:.0%} | {d:.0f} | {d / copy_gbs:.0%} |")
     return rows
 
 
@@ -153,6 +194,11 @@ def main(argv=None) -> int:
           f"{bad} differ ({time.perf_counter() - t0:.0f} s)")
     for n in notes:
         print(f"- {n}")
+    lp, lb, lnotes = legacy_identity(xs)
+    print(f"\nllama.cpp legacy types (Q4_0 Q4_1 Q5_0 Q5_1 Q8_0) × the finite tensors of whole blocks: {lp} pairs, {lb} differ")
+    for n in lnotes[:20]:
+        print(f"- {n}")
+    bad += lb
     if not a.no_throughput:
         print("\n## Throughput (4096×14336 float32)\n")
         print("\n".join(throughput(gpu)))

@@ -151,14 +151,17 @@ def test_other_families_are_refused_with_one_line():
 @NEEDS_NVCC
 def test_the_sources_compile_for_the_device(tmp_path):
     made = cuda_host.compile_device(tmp_path)
-    assert sorted(p.name for p in made) == sorted(f"uniform.sm_{a}.{k}" for a in cuda_host.DEVICE_ARCHS
-                                                  for k in ("cubin", "ptx"))
+    assert sorted(p.name for p in made) == sorted(f"{u}.sm_{a}.{k}" for u in ("uniform", "legacy")
+                                                  for a in cuda_host.DEVICE_ARCHS for k in ("cubin", "ptx"))
     for p in made:
         assert p.stat().st_size > 1000
-    ptx = (tmp_path / "uniform.sm_90.ptx").read_text()
-    for kernel in ("wb_uniform_quantize_kernel", "wb_uniform_dequantize_kernel", "wb_uniform_norm_maxima_kernel"):
-        assert f".entry {kernel}" in ptx
-    assert "fma.rn.f32" not in ptx     # --fmad=false: no fused multiply-add, as in Numba
+    kernels = {"uniform": ("wb_uniform_quantize_kernel", "wb_uniform_dequantize_kernel", "wb_uniform_norm_maxima_kernel"),
+               "legacy": ("wb_legacy_quantize_kernel", "wb_legacy_dequantize_kernel")}
+    for unit, names in kernels.items():
+        ptx = (tmp_path / f"{unit}.sm_90.ptx").read_text()
+        for kernel in names:
+            assert f".entry {kernel}" in ptx
+        assert "fma.rn.f32" not in ptx     # --fmad=false: no fused multiply-add, as in Numba
 
 
 def test_the_compile_command_says_in_one_line_when_nvcc_is_missing(monkeypatch, tmp_path, capsys):
@@ -167,3 +170,62 @@ def test_the_compile_command_says_in_one_line_when_nvcc_is_missing(monkeypatch, 
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["CUDA sources not compiled: nvcc not found (install the CUDA toolkit, or put nvcc on PATH)"]
     assert cuda_host.main(["bogus"]) == 2
+
+
+# ------------------------------------------------------------------------------ llama.cpp legacy types
+LEGACY = list(cuda_host.LEGACY_TYPES)
+
+
+def legacy_edge_cases() -> dict[str, np.ndarray]:
+    """Finite edge cases (llama.cpp's quantizers are not defined for NaN/Inf: the codec refuses them)."""
+    rng = np.random.default_rng(9)
+    tiny = np.finfo(np.float32).tiny
+    ties = np.tile(np.array([3.0, -3.0] + [0.5] * 30, np.float32), (2, 2))
+    ties[1, :2] = (-3.0, 3.0)                      # the first of a +-tie sets the sign of d
+    zeros = np.zeros((3, 64), np.float32)
+    zeros[1] = -0.0                                # blocks of -0.0 and of mixed-sign zeros
+    zeros[2, ::2] = -0.0
+    x = {"zeros": zeros, "ties": ties,
+         "one block": rng.standard_normal((5, 32)),
+         "denormals": rng.standard_normal((4, 64)) * tiny * 0.01,
+         "f32 denormal blocks (inverse scale inf)": rng.standard_normal((2, 64)) * 1e-44,
+         "huge (f16 scale overflows)": rng.standard_normal((4, 64)) * 1e37,
+         "constant rows": np.repeat(rng.standard_normal((4, 1)), 96, axis=1),
+         "negative only": -np.abs(rng.standard_normal((4, 160))),
+         "mixed scales": rng.standard_normal((6, 256)) * np.logspace(-30, 30, 256),
+         "half-way values": np.round(rng.standard_normal((4, 128)) * 8) / 16}
+    return {k: as_kernel_input(np.asarray(v, np.float32)) for k, v in x.items()}
+
+
+@NEEDS_NVCC
+@pytest.mark.parametrize("name", LEGACY)
+def test_legacy_bytes_and_values_are_numbas_on_every_tensor_of_the_model(name, minilm_tensors):
+    spec = resolve(name)[0]
+    codec = codec_for(spec)
+    cases = {**{k: as_kernel_input(v) for k, v in minilm_tensors.items()}, **legacy_edge_cases()}
+    assert len(cases) >= 40 + 10
+    for what, x in cases.items():
+        want = codec.quantize(x)
+        got = cuda_host.legacy_quantize(x, name)
+        bad = np.flatnonzero(got.ravel() != want.ravel())
+        assert got.shape == want.shape and bad.size == 0, f"{what}: {bad.size} bytes differ, first at {bad[:5]}"
+        assert_same_values(cuda_host.legacy_dequantize(got, x.shape, name), codec.dequantize(want, x.shape), what)
+
+
+def test_legacy_refuses_partial_blocks_and_other_types():
+    with pytest.raises(ValueError, match="not whole blocks of 32"):
+        cuda_host._legacy_type("Q4_0", 100)
+    with pytest.raises(ValueError, match="not one of llama.cpp's legacy types"):
+        cuda_host._legacy_type("Q4_K", 256)
+
+
+@NEEDS_NVCC
+@pytest.mark.parametrize("name", LEGACY)
+def test_legacy_bytes_are_llama_cpps(name, minilm_tensors, oracle):
+    """Against llama.cpp itself (ggml_quantize_chunk, no imatrix), not only through Numba."""
+    for tname in ("encoder.layer.0.attention.self.query.weight", "encoder.layer.5.intermediate.dense.weight"):
+        x = as_kernel_input(minilm_tensors[tname])
+        ref = np.asarray(oracle.quantize(name, x)).reshape(-1)
+        assert np.array_equal(cuda_host.legacy_quantize(x, name).reshape(-1), ref), tname
+    x = legacy_edge_cases()["ties"]
+    assert np.array_equal(cuda_host.legacy_quantize(x, name).reshape(-1), np.asarray(oracle.quantize(name, x)).reshape(-1))

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 SOURCE_DIR = Path(__file__).resolve().parent.parent / "kernels" / "cuda"
-SOURCES = ("scales.cuh", "uniform.cuh", "uniform.cu")
+SOURCES = ("scales.cuh", "uniform.cuh", "uniform.cu", "legacy.cuh", "legacy.cu")
+UNITS = ("uniform", "legacy")       # the .cu files: one host library, one device image each
 HOST_FLAGS = ("-O2", "-std=c++17", "-Xcompiler", "-fPIC,-ffp-contract=off", "-shared")
 DEVICE_ARCHS = ("80", "90")
 DEVICE_FLAGS = ("-std=c++17", "--fmad=false")
@@ -71,12 +72,12 @@ def build_host() -> Path:
     why = available()
     if why:
         raise CudaUnavailable(why)
-    out = build_dir() / f"libwb_uniform-{digest()}.so"
+    out = build_dir() / f"libwb_cuda-{digest()}.so"
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=out.parent) as tmp:   # an interrupted build leaves no library
             part = Path(tmp) / out.name
-            _run([nvcc(), *HOST_FLAGS, "-o", str(part), str(source_dir() / "uniform.cu")])
+            _run([nvcc(), *HOST_FLAGS, "-o", str(part), *(str(source_dir() / f"{u}.cu") for u in UNITS)])
             os.replace(part, out)
     return out
 
@@ -89,12 +90,13 @@ def compile_device(out_dir: str | os.PathLike) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     made = []
-    for arch in DEVICE_ARCHS:
-        for kind in ("cubin", "ptx"):
-            path = out_dir / f"uniform.sm_{arch}.{kind}"
-            _run([nvcc(), *DEVICE_FLAGS, f"--{kind}", f"-arch=sm_{arch}", "-o", str(path),
-                  str(source_dir() / "uniform.cu")])
-            made.append(path)
+    for unit in UNITS:
+        for arch in DEVICE_ARCHS:
+            for kind in ("cubin", "ptx"):
+                path = out_dir / f"{unit}.sm_{arch}.{kind}"
+                _run([nvcc(), *DEVICE_FLAGS, f"--{kind}", f"-arch=sm_{arch}", "-o", str(path),
+                      str(source_dir() / f"{unit}.cu")])
+                made.append(path)
     return made
 
 
@@ -118,6 +120,9 @@ def library() -> ctypes.CDLL:
     lib.wb_uniform_quantize.restype = i64
     lib.wb_uniform_dequantize.argtypes = [_P, _F, _F, *_FORMAT, _F, _P]
     lib.wb_uniform_dequantize.restype = i64
+    lib.wb_legacy_quantize.argtypes = [_F, _P, _F, _F, _P]
+    lib.wb_legacy_quantize.restype = i64
+    lib.wb_legacy_dequantize.argtypes = [_F, _P, _F, _F, _P]
     return lib
 
 
@@ -216,8 +221,45 @@ def main(argv: list[str] | None = None) -> int:
         print(f"CUDA sources did not compile: {str(exc).splitlines()[0]}", file=sys.stderr)
         print(str(exc), file=sys.stderr)
         return 1
-    print(f"compiled {len(made)} device images (sm_{', sm_'.join(DEVICE_ARCHS)}; cubin and PTX) into {args[1]}")
+    print(f"compiled {len(made)} device images ({', '.join(UNITS)}; sm_{', sm_'.join(DEVICE_ARCHS)}; cubin and PTX) "
+          f"into {args[1]}")
     return 0
+
+
+# ------------------------------------------------------------------------------ llama.cpp legacy types
+LEGACY_TYPES = {"Q4_0": 0, "Q4_1": 1, "Q5_0": 2, "Q5_1": 3, "Q8_0": 4}
+LEGACY_BLOCK_BYTES = {"Q4_0": 18, "Q4_1": 20, "Q5_0": 22, "Q5_1": 24, "Q8_0": 34}
+
+
+def _legacy_type(name: str, cols: int) -> int:
+    if name not in LEGACY_TYPES:
+        raise ValueError(f"{name}: not one of llama.cpp's legacy types ({', '.join(LEGACY_TYPES)})")
+    if cols % 32:
+        raise ValueError(f"{name}: rows of {cols} are not whole blocks of 32 (llama.cpp writes them in a fallback type)")
+    return LEGACY_TYPES[name]
+
+
+def legacy_quantize(x: np.ndarray, name: str) -> np.ndarray:
+    """llama.cpp's bytes of x in a legacy type (finite x: the caller refuses NaN/Inf, as the
+    workbench's codec does), as the host build of kernels/cuda/legacy.cu writes them."""
+    x = np.ascontiguousarray(x, np.float32)
+    rows, cols = x.shape
+    t = _legacy_type(name, cols)
+    out = np.empty((rows, cols // 32 * LEGACY_BLOCK_BYTES[name]), np.uint8)
+    used = library().wb_legacy_quantize(t, _ptr(x), rows, cols, _ptr(out))
+    if used != out.size:
+        raise AssertionError(f"{name}: wrote {used} of {out.size} bytes")
+    return out
+
+
+def legacy_dequantize(packed: np.ndarray, shape: tuple[int, int], name: str) -> np.ndarray:
+    packed = np.ascontiguousarray(packed, np.uint8)
+    t = _legacy_type(name, shape[1])
+    if packed.size != shape[0] * shape[1] // 32 * LEGACY_BLOCK_BYTES[name]:
+        raise ValueError(f"{name}: {packed.size} bytes do not hold a {shape[0]}x{shape[1]} tensor")
+    y = np.empty(shape, np.float32)
+    library().wb_legacy_dequantize(t, _ptr(packed), shape[0], shape[1], _ptr(y))
+    return y
 
 
 if __name__ == "__main__":

@@ -63,8 +63,8 @@ class CuPyGPU:
 
 
 @functools.cache
-def module():
-    """The RawModule of kernels/cuda/uniform.cu for the current device."""
+def module(unit: str = "uniform"):
+    """The RawModule of kernels/cuda/<unit>.cu (uniform, legacy) for the current device."""
     import os
     from pathlib import Path
 
@@ -72,15 +72,15 @@ def module():
     cp = _cupy()
     arch = str(cp.cuda.Device().compute_capability)     # CuPy gives it as digits: "90" for sm_90
     if cuda_host.nvcc():
-        out = cuda_host.build_dir() / f"uniform-{cuda_host.digest()}.sm_{arch}.cubin"
+        out = cuda_host.build_dir() / f"{unit}-{cuda_host.digest()}.sm_{arch}.cubin"
         if not out.exists():
             out.parent.mkdir(parents=True, exist_ok=True)
             part = Path(f"{out}.{os.getpid()}.part")
             cuda_host._run([cuda_host.nvcc(), *cuda_host.DEVICE_FLAGS, "--cubin", f"-arch=sm_{arch}",
-                            "-o", str(part), str(cuda_host.source_dir() / "uniform.cu")])
+                            "-o", str(part), str(cuda_host.source_dir() / f"{unit}.cu")])
             os.replace(part, out)
         return cp.RawModule(path=str(out))
-    src = (cuda_host.source_dir() / "uniform.cu").read_text()
+    src = (cuda_host.source_dir() / f"{unit}.cu").read_text()
     return cp.RawModule(code=src, options=("-std=c++17", "--fmad=false", f"-I{cuda_host.source_dir()}"))
 
 
@@ -142,6 +142,24 @@ class CuPyUniformCodec(Codec):
         self._launch("wb_uniform_dequantize_kernel", units, pd_, np.int32(shape[0]), np.int32(shape[1]), *args,
                      cp.asarray(norms), np.int32(nn), y)
         return cp.asnumpy(y)
+
+
+def legacy_kernels(name: str, x_device, blocks: int):
+    """(quantize, dequantize) launchers of llama.cpp's legacy type ``name`` over ``blocks``
+    blocks of 32 on the device (kernels/cuda/legacy.cu): each takes (input, output) device arrays.
+    Not yet a sweep codec (rows that are not whole blocks take llama.cpp's fallback type); used by
+    scripts/gpu-check.sh for byte identity and throughput."""
+    from workbench.cuda_host import LEGACY_TYPES
+    t = np.int32(LEGACY_TYPES[name])
+    mod = module("legacy")
+    grid = ((blocks + THREADS - 1) // THREADS,)
+
+    def quantize(x, out):
+        mod.get_function("wb_legacy_quantize_kernel")(grid, (THREADS,), (t, x, np.int64(blocks), out))
+
+    def dequantize(packed, y):
+        mod.get_function("wb_legacy_dequantize_kernel")(grid, (THREADS,), (t, packed, np.int64(blocks), y))
+    return quantize, dequantize
 
 
 BACKEND = CuPyGPU()
