@@ -91,8 +91,7 @@ def real_slices(minilm_tensors):
 
 def uniform_formats() -> list:
     scales_grid = [f for f in resolve("scales")][::5]
-    extra = resolve("Q4a32_naive,Q(3a16)xQ(4s16)_e4m3_naive,Q(4s16)xQ(8s16)_f32,Q4a32_f32,Q4s32_e4m3_nonorm,"
-                    "Q(4a16)xQ(6a16)_e8m0,Q(4a8)xQ(6a8)_e4m3_hqq")
+    extra = resolve(cuda_host.EXTRA_UNIFORM)
     seen, out = set(), []
     for f in [*resolve("default"), *resolve("searches"), *scales_grid, *extra]:
         if f.family == "uniform" and f.name not in seen:

@@ -43,7 +43,7 @@ def digest() -> str:
     h = hashlib.sha256()
     for name in SOURCES:
         h.update(name.encode() + b"\0" + (source_dir() / name).read_bytes())
-    h.update(" ".join(HOST_FLAGS).encode())
+    h.update(" ".join(HOST_FLAGS + DEVICE_FLAGS).encode())     # a changed flag is a new build
     return h.hexdigest()[:16]
 
 
@@ -154,6 +154,11 @@ def e8m0_ceil(x: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------------------ uniform family
 MAX_SUPER_BLOCK = 256    # uniform.cuh: blocks per super-block a unit holds on its stack
+# Beside the grids, the paths no grid reaches (tests/test_cuda_host.py and scripts/gpu_check.py
+# check both): the seed's naive order, f32 scales, an asymmetric super-level (four normalizers),
+# e8m0 under an asymmetric super-level, hqq inside a double format, fp8 without the normalizer.
+EXTRA_UNIFORM = ("Q4a32_naive,Q(3a16)xQ(4s16)_e4m3_naive,Q(4s16)xQ(8s16)_f32,Q4a32_f32,Q4s32_e4m3_nonorm,"
+                 "Q(4a16)xQ(6a16)_e8m0,Q(4a8)xQ(6a8)_e4m3_hqq,Q(4a16)xQ(6a16)_e4m3")
 
 
 def format_args(spec) -> tuple[int, ...]:
