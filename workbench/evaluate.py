@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 
 import workbench
 from workbench import store as st
@@ -370,7 +371,7 @@ def run(model: str | None = None, formats: str | list[FormatSpec] | None = None,
                 native_skips.append((s.name, f"llama.cpp's own model: this llama.cpp cannot write {s.name}"))
 
     run_id = run_id or st.new_run_id()
-    be = backend if backend is not None and not isinstance(backend, str) else backends.choose(backend)[0]
+    be = backends.resolve(backend)
     prov = st.provenance(run_id, be.name, be.device())
     runtime_version = getattr(ev, "llama_cpp_version", None) or f"numpy {np.__version__}"
     fingerprint = getattr(ev, "fingerprint", None) or getattr(getattr(ev, "source", None), "fingerprint", None) or ""
@@ -404,7 +405,7 @@ def run(model: str | None = None, formats: str | list[FormatSpec] | None = None,
                 break
             t0 = time.perf_counter()
             row = {**base, "format": spec.name, "variant": variant, "tensors": tlabel,
-                   "family": spec.family, "mix": spec.to_json() if isinstance(spec, Mix) else None, "created_at": prov["created_at"]}
+                   "family": spec.family, "mix": spec.to_json() if isinstance(spec, Mix) else None, "created_at": pd.Timestamp.now(tz="UTC")}
             if variant == "llama.cpp":
                 m = dict(ev.evaluate_native(spec.name))
                 m.pop("tensor_types", None)

@@ -39,6 +39,11 @@ def default():
     return load(DEFAULT)
 
 
+def resolve(backend=None):
+    """A backend object from one (kept), a name for ``choose`` (numba, cupy, auto) or None (numba)."""
+    return backend if backend is not None and not isinstance(backend, str) else choose(backend)[0]
+
+
 def choose(requested: str | None = None):
     """(backend, why) for ``--backend``: numba, cupy or auto. An explicit backend that cannot
     run here raises ``BackendUnavailable``; auto falls back to numba and says why."""
