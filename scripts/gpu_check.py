@@ -101,11 +101,12 @@ def identity(gpu, fmts, xs) -> tuple[int, int, list[str]]:
 
 
 def legacy_identity(xs) -> tuple[int, int, list[str]]:
-    """llama.cpp's legacy types on the device against the Numba kernels (finite tensors whose rows
-    are whole blocks of 32)."""
+    """llama.cpp's legacy types on the device against the Numba kernels: the launchers on finite
+    tensors whose rows are whole blocks of 32, then the sweep's codec (``CuPyLegacyCodec``) on
+    every finite tensor and a slice whose rows are not whole blocks (llama.cpp's F16 fallback)."""
     import cupy as cp
     import numpy as np
-    from workbench.backends.cupy import legacy_kernels
+    from workbench.backends.cupy import BACKEND, legacy_kernels
     from workbench.codecs import codec_for
     from workbench.cuda_host import LEGACY_BLOCK_BYTES
     from workbench.formats import resolve
@@ -129,6 +130,20 @@ def legacy_identity(xs) -> tuple[int, int, list[str]]:
             elif not same_values(cp.asnumpy(y), ref.dequantize(want.reshape(x.shape[0], -1), x.shape)):
                 bad += 1
                 notes.append(f"{name} on {what}: the bytes agree, the decoded values differ")
+        sweep_codec = BACKEND.codec(resolve(name)[0])
+        finite = {w: x for w, x in xs.items() if np.isfinite(x).all()}
+        first = next(iter(finite.values()), None)
+        if first is not None and first.shape[1] > 40:
+            finite["a slice of 40 columns (F16 fallback)"] = np.ascontiguousarray(first[:, :40])
+        for what, x in finite.items():
+            pairs += 1
+            want, got = ref.quantize(x), sweep_codec.quantize(x)
+            if got.shape != want.shape or not np.array_equal(got, want):
+                bad += 1
+                notes.append(f"{name} (sweep codec) on {what}: the bytes differ")
+            elif not same_values(sweep_codec.dequantize(got, x.shape), ref.dequantize(want, x.shape)):
+                bad += 1
+                notes.append(f"{name} (sweep codec) on {what}: the bytes agree, the decoded values differ")
     return pairs, bad, notes
 
 

@@ -1,6 +1,7 @@
 """The cupy backend on a GPU: the packed bytes and decoded values of every uniform format the
 host-build test covers (test_cuda_host.UNIFORM), on the edge cases with NaN/Inf and on real MiniLM
-slices, equal to the Numba kernels'. Skipped, saying why, without CuPy or a CUDA device (every
+slices, and of llama.cpp's legacy types through the sweep's codec (with its F16 fallback), equal to
+the Numba kernels'. Skipped, saying why, without CuPy or a CUDA device (every
 machine CI runs on); scripts/gpu-check.sh runs the same comparison on a lent GPU without the
 test dependencies."""
 from __future__ import annotations
@@ -41,6 +42,22 @@ def test_cupy_bytes_and_values_are_numbas(minilm_tensors):
             except AssertionError as exc:
                 failed.append(f"{spec.name} on {name}: {str(exc).splitlines()[0]}")
     assert not failed, f"{len(failed)} (format, tensor) pairs differ: {failed[:10]}"
+
+
+@NEEDS_GPU
+def test_cupy_legacy_types_write_numbas_bytes_with_the_fallback(minilm_tensors):
+    from workbench.cuda_host import LEGACY_TYPES
+    from workbench.formats import resolve
+    x = np.ascontiguousarray(minilm_tensors["encoder.layer.0.attention.self.query.weight"])
+    cases = {"query": x, "40 columns (F16 fallback)": np.ascontiguousarray(x[:16, :40]),
+             "zeros": np.zeros((4, 64), np.float32)}
+    for name in LEGACY_TYPES:
+        spec = resolve(name)[0]
+        ref, dev = codec_for(spec), codec_for(spec, GPU)
+        for what, t in cases.items():
+            want, got = ref.quantize(t), dev.quantize(t)
+            assert np.array_equal(got, want), (name, what)
+            assert_same_values(dev.dequantize(got, t.shape), ref.dequantize(want, t.shape), what)
 
 
 @pytest.mark.skipif(GPU.available() is None, reason="a GPU is visible: gpu-check would run")

@@ -12,8 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pathlib import Path
+
 from workbench import backends, cuda_host, store as st
-from workbench.codecs import Codec, codec_for
+from workbench.backends.cupy import LegacyCodec
+from workbench.codecs import Codec, NonFiniteError, codec_for
 from workbench.formats import resolve
 from workbench.sweep import run
 
@@ -51,12 +54,18 @@ def test_numba_codecs_are_the_families_own():
         assert np.array_equal(codec_for(spec, be).quantize(x), codec_for(spec).quantize(x))
 
 
-def test_cupy_supports_the_uniform_family_only_so_far():
+def test_cupy_supports_the_uniform_family_and_the_legacy_types_so_far():
     gpu = backends.load("cupy")
-    assert gpu.supports(resolve("Q4s32")[0]) is None
-    assert gpu.supports(resolve("Q(4a16)xQ(6s16)_e4m3_rmse")[0]) is None
-    assert "uniform family only" in gpu.supports(resolve("Q4_0")[0])
-    assert "uniform family only" in gpu.supports(resolve("NF4b64_f32")[0])
+    for name in ("Q4s32", "Q(4a16)xQ(6s16)_e4m3_rmse", *cuda_host.LEGACY_TYPES):
+        assert gpu.supports(resolve(name)[0]) is None, name
+    for name in ("Q4_K", "IQ4_NL", "NF4b64_f32"):
+        why = gpu.supports(resolve(name)[0])
+        assert why.startswith("the cupy backend has kernels for the uniform family and llama.cpp's "
+                              "legacy types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) only so far") and name in why
+    # with an imatrix llama.cpp takes another path for the legacy types: refused, not ignored
+    assert "importance path" in gpu.supports(resolve("Q4_0")[0], imatrix=True)
+    assert gpu.supports(resolve("Q4s32")[0], imatrix=True) is None     # (ignores an imatrix anyway)
+    assert backends.load("numba").supports(resolve("Q4_0")[0], imatrix=True) is None
 
 
 class HostCuda:
@@ -72,10 +81,13 @@ class HostCuda:
     def version(self):
         return "nvcc host build"
 
-    def supports(self, spec):
-        return backends.load("cupy").supports(spec)
+    def supports(self, spec, imatrix=False):
+        return backends.load("cupy").supports(spec, imatrix)
 
     def codec(self, spec):
+        if spec.family == "ggml":
+            return HostLegacyCodec(spec)
+
         class HostCodec(Codec):
             def quantize(self, x, importance=None, threads=1):
                 return cuda_host.quantize(x, self.spec)
@@ -85,15 +97,25 @@ class HostCuda:
         return HostCodec(spec)
 
 
-@pytest.mark.skipif(cuda_host.available() is not None, reason=str(cuda_host.available()))
+class HostLegacyCodec(LegacyCodec):
+    """The cupy backend's legacy codec (fallback, refusals) on the host build's kernels."""
+
+    def whole_rows(self):
+        return cuda_host.legacy_quantize, cuda_host.legacy_dequantize
+
+
+NEEDS_NVCC = pytest.mark.skipif(cuda_host.available() is not None, reason=str(cuda_host.available()))
+
+
+@NEEDS_NVCC
 def test_a_sweep_on_another_backend_keys_and_labels_its_rows(tmp_path):
-    formats = "Q4s32,Q(4a16)xQ(6s16)_e4m3,Q3a64_e8m0_rmse,Q4_0"
+    formats = "Q4s32,Q(4a16)xQ(6s16)_e4m3,Q3a64_e8m0_rmse,Q4_0,Q8_0,Q4_K"
     ref = run(None, formats, TENSORS, tmp_path / "numba", progress=False)
     rep = run(None, formats, TENSORS, tmp_path / "host", progress=False, backend=HostCuda())
-    assert ref.measured == 2 * 4 and rep.measured == 2 * 3
+    assert ref.measured == 2 * 6 and rep.measured == 2 * 5
     pairs = [(f, r) for _t, f, r in rep.skipped if f]        # (f == "": tensors the model skips)
-    assert sorted(f for f, _r in pairs) == ["Q4_0", "Q4_0"]
-    assert all(r.startswith("backend cuda-host: the cupy backend has kernels for the uniform family only")
+    assert sorted(f for f, _r in pairs) == ["Q4_K", "Q4_K"]
+    assert all(r.startswith("backend cuda-host: the cupy backend has kernels for the uniform family and")
                for _f, r in pairs)
     a = st.results(tmp_path / "numba").set_index(["tensor", "format"]).sort_index()
     b = st.results(tmp_path / "host").set_index(["tensor", "format"]).sort_index()
@@ -102,9 +124,63 @@ def test_a_sweep_on_another_backend_keys_and_labels_its_rows(tmp_path):
     cols = ["bpw", "nbytes", "mse", "nmse", "sqnr_db", "max_abs_err", "cosine", "bnl"]
     pd.testing.assert_frame_equal(b[cols], a.loc[b.index, cols])     # the same bytes: the same metrics
     skipped = st.query(tmp_path / "host", "SELECT format, reason, backend FROM skips WHERE format <> ''")
-    assert set(skipped["backend"]) == {"cuda-host"} and set(skipped["format"]) == {"Q4_0"}
+    assert set(skipped["backend"]) == {"cuda-host"} and set(skipped["format"]) == {"Q4_K"}
     again = run(None, formats, TENSORS, tmp_path / "host", progress=False, backend=HostCuda())
-    assert again.measured == 0 and again.already == 2 * 3          # resumed under its own key
+    assert again.measured == 0 and again.already == 2 * 5          # resumed under its own key
+
+
+@NEEDS_NVCC
+def test_legacy_types_on_the_cuda_sources_write_what_llama_quantize_writes(tmp_path):
+    """Whole-block rows in the type, other rows in F16 (llama.cpp's fallback for the legacy
+    types), NaN/Inf refused: the same bytes, rows and reasons as the numba backend."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((8, 96)).astype(np.float32)
+    x[0, :32] = 0.0                                  # an all-zero block
+    x[1, 5] = 3e4                                    # a block whose scale is huge
+    x[2, 40:72] = np.float32(1e-42)                  # float32 denormals
+    odd = rng.standard_normal((5, 72)).astype(np.float32)    # 72 = 2 blocks + 8: F16
+    for name in cuda_host.LEGACY_TYPES:
+        spec = resolve(name)[0]
+        host, ref = HostLegacyCodec(spec), codec_for(spec)
+        for t in (x, odd, x[:1, :32], np.zeros((3, 64), np.float32)):
+            q = host.quantize(t)
+            assert np.array_equal(q, ref.quantize(t)), (name, t.shape)
+            assert np.array_equal(host.dequantize(q, t.shape), ref.dequantize(q, t.shape)), (name, t.shape)
+        assert host.applied(odd.shape) == "F16" and host.applied(x.shape) == name
+        bad = x.copy()
+        bad[3, 7] = np.nan
+        with pytest.raises(NonFiniteError, match="non-finite"):
+            host.quantize(bad)
+        with pytest.raises(ValueError, match="importance path"):
+            host.quantize(x, importance=np.ones(96, np.float32))
+
+    model = tmp_path / "m.npz"
+    inf = x.copy()
+    inf[4, 4] = np.inf
+    np.savez(model, **{"a.weight": x, "b.weight": odd, "c.weight": inf})
+    formats = ",".join(cuda_host.LEGACY_TYPES)
+    ref = run(str(model), formats, None, tmp_path / "numba", progress=False)
+    rep = run(str(model), formats, None, tmp_path / "host", progress=False, backend=HostCuda())
+    assert rep.measured == ref.measured == 2 * 5
+    assert sorted(rep.skipped) == sorted(ref.skipped) and len([s for s in rep.skipped if s[0] == "c.weight"]) == 5
+    a = st.results(tmp_path / "numba").set_index(["tensor", "format"]).sort_index()
+    b = st.results(tmp_path / "host").set_index(["tensor", "format"]).sort_index()
+    cols = ["bpw", "nbytes", "mse", "nmse", "max_abs_err", "cosine", "applied_type", "fallback_note"]
+    pd.testing.assert_frame_equal(b[cols], a[cols])
+    assert set(b.loc["b.weight", "applied_type"]) == {"F16"}
+    assert set(b.loc["a.weight", "applied_type"]) == set(cuda_host.LEGACY_TYPES)
+
+
+@NEEDS_NVCC
+def test_with_an_imatrix_the_legacy_types_are_skipped_on_the_cuda_sources_and_say_why(tmp_path):
+    imatrix = Path(__file__).resolve().parents[1] / "data/imatrix/all-MiniLM-L6-v2.imatrix.gguf"
+    rep = run(None, "Q4s32,Q4_0", TENSORS, tmp_path / "host", progress=False, backend=HostCuda(), imatrix=imatrix)
+    assert rep.measured == 2
+    pairs = [(f, r) for _t, f, r in rep.skipped if f]
+    assert [f for f, _r in pairs] == ["Q4_0", "Q4_0"]
+    assert all(r == "backend cuda-host: llama.cpp quantizes Q4_0 with an imatrix through its importance "
+                    "path, which the CUDA sources do not have yet" for _f, r in pairs)
+    assert set(st.results(tmp_path / "host")["format"]) == {"Q4s32"}
 
 
 @pytest.mark.skipif(CUPY_WHY is None, reason="a GPU is visible here")

@@ -207,7 +207,8 @@ def run(model: str | os.PathLike | None = None, formats: str | list[FormatSpec] 
         raise st.StoreError(f"no weight tensor of {src.model_id} matches --tensors {tensors!r}")
     timed_name = timing_tensor(weights) if timing == "one" else None
     tasks: list[tuple[TensorInfo, list[FormatSpec]]] = []
-    unsupported = {f.name: f"backend {be.name}: {why}" for f in specs if (why := be.supports(f))}
+    unsupported = {f.name: f"backend {be.name}: {why}" for f in specs
+                   if (why := be.supports(f, imatrix=imx is not None))}
     for t in weights:
         todo = []
         for f in specs:

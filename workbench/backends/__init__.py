@@ -8,11 +8,11 @@ and the store records its ``name`` and ``device()`` on every row.
 
 * ``numba`` (``numba_cpu``): the Numba kernels on the CPU, every family. The reference.
 * ``cupy`` (``cupy``): the CUDA sources of ``kernels/cuda/`` on a GPU through CuPy, the uniform
-  family so far (their host build is tested byte for byte against Numba: tests/test_cuda_host.py).
+  family and llama.cpp's legacy types without an imatrix so far (their host build is tested byte for byte against Numba: tests/test_cuda_host.py).
 * ``auto``: cupy when it sees a GPU, else numba; ``choose`` says which and why.
 
 A backend object has: ``name`` (the store's ``backend`` value), ``available()`` (None, or why
-not, in one line), ``device()``, ``version()``, ``supports(spec)`` (None, or why not) and
+not, in one line), ``device()``, ``version()``, ``supports(spec, imatrix=False)`` (None, or why not; ``imatrix``: with an importance matrix) and
 ``codec(spec)``.
 """
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The CuPy backend: the CUDA sources of ``kernels/cuda/`` on a GPU, the uniform family so far.
+"""The CuPy backend: the CUDA sources of ``kernels/cuda/`` on a GPU: the uniform family, and
+llama.cpp's legacy types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) without an imatrix.
 
 The kernels are the per-unit routines that tests/test_cuda_host.py checks byte for byte against
 the Numba kernels through their host build; here the same source is built for the device (nvcc
@@ -6,6 +7,12 @@ for the GPU's own architecture, cached like the host library, else NVRTC through
 loaded with ``cupy.RawModule``. One thread encodes one unit (a block, or a super-block) at its
 closed-form offset; the per-tensor fp8 normalizers are a max-reduction on the device, finished
 on the host. Byte identity on a device is what ``scripts/gpu-check.sh`` checks when a GPU is lent.
+
+A legacy type is written as llama-quantize writes it (``LegacyCodec``): rows of whole blocks of
+32 in the type, on the device; other rows in llama.cpp's fallback, F16, converted on the host by
+the same kernel the numba backend uses (a cast, no search). With an imatrix, llama.cpp quantizes
+these types through its importance path, which the CUDA sources do not have yet: such a sweep
+skips them on this backend and says why, rather than storing rows that ignored the imatrix.
 """
 from __future__ import annotations
 
@@ -47,19 +54,31 @@ class CuPyGPU:
         cp = _cupy()
         return f"cupy {cp.__version__}, CUDA runtime {cp.cuda.runtime.runtimeGetVersion()}"
 
-    def supports(self, spec) -> str | None:
-        from workbench.cuda_host import MAX_SUPER_BLOCK
-        if spec.family != "uniform":
-            return f"the cupy backend has kernels for the uniform family only so far ({spec.family})"
-        if (spec.super_block or 0) > MAX_SUPER_BLOCK:
-            return f"super-blocks of more than {MAX_SUPER_BLOCK} blocks"
-        return None
+    def supports(self, spec, imatrix: bool = False) -> str | None:
+        return supports(spec, imatrix)
 
     def codec(self, spec):
         why = self.supports(spec)
         if why:
             raise ValueError(f"{spec.name}: {why}")
-        return CuPyUniformCodec(spec)
+        return CuPyLegacyCodec(spec) if spec.family == "ggml" else CuPyUniformCodec(spec)
+
+
+def supports(spec, imatrix: bool = False) -> str | None:
+    """None when the CUDA sources have kernels for ``spec`` (with an imatrix, if ``imatrix``),
+    else why not, in one line. Shared with the host build's backend in the tests."""
+    from workbench.cuda_host import LEGACY_TYPES, MAX_SUPER_BLOCK
+    if spec.family == "ggml" and spec.ggml_type in LEGACY_TYPES:
+        if imatrix:
+            return (f"llama.cpp quantizes {spec.ggml_type} with an imatrix through its importance "
+                    "path, which the CUDA sources do not have yet")
+        return None
+    if spec.family != "uniform":
+        return ("the cupy backend has kernels for the uniform family and llama.cpp's legacy types "
+                f"({', '.join(LEGACY_TYPES)}) only so far ({spec.name}: {spec.family})")
+    if (spec.super_block or 0) > MAX_SUPER_BLOCK:
+        return f"super-blocks of more than {MAX_SUPER_BLOCK} blocks"
+    return None
 
 
 @functools.cache
@@ -144,11 +163,78 @@ class CuPyUniformCodec(Codec):
         return cp.asnumpy(y)
 
 
+class LegacyCodec(Codec):
+    """A legacy llama.cpp type as llama-quantize writes it, on the kernels ``whole_rows`` gives:
+    (quantize(x, name) -> uint8[rows, row bytes], dequantize(packed, shape, name) -> float32) for
+    rows of whole blocks. Rows that are not take the type's fallback (``spec.plan``: F16), by the
+    numba backend's own F16 kernel. NaN/Inf are refused as the numba codec refuses them."""
+
+    def whole_rows(self):
+        raise NotImplementedError
+
+    def applied(self, shape) -> str:
+        from workbench.families.ggml import applied_type
+        return applied_type(self.spec, shape)
+
+    def uses_importance(self, shape) -> bool:
+        return False        # supports(spec, imatrix=True) refuses: a sweep with one skips these
+
+    def quantize(self, x, importance=None, threads: int = 1):
+        from workbench.codecs import NO_IMPORTANCE, NonFiniteError
+        from workbench.families.ggml import ggml_kernels
+        from workbench.kernels.legacy import check_finite
+        if importance is not None:
+            raise ValueError(f"{self.spec.name}: {supports(self.spec, imatrix=True)}")
+        x = np.ascontiguousarray(x, np.float32)
+        if check_finite(x):
+            raise NonFiniteError(f"{self.spec.name}: tensor has non-finite values (NaN/Inf); "
+                                 "llama.cpp's quantizers are not defined for them")
+        applied = self.applied(x.shape)
+        if applied == "F16":
+            return ggml_kernels()["F16"][0](x, NO_IMPORTANCE)
+        return self.whole_rows()[0](x, applied)
+
+    def dequantize(self, packed, shape):
+        from workbench.families.ggml import ggml_kernels
+        applied = self.applied(shape)
+        if applied == "F16":
+            return ggml_kernels()["F16"][1](np.ascontiguousarray(packed, np.uint8), shape[1]).reshape(shape)
+        return self.whole_rows()[1](packed, tuple(shape), applied)
+
+
+class CuPyLegacyCodec(LegacyCodec):
+    def whole_rows(self):
+        return _device_legacy_quantize, _device_legacy_dequantize
+
+
+def _device_legacy_quantize(x: np.ndarray, name: str) -> np.ndarray:
+    from workbench.cuda_host import LEGACY_BLOCK_BYTES
+    cp = _cupy()
+    rows, cols = x.shape
+    blocks = rows * cols // 32
+    xd = cp.asarray(np.ascontiguousarray(x, np.float32))
+    out = cp.empty(blocks * LEGACY_BLOCK_BYTES[name], cp.uint8)
+    legacy_kernels(name, xd, blocks)[0](xd, out)
+    return cp.asnumpy(out).reshape(rows, -1)
+
+
+def _device_legacy_dequantize(packed: np.ndarray, shape: tuple[int, int], name: str) -> np.ndarray:
+    from workbench.cuda_host import LEGACY_BLOCK_BYTES
+    cp = _cupy()
+    blocks = shape[0] * shape[1] // 32
+    packed = np.ascontiguousarray(packed, np.uint8).reshape(-1)
+    if packed.size != blocks * LEGACY_BLOCK_BYTES[name]:
+        raise ValueError(f"{name}: {packed.size} bytes do not hold a {shape[0]}x{shape[1]} tensor")
+    y = cp.empty(shape, cp.float32)
+    legacy_kernels(name, None, blocks)[1](cp.asarray(packed), y)
+    return cp.asnumpy(y)
+
+
 def legacy_kernels(name: str, x_device, blocks: int):
     """(quantize, dequantize) launchers of llama.cpp's legacy type ``name`` over ``blocks``
     blocks of 32 on the device (kernels/cuda/legacy.cu): each takes (input, output) device arrays.
-    Not yet a sweep codec (rows that are not whole blocks take llama.cpp's fallback type); used by
-    scripts/gpu-check.sh for byte identity and throughput."""
+    The sweep's codec is ``CuPyLegacyCodec``; scripts/gpu-check.sh uses these directly for byte
+    identity and throughput."""
     from workbench.cuda_host import LEGACY_TYPES
     t = np.int32(LEGACY_TYPES[name])
     mod = module("legacy")

@@ -60,6 +60,14 @@ def plan(spec, shape):
     return ggml_plan(spec.ggml_type, shape[-1])
 
 
+def applied_type(spec, shape) -> str:
+    """The type llama-quantize writes a tensor of ``shape`` in; ValueError (why) when it refuses."""
+    applied, note = plan(spec, shape)
+    if applied is None:
+        raise ValueError(note)
+    return applied
+
+
 # ------------------------------------------------------------------------------- layout
 def uses_normalizer(spec) -> bool:
     return False
@@ -153,10 +161,7 @@ def _codec_class():
         written in llama.cpp's fallback type (``spec.plan``)."""
 
         def applied(self, shape) -> str:
-            applied, note = self.spec.plan(shape)
-            if applied is None:
-                raise ValueError(note)
-            return applied
+            return applied_type(self.spec, shape)
 
         def uses_importance(self, shape) -> bool:
             applied = self.applied(shape)
