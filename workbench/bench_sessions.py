@@ -133,6 +133,10 @@ DRAG = (0.95, 0.05, 0.02, 0.98)
 # page's own clock, GAP_JS), counted ("pressed") and made again.
 PRESS_MS = 300
 DRAG_RETRIES = 3
+# Before each drag: until the page's main thread is idle (requestIdleCallback), at most 2 s. A
+# drag begun while the page is still busy drawing has its moves queued behind that work, and
+# bokeh's press timer fires first.
+IDLE_JS = "() => new Promise(r => requestIdleCallback(() => r(true), {timeout: 2000}))"
 SELECT_MS = 5_000
 # True once the format points' data source has a selection in the page (bokeh's own).
 SELECTED_JS = """() => Bokeh.documents.some(doc => [...doc.all_models].some(m => m.type === "ColumnDataSource"
@@ -185,6 +189,7 @@ async def _one(browser, url: str, timeout_s: float, out: dict, start: asyncio.Ev
         x0, y0, x1, y1 = DRAG
         for attempt in range(1 + DRAG_RETRIES):
             await page.mouse.move(frame["x"] + x0 * frame["w"], frame["y"] + y0 * frame["h"])
+            await page.evaluate(IDLE_JS)     # as a person waits for a page that is still drawing
             await page.mouse.down()
             await page.mouse.move(frame["x"] + x1 * frame["w"], frame["y"] + y1 * frame["h"], steps=8)
             t1 = time.perf_counter()

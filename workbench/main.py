@@ -18,4 +18,10 @@ tolerate_detached_close()                  # nor one closing just after bokeh's 
 without_mathjax()                          # no TeX on any page: 1.8 MB less script per page
 pn.state.onload(expire_on_close)        # a closed session is discarded in ~17 s, not 10 min
 
-Workbench().template().servable()   # reads $WORKBENCH_STORE, else the default store
+# The template adds its roots to the session's document one at a time, and Bokeh recomputes the
+# document's model graph after each; frozen, it does so once at the end. In process, the Pareto
+# page's document (build, server_doc, to_json) then costs 0.44 CPU s, not 0.59 (best of 4 each,
+# 2026-12-07). Taken out on 2026-12-04 because one 20-session run with it registered 19 of 20
+# brushes; runs without it have since registered 19 too (docs/bench-sessions.md): noise.
+with pn.state.curdoc.models.freeze():
+    Workbench().template().servable()   # reads $WORKBENCH_STORE, else the default store
