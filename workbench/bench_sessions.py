@@ -184,10 +184,12 @@ async def _one(browser, url: str, timeout_s: float, out: dict, start: asyncio.Ev
         out["plot_s"] = time.perf_counter() - t0
         if shown is not None:
             shown()
-        frame = await _settled_frame(page, timeout_s)
         before = await page.evaluate(CAPTION_JS)
         x0, y0, x1, y1 = DRAG
         for attempt in range(1 + DRAG_RETRIES):
+            # where the plot is now: a drag made again looks again (the page's layout may have
+            # moved since, as its other parts drew)
+            frame = await _settled_frame(page, timeout_s)
             await page.mouse.move(frame["x"] + x0 * frame["w"], frame["y"] + y0 * frame["h"])
             await page.evaluate(IDLE_JS)     # as a person waits for a page that is still drawing
             await page.mouse.down()
