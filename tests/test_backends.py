@@ -147,6 +147,7 @@ def test_legacy_types_on_the_cuda_sources_write_what_llama_quantize_writes(tmp_p
             assert np.array_equal(q, ref.quantize(t)), (name, t.shape)
             assert np.array_equal(host.dequantize(q, t.shape), ref.dequantize(q, t.shape)), (name, t.shape)
         assert host.applied(odd.shape) == "F16" and host.applied(x.shape) == name
+        assert host.uses_importance(x.shape) == ref.uses_importance(x.shape) and not host.uses_importance(odd.shape)
         bad = x.copy()
         bad[3, 7] = np.nan
         with pytest.raises(NonFiniteError, match="non-finite"):

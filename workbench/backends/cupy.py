@@ -177,7 +177,11 @@ class LegacyCodec(Codec):
         return applied_type(self.spec, shape)
 
     def uses_importance(self, shape) -> bool:
-        return False        # supports(spec, imatrix=True) refuses: a sweep with one skips these
+        # as llama.cpp: so a caller with an imatrix gets quantize's refusal, not rows that
+        # silently ignored it (a sweep with one never gets here: supports(spec, imatrix=True))
+        from workbench.kernels.ggml_types import GGML_TYPES
+        applied = self.applied(shape)
+        return applied != "F16" and GGML_TYPES[applied].uses_imatrix
 
     def quantize(self, x, importance=None, threads: int = 1):
         from workbench.codecs import NO_IMPORTANCE, NonFiniteError
