@@ -152,8 +152,11 @@ def test_legacy_types_on_the_cuda_sources_write_what_llama_quantize_writes(tmp_p
         bad[3, 7] = np.nan
         with pytest.raises(NonFiniteError, match="non-finite"):
             host.quantize(bad)
-        with pytest.raises(ValueError, match="importance path"):
-            host.quantize(x, importance=np.ones(96, np.float32))
+        if name == "Q8_0":      # llama.cpp's Q8_0 has no importance path: the same bytes with one
+            assert np.array_equal(host.quantize(x, importance=np.ones(96, np.float32)), ref.quantize(x))
+        else:
+            with pytest.raises(ValueError, match="importance path"):
+                host.quantize(x, importance=np.ones(96, np.float32))
 
     model = tmp_path / "m.npz"
     inf = x.copy()
@@ -175,13 +178,18 @@ def test_legacy_types_on_the_cuda_sources_write_what_llama_quantize_writes(tmp_p
 @NEEDS_NVCC
 def test_with_an_imatrix_the_legacy_types_are_skipped_on_the_cuda_sources_and_say_why(tmp_path):
     imatrix = Path(__file__).resolve().parents[1] / "data/imatrix/all-MiniLM-L6-v2.imatrix.gguf"
-    rep = run(None, "Q4s32,Q4_0", TENSORS, tmp_path / "host", progress=False, backend=HostCuda(), imatrix=imatrix)
-    assert rep.measured == 2
+    rep = run(None, "Q4s32,Q4_0,Q8_0", TENSORS, tmp_path / "host", progress=False, backend=HostCuda(), imatrix=imatrix)
+    ref = run(None, "Q4s32,Q8_0", TENSORS, tmp_path / "numba", progress=False, imatrix=imatrix)
+    assert rep.measured == ref.measured == 2 * 2
     pairs = [(f, r) for _t, f, r in rep.skipped if f]
     assert [f for f, _r in pairs] == ["Q4_0", "Q4_0"]
     assert all(r == "backend cuda-host: llama.cpp quantizes Q4_0 with an imatrix through its importance "
                     "path, which the CUDA sources do not have yet" for _f, r in pairs)
-    assert set(st.results(tmp_path / "host")["format"]) == {"Q4s32"}
+    a = st.results(tmp_path / "numba").set_index(["tensor", "format"]).sort_index()
+    b = st.results(tmp_path / "host").set_index(["tensor", "format"]).sort_index()
+    cols = ["bpw", "mse", "nmse", "cosine", "imatrix", "imatrix_note"]     # Q8_0: "ignores the imatrix"
+    pd.testing.assert_frame_equal(b[cols], a[cols])
+    assert set(b.loc[(slice(None), "Q8_0"), "imatrix_note"]) == {"Q8_0 ignores the imatrix"}
 
 
 @pytest.mark.skipif(CUPY_WHY is None, reason="a GPU is visible here")

@@ -11,8 +11,9 @@ on the host. Byte identity on a device is what ``scripts/gpu-check.sh`` checks w
 A legacy type is written as llama-quantize writes it (``LegacyCodec``): rows of whole blocks of
 32 in the type, on the device; other rows in llama.cpp's fallback, F16, converted on the host by
 the same kernel the numba backend uses (a cast, no search). With an imatrix, llama.cpp quantizes
-these types through its importance path, which the CUDA sources do not have yet: such a sweep
-skips them on this backend and says why, rather than storing rows that ignored the imatrix.
+Q4_0 … Q5_1 through its importance path, which the CUDA sources do not have yet: such a sweep
+skips them on this backend and says why, rather than storing rows that ignored the imatrix
+(Q8_0 has no importance path in llama.cpp either: it is measured, and its row says so).
 """
 from __future__ import annotations
 
@@ -69,7 +70,8 @@ def supports(spec, imatrix: bool = False) -> str | None:
     else why not, in one line. Shared with the host build's backend in the tests."""
     from workbench.cuda_host import LEGACY_TYPES, MAX_SUPER_BLOCK
     if spec.family == "ggml" and spec.ggml_type in LEGACY_TYPES:
-        if imatrix:
+        from workbench.kernels.ggml_types import GGML_TYPES
+        if imatrix and GGML_TYPES[spec.ggml_type].uses_imatrix:     # (Q8_0: llama.cpp ignores it)
             return (f"llama.cpp quantizes {spec.ggml_type} with an imatrix through its importance "
                     "path, which the CUDA sources do not have yet")
         return None
@@ -187,9 +189,9 @@ class LegacyCodec(Codec):
         from workbench.codecs import NO_IMPORTANCE, NonFiniteError
         from workbench.families.ggml import ggml_kernels
         from workbench.kernels.legacy import check_finite
-        if importance is not None:
-            raise ValueError(f"{self.spec.name}: {supports(self.spec, imatrix=True)}")
         x = np.ascontiguousarray(x, np.float32)
+        if importance is not None and self.uses_importance(x.shape):
+            raise ValueError(f"{self.spec.name}: {supports(self.spec, imatrix=True)}")
         if check_finite(x):
             raise NonFiniteError(f"{self.spec.name}: tensor has non-finite values (NaN/Inf); "
                                  "llama.cpp's quantizers are not defined for them")
