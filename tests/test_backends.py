@@ -16,7 +16,7 @@ from pathlib import Path
 
 from workbench import backends, cuda_host, store as st
 from workbench.backends.cupy import LegacyCodec
-from workbench.codecs import Codec, NonFiniteError, codec_for
+from workbench.codecs import Codec, NonFiniteError, NotOnThisBackend, codec_for
 from workbench.formats import resolve
 from workbench.sweep import run
 
@@ -62,10 +62,6 @@ def test_cupy_supports_the_uniform_family_and_the_legacy_types_so_far():
         why = gpu.supports(resolve(name)[0])
         assert why.startswith("the cupy backend has kernels for the uniform family and llama.cpp's "
                               "legacy types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) only so far") and name in why
-    # with an imatrix llama.cpp takes another path for the legacy types: refused, not ignored
-    assert "importance path" in gpu.supports(resolve("Q4_0")[0], imatrix=True)
-    assert gpu.supports(resolve("Q4s32")[0], imatrix=True) is None     # (ignores an imatrix anyway)
-    assert backends.load("numba").supports(resolve("Q4_0")[0], imatrix=True) is None
 
 
 class HostCuda:
@@ -81,8 +77,8 @@ class HostCuda:
     def version(self):
         return "nvcc host build"
 
-    def supports(self, spec, imatrix=False):
-        return backends.load("cupy").supports(spec, imatrix)
+    def supports(self, spec):
+        return backends.load("cupy").supports(spec)
 
     def codec(self, spec):
         if spec.family == "ggml":
@@ -152,11 +148,18 @@ def test_legacy_types_on_the_cuda_sources_write_what_llama_quantize_writes(tmp_p
         bad[3, 7] = np.nan
         with pytest.raises(NonFiniteError, match="non-finite"):
             host.quantize(bad)
+        w = np.linspace(0.5, 2, 96, dtype=np.float32)
         if name == "Q8_0":      # llama.cpp's Q8_0 has no importance path: the same bytes with one
-            assert np.array_equal(host.quantize(x, importance=np.ones(96, np.float32)), ref.quantize(x))
+            assert np.array_equal(host.quantize(x, importance=w), ref.quantize(x, importance=w))
         else:
-            with pytest.raises(ValueError, match="importance path"):
-                host.quantize(x, importance=np.ones(96, np.float32))
+            with pytest.raises(NotOnThisBackend, match=f"quantizes {name} with an imatrix through its importance path"):
+                host.quantize(x, importance=w)
+        # F16 rows take no imatrix in llama.cpp either: the same bytes with one
+        assert np.array_equal(host.quantize(odd, importance=w[:72]), ref.quantize(odd, importance=w[:72]))
+        with pytest.raises(ValueError, match="importance has shape"):
+            host.quantize(x, importance=w[:64])
+        with pytest.raises(NonFiniteError):             # non-finite first, as numba
+            host.quantize(np.full((1, 32), np.inf, np.float32), importance=w[:32])
 
     model = tmp_path / "m.npz"
     inf = x.copy()
@@ -185,6 +188,7 @@ def test_with_an_imatrix_the_legacy_types_are_skipped_on_the_cuda_sources_and_sa
     assert [f for f, _r in pairs] == ["Q4_0", "Q4_0"]
     assert all(r == "backend cuda-host: llama.cpp quantizes Q4_0 with an imatrix through its importance "
                     "path, which the CUDA sources do not have yet" for _f, r in pairs)
+    assert rep.skipped and all(f == "Q4_0" or not f for _t, f, _r in rep.skipped)
     a = st.results(tmp_path / "numba").set_index(["tensor", "format"]).sort_index()
     b = st.results(tmp_path / "host").set_index(["tensor", "format"]).sort_index()
     cols = ["bpw", "mse", "nmse", "cosine", "imatrix", "imatrix_note"]     # Q8_0: "ignores the imatrix"

@@ -187,11 +187,11 @@ async def _one(browser, url: str, timeout_s: float, out: dict, start: asyncio.Ev
         before = await page.evaluate(CAPTION_JS)
         x0, y0, x1, y1 = DRAG
         for attempt in range(1 + DRAG_RETRIES):
-            # where the plot is now: a drag made again looks again (the page's layout may have
-            # moved since, as its other parts drew)
+            await page.evaluate(IDLE_JS)     # as a person waits for a page that is still drawing
+            # then where the plot is now: a drag made again looks again (the page's layout may
+            # have moved since, as its other parts drew)
             frame = await _settled_frame(page, timeout_s)
             await page.mouse.move(frame["x"] + x0 * frame["w"], frame["y"] + y0 * frame["h"])
-            await page.evaluate(IDLE_JS)     # as a person waits for a page that is still drawing
             await page.mouse.down()
             await page.mouse.move(frame["x"] + x1 * frame["w"], frame["y"] + y1 * frame["h"], steps=8)
             t1 = time.perf_counter()

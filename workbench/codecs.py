@@ -24,6 +24,12 @@ class NonFiniteError(ValueError):
     """The tensor holds NaN/Inf; llama.cpp's quantizers are not defined for them."""
 
 
+class NotOnThisBackend(ValueError):
+    """This backend cannot quantize this (tensor, format) pair the way the reference does (the
+    message says why, e.g. no importance path for an imatrix); the sweep skips the pair and lists
+    it with that reason rather than store a row that would differ from the reference's."""
+
+
 @dataclass(frozen=True)
 class Codec:
     spec: FormatSpec

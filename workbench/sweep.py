@@ -22,7 +22,7 @@ import numpy as np
 import workbench
 from workbench import store as st
 from workbench import backends
-from workbench.codecs import as_kernel_input, codec_for
+from workbench.codecs import NotOnThisBackend, as_kernel_input, codec_for
 from workbench.formats import FormatSpec, resolve, spec_columns  # noqa: F401 (public here too)
 from workbench.imatrix import load as load_imatrix, weights_for
 from workbench.kernels.metrics import error_sums_given
@@ -207,8 +207,7 @@ def run(model: str | os.PathLike | None = None, formats: str | list[FormatSpec] 
         raise st.StoreError(f"no weight tensor of {src.model_id} matches --tensors {tensors!r}")
     timed_name = timing_tensor(weights) if timing == "one" else None
     tasks: list[tuple[TensorInfo, list[FormatSpec]]] = []
-    unsupported = {f.name: f"backend {be.name}: {why}" for f in specs
-                   if (why := be.supports(f, imatrix=imx is not None))}
+    unsupported = {f.name: f"backend {be.name}: {why}" for f in specs if (why := be.supports(f))}
     for t in weights:
         todo = []
         for f in specs:
@@ -278,6 +277,9 @@ def run(model: str | os.PathLike | None = None, formats: str | list[FormatSpec] 
                             check=timed_name is not None, backend=be)   # --time-all: the old path, unchanged
             except Unrepresentable as exc:
                 sk.append((t.name, f.name, str(exc)))
+                continue
+            except NotOnThisBackend as exc:     # e.g. an imatrix on a backend without that path
+                sk.append((t.name, f.name, f"backend {be.name}: {exc}"))
                 continue
             row = {**base, "tensor": t.name, "source_dtype": t.dtype,
                    "source_quantized": t.source_quantized, **spec_columns(f), **m}

@@ -12,7 +12,8 @@ and the store records its ``name`` and ``device()`` on every row.
 * ``auto``: cupy when it sees a GPU, else numba; ``choose`` says which and why.
 
 A backend object has: ``name`` (the store's ``backend`` value), ``available()`` (None, or why
-not, in one line), ``device()``, ``version()``, ``supports(spec, imatrix=False)`` (None, or why not; ``imatrix``: with an importance matrix) and
+not, in one line), ``device()``, ``version()``, ``supports(spec)`` (None, or why not; a (tensor, format) pair it cannot do as the reference
+does, it refuses in ``quantize`` with ``codecs.NotOnThisBackend``, which the sweep lists) and
 ``codec(spec)``.
 """
 from __future__ import annotations

@@ -10,10 +10,11 @@ on the host. Byte identity on a device is what ``scripts/gpu-check.sh`` checks w
 
 A legacy type is written as llama-quantize writes it (``LegacyCodec``): rows of whole blocks of
 32 in the type, on the device; other rows in llama.cpp's fallback, F16, converted on the host by
-the same kernel the numba backend uses (a cast, no search). With an imatrix, llama.cpp quantizes
-Q4_0 … Q5_1 through its importance path, which the CUDA sources do not have yet: such a sweep
-skips them on this backend and says why, rather than storing rows that ignored the imatrix
-(Q8_0 has no importance path in llama.cpp either: it is measured, and its row says so).
+the same kernel the numba backend uses (a cast, no search). With an imatrix entry for a tensor,
+llama.cpp quantizes Q4_0 … Q5_1 through its importance path, which the CUDA sources do not have
+yet: such a (tensor, format) pair is refused (``codecs.NotOnThisBackend``) and the sweep skips it
+with the reason, rather than storing a row that ignored the imatrix. Q8_0 (no importance path in
+llama.cpp), F16 fallback rows and tensors the imatrix has no entry for are measured as on numba.
 """
 from __future__ import annotations
 
@@ -55,8 +56,8 @@ class CuPyGPU:
         cp = _cupy()
         return f"cupy {cp.__version__}, CUDA runtime {cp.cuda.runtime.runtimeGetVersion()}"
 
-    def supports(self, spec, imatrix: bool = False) -> str | None:
-        return supports(spec, imatrix)
+    def supports(self, spec) -> str | None:
+        return supports(spec)
 
     def codec(self, spec):
         why = self.supports(spec)
@@ -65,15 +66,15 @@ class CuPyGPU:
         return CuPyLegacyCodec(spec) if spec.family == "ggml" else CuPyUniformCodec(spec)
 
 
-def supports(spec, imatrix: bool = False) -> str | None:
-    """None when the CUDA sources have kernels for ``spec`` (with an imatrix, if ``imatrix``),
-    else why not, in one line. Shared with the host build's backend in the tests."""
+NO_IMPORTANCE_PATH = ("llama.cpp quantizes {} with an imatrix through its importance path, which "
+                      "the CUDA sources do not have yet")
+
+
+def supports(spec) -> str | None:
+    """None when the CUDA sources have kernels for ``spec``, else why not, in one line. Shared
+    with the host build's backend in the tests."""
     from workbench.cuda_host import LEGACY_TYPES, MAX_SUPER_BLOCK
     if spec.family == "ggml" and spec.ggml_type in LEGACY_TYPES:
-        from workbench.kernels.ggml_types import GGML_TYPES
-        if imatrix and GGML_TYPES[spec.ggml_type].uses_imatrix:     # (Q8_0: llama.cpp ignores it)
-            return (f"llama.cpp quantizes {spec.ggml_type} with an imatrix through its importance "
-                    "path, which the CUDA sources do not have yet")
         return None
     if spec.family != "uniform":
         return ("the cupy backend has kernels for the uniform family and llama.cpp's legacy types "
@@ -179,22 +180,25 @@ class LegacyCodec(Codec):
         return applied_type(self.spec, shape)
 
     def uses_importance(self, shape) -> bool:
-        # as llama.cpp: so a caller with an imatrix gets quantize's refusal, not rows that
-        # silently ignored it (a sweep with one never gets here: supports(spec, imatrix=True))
+        # as llama.cpp's (Q8_0 and F16 rows: no), so that a caller with an imatrix entry for a
+        # tensor that would use it gets quantize's refusal, not a row that silently ignored it
         from workbench.kernels.ggml_types import GGML_TYPES
         applied = self.applied(shape)
         return applied != "F16" and GGML_TYPES[applied].uses_imatrix
 
     def quantize(self, x, importance=None, threads: int = 1):
-        from workbench.codecs import NO_IMPORTANCE, NonFiniteError
+        from workbench.codecs import NO_IMPORTANCE, NonFiniteError, NotOnThisBackend
         from workbench.families.ggml import ggml_kernels
         from workbench.kernels.legacy import check_finite
         x = np.ascontiguousarray(x, np.float32)
-        if importance is not None and self.uses_importance(x.shape):
-            raise ValueError(f"{self.spec.name}: {supports(self.spec, imatrix=True)}")
-        if check_finite(x):
+        if check_finite(x):             # (the numba codec's order: non-finite, then the imatrix)
             raise NonFiniteError(f"{self.spec.name}: tensor has non-finite values (NaN/Inf); "
                                  "llama.cpp's quantizers are not defined for them")
+        if importance is not None:
+            if np.shape(importance) != (x.shape[1],):
+                raise ValueError(f"importance has shape {np.shape(importance)}, tensor rows have {x.shape[1]} columns")
+            if self.uses_importance(x.shape):
+                raise NotOnThisBackend(NO_IMPORTANCE_PATH.format(self.applied(x.shape)))
         applied = self.applied(x.shape)
         if applied == "F16":
             return ggml_kernels()["F16"][0](x, NO_IMPORTANCE)

@@ -17,7 +17,7 @@ class NumbaCPU:
         import numba
         return f"numba {numba.__version__}"
 
-    def supports(self, spec, imatrix: bool = False) -> str | None:
+    def supports(self, spec) -> str | None:
         return None
 
     def codec(self, spec):
